@@ -1,0 +1,536 @@
+//! The embedded MetaStore: SQLite in WAL mode with `synchronous=FULL`, so a
+//! committed flush record survives `kill -9` and power loss. The tables mirror the
+//! DynamoDB single-table schema, one table per item kind:
+//!
+//! | table | key | holds |
+//! |---|---|---|
+//! | `gateways` | gateway | current epoch |
+//! | `topics` | name | id, partitions, configs (JSON), version |
+//! | `flushes` | gateway, epoch, seq | flush record (JSON) |
+//! | `partitions` | topic id, partition | owner stream, checkpoint seq, next offset, log start, producer state (JSON) |
+//! | `partition_index` | topic id, partition, base offset | one index entry |
+//! | `counters` | name | producer id allocation |
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{MetaStore, check_topic_update, fenced};
+use crate::error::{Error, Result};
+use crate::types::{
+    FlushRecord, GatewayInfo, IndexEntry, PartitionCheckpoint, PartitionId, PartitionSnapshot,
+    StreamId, TopicId, TopicMeta,
+};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS gateways (
+    gateway TEXT PRIMARY KEY, epoch INTEGER NOT NULL, advertised TEXT, zone TEXT,
+    heartbeat_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS topics (
+    name TEXT PRIMARY KEY, id BLOB NOT NULL, partitions INTEGER NOT NULL,
+    configs TEXT NOT NULL, created_ms INTEGER NOT NULL, version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS flushes (
+    gateway TEXT NOT NULL, epoch INTEGER NOT NULL, seq INTEGER NOT NULL, record TEXT NOT NULL,
+    PRIMARY KEY (gateway, epoch, seq));
+CREATE TABLE IF NOT EXISTS partitions (
+    topic_id BLOB NOT NULL, partition INTEGER NOT NULL, owner_gateway TEXT NOT NULL,
+    owner_epoch INTEGER NOT NULL, checkpoint_seq INTEGER NOT NULL, next_offset INTEGER NOT NULL,
+    log_start_offset INTEGER NOT NULL, producers TEXT NOT NULL,
+    PRIMARY KEY (topic_id, partition));
+CREATE TABLE IF NOT EXISTS partition_index (
+    topic_id BLOB NOT NULL, partition INTEGER NOT NULL, base_offset INTEGER NOT NULL,
+    last_offset INTEGER NOT NULL, max_timestamp INTEGER NOT NULL, object_key TEXT NOT NULL,
+    position INTEGER NOT NULL, length INTEGER NOT NULL,
+    PRIMARY KEY (topic_id, partition, base_offset));
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+";
+
+#[derive(Debug, Clone)]
+pub struct SqliteMetaStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn db_err(e: rusqlite::Error) -> Error {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ) =>
+        {
+            Error::Unavailable(format!("sqlite: {e}"))
+        }
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
+            ) =>
+        {
+            Error::Corrupt(format!("sqlite: {e}"))
+        }
+        _ => Error::Unavailable(format!("sqlite: {e}")),
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| Error::Internal(format!("encode: {e}")))
+}
+
+fn unjson<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| Error::Corrupt(format!("decode stored metadata: {e}")))
+}
+
+fn check_fence(tx: &Connection, stream: &StreamId) -> Result<()> {
+    let current: Option<i64> = tx
+        .query_row(
+            "SELECT epoch FROM gateways WHERE gateway = ?1",
+            params![stream.gateway],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db_err)?;
+    match current {
+        Some(e) if e as u64 == stream.epoch => Ok(()),
+        other => Err(fenced(stream, other.map(|e| e as u64))),
+    }
+}
+
+fn read_topic(
+    row: &rusqlite::Row<'_>,
+) -> rusqlite::Result<(String, Vec<u8>, i32, String, i64, i64)> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+    ))
+}
+
+fn to_topic(t: (String, Vec<u8>, i32, String, i64, i64)) -> Result<TopicMeta> {
+    let id = TopicId::from_slice(&t.1).map_err(|e| Error::Corrupt(format!("topic id: {e}")))?;
+    Ok(TopicMeta {
+        name: t.0,
+        id,
+        partitions: t.2,
+        configs: unjson(&t.3)?,
+        created_ms: t.4,
+        version: t.5 as u64,
+    })
+}
+
+impl SqliteMetaStore {
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io("create metadata dir", e))?;
+        }
+        let conn = Connection::open(path).map_err(db_err)?;
+        Self::init(conn)
+    }
+
+    pub fn in_memory() -> Result<Self> {
+        Self::init(Connection::open_in_memory().map_err(db_err)?)
+    }
+
+    fn init(conn: Connection) -> Result<Self> {
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(db_err)?;
+        conn.execute_batch(SCHEMA).map_err(db_err)?;
+        Ok(SqliteMetaStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` in one transaction on a blocking thread.
+    async fn tx<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            let out = f(&tx)?;
+            tx.commit().map_err(db_err)?;
+            Ok(out)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("metadata task failed: {e}")))?
+    }
+}
+
+#[async_trait]
+impl MetaStore for SqliteMetaStore {
+    async fn register_gateway(&self, gateway: &str, info: &GatewayInfo) -> Result<u64> {
+        let gateway = gateway.to_string();
+        let info = info.clone();
+        self.tx(move |tx| {
+            let current: Option<i64> = tx
+                .query_row(
+                    "SELECT epoch FROM gateways WHERE gateway = ?1",
+                    params![gateway],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_err)?;
+            let epoch = current.unwrap_or(0) + 1;
+            tx.execute(
+                "INSERT INTO gateways (gateway, epoch, advertised, zone, heartbeat_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (gateway) DO UPDATE SET epoch = ?2, advertised = ?3, zone = ?4,
+                 heartbeat_ms = ?5",
+                params![
+                    gateway,
+                    epoch,
+                    info.advertised,
+                    info.zone,
+                    info.heartbeat_ms
+                ],
+            )
+            .map_err(db_err)?;
+            Ok(epoch as u64)
+        })
+        .await
+    }
+
+    async fn create_topic(&self, topic: &TopicMeta) -> Result<()> {
+        let t = topic.clone();
+        let configs = json(&t.configs)?;
+        self.tx(move |tx| {
+            let n = tx
+                .execute(
+                    "INSERT INTO topics (name, id, partitions, configs, created_ms, version)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (name) DO NOTHING",
+                    params![
+                        t.name,
+                        t.id.as_bytes().to_vec(),
+                        t.partitions,
+                        configs,
+                        t.created_ms,
+                        t.version as i64
+                    ],
+                )
+                .map_err(db_err)?;
+            if n == 0 {
+                return Err(Error::AlreadyExists(format!("topic {}", t.name)));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn update_topic(&self, topic: &TopicMeta) -> Result<()> {
+        let t = topic.clone();
+        let configs = json(&t.configs)?;
+        self.tx(move |tx| {
+            let stored = tx
+                .query_row(
+                    "SELECT name, id, partitions, configs, created_ms, version FROM topics WHERE name = ?1",
+                    params![t.name],
+                    read_topic,
+                )
+                .optional()
+                .map_err(db_err)?
+                .map(to_topic)
+                .transpose()?;
+            check_topic_update(stored.as_ref(), &t)?;
+            tx.execute(
+                "UPDATE topics SET partitions = ?2, configs = ?3, version = ?4 WHERE name = ?1",
+                params![t.name, t.partitions, configs, t.version as i64],
+            )
+            .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_topic(&self, name: &str, id: TopicId) -> Result<()> {
+        let name = name.to_string();
+        self.tx(move |tx| {
+            let n = tx
+                .execute(
+                    "DELETE FROM topics WHERE name = ?1 AND id = ?2",
+                    params![name, id.as_bytes().to_vec()],
+                )
+                .map_err(db_err)?;
+            if n == 0 {
+                return Err(Error::NotFound(format!("topic {name} ({id})")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_topic(&self, name: &str) -> Result<Option<TopicMeta>> {
+        let name = name.to_string();
+        self.tx(move |tx| {
+            tx.query_row(
+                "SELECT name, id, partitions, configs, created_ms, version FROM topics WHERE name = ?1",
+                params![name],
+                read_topic,
+            )
+            .optional()
+            .map_err(db_err)?
+            .map(to_topic)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn list_topics(&self) -> Result<Vec<TopicMeta>> {
+        self.tx(|tx| {
+            let mut st = tx
+                .prepare("SELECT name, id, partitions, configs, created_ms, version FROM topics ORDER BY name")
+                .map_err(db_err)?;
+            let rows = st.query_map([], read_topic).map_err(db_err)?;
+            let mut out = Vec::new();
+            for r in rows {
+                out.push(to_topic(r.map_err(db_err)?)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn commit_flush(&self, record: &FlushRecord) -> Result<()> {
+        let r = record.clone();
+        let body = json(record)?;
+        self.tx(move |tx| {
+            check_fence(tx, &r.stream)?;
+            let existing: Option<String> = tx
+                .query_row(
+                    "SELECT record FROM flushes WHERE gateway = ?1 AND epoch = ?2 AND seq = ?3",
+                    params![r.stream.gateway, r.stream.epoch as i64, r.seq as i64],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(db_err)?;
+            if let Some(existing) = existing {
+                let existing: FlushRecord = unjson(&existing)?;
+                return if existing == r {
+                    Ok(())
+                } else {
+                    Err(Error::AlreadyExists(format!(
+                        "flush {} #{}",
+                        r.stream, r.seq
+                    )))
+                };
+            }
+            tx.execute(
+                "INSERT INTO flushes (gateway, epoch, seq, record) VALUES (?1, ?2, ?3, ?4)",
+                params![r.stream.gateway, r.stream.epoch as i64, r.seq as i64, body],
+            )
+            .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn read_flushes(&self, stream: &StreamId, after_seq: u64) -> Result<Vec<FlushRecord>> {
+        let s = stream.clone();
+        self.tx(move |tx| {
+            let mut st = tx
+                .prepare(
+                    "SELECT record FROM flushes WHERE gateway = ?1 AND epoch = ?2 AND seq > ?3
+                     ORDER BY seq",
+                )
+                .map_err(db_err)?;
+            let rows = st
+                .query_map(params![s.gateway, s.epoch as i64, after_seq as i64], |r| {
+                    r.get::<_, String>(0)
+                })
+                .map_err(db_err)?;
+            let mut out = Vec::new();
+            for r in rows {
+                out.push(unjson(&r.map_err(db_err)?)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn trim_flushes(&self, stream: &StreamId, through_seq: u64) -> Result<()> {
+        let s = stream.clone();
+        let through = through_seq.min(i64::MAX as u64) as i64;
+        self.tx(move |tx| {
+            tx.execute(
+                "DELETE FROM flushes WHERE gateway = ?1 AND epoch = ?2 AND seq <= ?3",
+                params![s.gateway, s.epoch as i64, through],
+            )
+            .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn flush_streams(&self) -> Result<Vec<StreamId>> {
+        self.tx(|tx| {
+            let mut st = tx
+                .prepare("SELECT DISTINCT gateway, epoch FROM flushes ORDER BY gateway, epoch")
+                .map_err(db_err)?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok(StreamId {
+                        gateway: r.get(0)?,
+                        epoch: r.get::<_, i64>(1)? as u64,
+                    })
+                })
+                .map_err(db_err)?;
+            rows.map(|r| r.map_err(db_err)).collect()
+        })
+        .await
+    }
+
+    async fn write_checkpoints(
+        &self,
+        fence: &StreamId,
+        checkpoints: &[PartitionCheckpoint],
+    ) -> Result<()> {
+        let fence = fence.clone();
+        let mut rows = Vec::with_capacity(checkpoints.len());
+        for cp in checkpoints {
+            rows.push((cp.clone(), json(&cp.producers)?));
+        }
+        self.tx(move |tx| {
+            check_fence(tx, &fence)?;
+            let mut upsert = tx
+                .prepare_cached(
+                    "INSERT INTO partitions (topic_id, partition, owner_gateway, owner_epoch,
+                       checkpoint_seq, next_offset, log_start_offset, producers)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (topic_id, partition) DO UPDATE SET owner_gateway = ?3,
+                       owner_epoch = ?4, checkpoint_seq = ?5, next_offset = ?6,
+                       log_start_offset = ?7, producers = ?8",
+                )
+                .map_err(db_err)?;
+            let mut index = tx
+                .prepare_cached(
+                    "INSERT INTO partition_index (topic_id, partition, base_offset, last_offset,
+                       max_timestamp, object_key, position, length)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (topic_id, partition, base_offset) DO NOTHING",
+                )
+                .map_err(db_err)?;
+            for (cp, producers) in &rows {
+                let tid = cp.partition.topic.as_bytes().to_vec();
+                upsert
+                    .execute(params![
+                        tid,
+                        cp.partition.partition,
+                        fence.gateway,
+                        fence.epoch as i64,
+                        cp.checkpoint_seq as i64,
+                        cp.next_offset,
+                        cp.log_start_offset,
+                        producers
+                    ])
+                    .map_err(db_err)?;
+                for e in &cp.new_entries {
+                    index
+                        .execute(params![
+                            tid,
+                            cp.partition.partition,
+                            e.base_offset,
+                            e.last_offset,
+                            e.max_timestamp,
+                            e.object_key,
+                            e.position as i64,
+                            e.length as i64
+                        ])
+                        .map_err(db_err)?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn load_partition(&self, partition: PartitionId) -> Result<Option<PartitionSnapshot>> {
+        self.tx(move |tx| {
+            let tid = partition.topic.as_bytes().to_vec();
+            let head = tx
+                .query_row(
+                    "SELECT owner_gateway, owner_epoch, checkpoint_seq, next_offset, log_start_offset,
+                       producers FROM partitions WHERE topic_id = ?1 AND partition = ?2",
+                    params![tid, partition.partition],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, i64>(3)?,
+                            r.get::<_, i64>(4)?,
+                            r.get::<_, String>(5)?,
+                        ))
+                    },
+                )
+                .optional()
+                .map_err(db_err)?;
+            let Some((gw, epoch, seq, next, start, producers)) = head else {
+                return Ok(None);
+            };
+            let mut st = tx
+                .prepare_cached(
+                    "SELECT base_offset, last_offset, max_timestamp, object_key, position, length
+                     FROM partition_index WHERE topic_id = ?1 AND partition = ?2 ORDER BY base_offset",
+                )
+                .map_err(db_err)?;
+            let rows = st
+                .query_map(params![tid, partition.partition], |r| {
+                    Ok(IndexEntry {
+                        base_offset: r.get(0)?,
+                        last_offset: r.get(1)?,
+                        max_timestamp: r.get(2)?,
+                        object_key: r.get(3)?,
+                        position: r.get::<_, i64>(4)? as u64,
+                        length: r.get::<_, i64>(5)? as u32,
+                    })
+                })
+                .map_err(db_err)?;
+            let entries = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)?;
+            Ok(Some(PartitionSnapshot {
+                owner: StreamId {
+                    gateway: gw,
+                    epoch: epoch as u64,
+                },
+                checkpoint_seq: seq as u64,
+                next_offset: next,
+                log_start_offset: start,
+                producers: unjson(&producers)?,
+                entries,
+            }))
+        })
+        .await
+    }
+
+    async fn allocate_producer_ids(&self, count: u64) -> Result<i64> {
+        self.tx(move |tx| {
+            let current: i64 = tx
+                .query_row(
+                    "SELECT value FROM counters WHERE name = 'producer_id'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_err)?
+                .unwrap_or(0);
+            tx.execute(
+                "INSERT INTO counters (name, value) VALUES ('producer_id', ?1)
+                 ON CONFLICT (name) DO UPDATE SET value = ?1",
+                params![current + count as i64],
+            )
+            .map_err(db_err)?;
+            Ok(current)
+        })
+        .await
+    }
+}

@@ -1,0 +1,76 @@
+//! Object storage: where segment objects live. The contract every backend meets
+//! (see `tests/contract.rs`):
+//!
+//! - `put_if_absent` creates a key atomically and never overwrites: a second put
+//!   of the same key fails with `AlreadyExists` (S3 `If-None-Match: *`). A reader
+//!   sees either no object or the whole object.
+//! - `get_range` returns exactly the bytes asked for, or `NotFound`, or
+//!   `InvalidInput` if the range lies outside the object.
+//! - `delete` is idempotent.
+
+use std::fmt::Debug;
+use std::ops::Range;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::error::Result;
+
+mod local;
+mod memory;
+
+pub use local::LocalDirStore;
+pub use memory::MemoryObjectStore;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+}
+
+#[async_trait]
+pub trait ObjectStore: Send + Sync + Debug {
+    /// Creates `key` with `body`; `AlreadyExists` if the key exists.
+    async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<()>;
+    /// The whole object.
+    async fn get(&self, key: &str) -> Result<Bytes>;
+    /// Bytes `range` of the object.
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes>;
+    /// Removes `key`; succeeds if it is already gone.
+    async fn delete(&self, key: &str) -> Result<()>;
+    /// Objects whose key starts with `prefix`, sorted by key.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
+}
+
+pub type SharedObjectStore = Arc<dyn ObjectStore>;
+
+/// Checks that `range` lies inside an object of `size` bytes.
+pub(crate) fn check_range(key: &str, range: &Range<u64>, size: u64) -> Result<()> {
+    if range.start > range.end || range.end > size {
+        return Err(crate::Error::InvalidInput(format!(
+            "range {}..{} is outside {key} ({size} bytes)",
+            range.start, range.end
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a key is a relative path of safe segments (no `..`, no leading `/`).
+pub(crate) fn check_key(key: &str) -> Result<()> {
+    let ok = !key.is_empty()
+        && !key.starts_with('/')
+        && key
+            .split('/')
+            .all(|s| !s.is_empty() && s != "." && s != "..")
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(crate::Error::InvalidInput(format!(
+            "object key {key:?} is not allowed"
+        )))
+    }
+}

@@ -1,0 +1,307 @@
+//! Floe's settings: one struct, documented field by field with the trade-off each
+//! makes. Values come from defaults, then an optional TOML file, then `FLOE_*`
+//! environment variables, then command-line flags; every source goes through
+//! [`Settings::apply`], so a value is parsed and checked the same way wherever it
+//! comes from. Durations are written like `250ms` or `10s`, sizes like `8MiB`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Address the Kafka listener binds.
+    pub listen: String,
+    /// `host:port` clients are told to connect to (Metadata). Defaults to `listen`.
+    pub advertised_listener: Option<String>,
+    /// Where the embedded backend keeps its objects and SQLite database.
+    pub data_dir: PathBuf,
+    /// Longest a produced batch waits in the buffer before its segment is sealed.
+    /// Shorter means lower produce latency and more object PUTs (cost on S3).
+    pub flush_interval: Duration,
+    /// A segment is sealed as soon as it holds this many bytes. Larger segments
+    /// mean fewer PUTs per GiB but more latency under low load and more memory.
+    pub segment_bytes: u64,
+    /// Bytes of produced data the gateway holds before it stops reading from
+    /// producers (backpressure). Bounds memory whatever the load.
+    pub max_buffer_bytes: u64,
+    /// Segment uploads in flight at once. Commits still happen in seal order.
+    pub upload_concurrency: usize,
+    /// How long a commit or an upload is retried on retriable errors before the
+    /// produce fails with a retriable Kafka error.
+    pub retry_budget: Duration,
+    /// How often the owner folds new index entries and producer state into the
+    /// per-partition checkpoint (bulk metadata write) and trims flush records.
+    pub checkpoint_interval: Duration,
+    /// Bytes of recently written or read object ranges kept for fetches.
+    pub read_cache_bytes: u64,
+    /// Create a topic on first Metadata request for it, as Kafka does by default.
+    pub auto_create_topics: bool,
+    /// Partitions of an auto-created topic (and of CreateTopics asking for -1).
+    pub default_partitions: i32,
+    /// Largest request frame accepted (Kafka's socket.request.max.bytes).
+    pub max_request_bytes: u64,
+    /// A connection with no complete request for this long is closed.
+    pub idle_timeout: Duration,
+    /// Default max.message.bytes for topics that don't set it.
+    pub max_message_bytes: u64,
+    /// This gateway's stable id in the MetaStore.
+    pub gateway_id: String,
+    /// Kafka node id this gateway reports in Metadata.
+    pub node_id: i32,
+    /// Kafka cluster id reported in Metadata and DescribeCluster.
+    pub cluster_id: String,
+    /// tracing filter, e.g. `info` or `floe_gateway=debug,info`.
+    pub log_level: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            listen: "127.0.0.1:9092".to_string(),
+            advertised_listener: None,
+            data_dir: PathBuf::from("./floe-data"),
+            flush_interval: Duration::from_millis(5),
+            segment_bytes: 8 * 1024 * 1024,
+            max_buffer_bytes: 64 * 1024 * 1024,
+            upload_concurrency: 4,
+            retry_budget: Duration::from_secs(10),
+            checkpoint_interval: Duration::from_secs(5),
+            read_cache_bytes: 256 * 1024 * 1024,
+            auto_create_topics: true,
+            default_partitions: 1,
+            max_request_bytes: 100 * 1024 * 1024,
+            idle_timeout: Duration::from_secs(600),
+            max_message_bytes: 1024 * 1024 + 12,
+            gateway_id: "floe-0".to_string(),
+            node_id: 0,
+            cluster_id: "floe-cluster".to_string(),
+            log_level: "info".to_string(),
+        }
+    }
+}
+
+/// Every key [`Settings::apply`] accepts, in the dashed form flags use; the TOML
+/// file and `FLOE_*` variables use the same names (underscored / upper-cased).
+pub const KEYS: &[&str] = &[
+    "listen",
+    "advertised-listener",
+    "data-dir",
+    "flush-interval",
+    "segment-bytes",
+    "max-buffer-bytes",
+    "upload-concurrency",
+    "retry-budget",
+    "checkpoint-interval",
+    "read-cache-bytes",
+    "auto-create-topics",
+    "default-partitions",
+    "max-request-bytes",
+    "idle-timeout",
+    "max-message-bytes",
+    "gateway-id",
+    "node-id",
+    "cluster-id",
+    "log-level",
+];
+
+fn bad(key: &str, value: &str, why: impl std::fmt::Display) -> Error {
+    Error::Config(format!("{key} = {value:?}: {why}"))
+}
+
+pub fn parse_duration(key: &str, value: &str) -> Result<Duration> {
+    humantime::parse_duration(value.trim()).map_err(|e| {
+        bad(
+            key,
+            value,
+            format_args!("{e} (write durations like 250ms, 10s, 5m)"),
+        )
+    })
+}
+
+pub fn parse_size(key: &str, value: &str) -> Result<u64> {
+    let v = value.trim();
+    if let Ok(n) = v.parse::<u64>() {
+        return Ok(n);
+    }
+    v.parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| {
+            bad(
+                key,
+                value,
+                format_args!("{e} (write sizes like 8MiB, 512KiB, 1048576)"),
+            )
+        })
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(bad(key, value, "expected true or false")),
+    }
+}
+
+fn parse_int<T: std::str::FromStr>(key: &str, value: &str) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    value.trim().parse::<T>().map_err(|e| bad(key, value, e))
+}
+
+impl Settings {
+    /// Sets one key from its textual value. Keys may be written with dashes or
+    /// underscores.
+    pub fn apply(&mut self, key: &str, value: &str) -> Result<()> {
+        let k = key.replace('_', "-");
+        match k.as_str() {
+            "listen" => self.listen = value.to_string(),
+            "advertised-listener" => {
+                self.advertised_listener = (!value.is_empty()).then(|| value.to_string())
+            }
+            "data-dir" => self.data_dir = PathBuf::from(value),
+            "flush-interval" => self.flush_interval = parse_duration(&k, value)?,
+            "segment-bytes" => self.segment_bytes = parse_size(&k, value)?,
+            "max-buffer-bytes" => self.max_buffer_bytes = parse_size(&k, value)?,
+            "upload-concurrency" => self.upload_concurrency = parse_int(&k, value)?,
+            "retry-budget" => self.retry_budget = parse_duration(&k, value)?,
+            "checkpoint-interval" => self.checkpoint_interval = parse_duration(&k, value)?,
+            "read-cache-bytes" => self.read_cache_bytes = parse_size(&k, value)?,
+            "auto-create-topics" => self.auto_create_topics = parse_bool(&k, value)?,
+            "default-partitions" => self.default_partitions = parse_int(&k, value)?,
+            "max-request-bytes" => self.max_request_bytes = parse_size(&k, value)?,
+            "idle-timeout" => self.idle_timeout = parse_duration(&k, value)?,
+            "max-message-bytes" => self.max_message_bytes = parse_size(&k, value)?,
+            "gateway-id" => self.gateway_id = value.to_string(),
+            "node-id" => self.node_id = parse_int(&k, value)?,
+            "cluster-id" => self.cluster_id = value.to_string(),
+            "log-level" => self.log_level = value.to_string(),
+            _ => {
+                return Err(Error::Config(format!(
+                    "unknown setting {key:?}; known settings: {}",
+                    KEYS.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies every key of a TOML document (flat table; values may be strings,
+    /// integers or booleans).
+    pub fn apply_toml(&mut self, text: &str, origin: &str) -> Result<()> {
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e| Error::Config(format!("{origin}: not valid TOML: {e}")))?;
+        for (key, value) in table {
+            let text = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                other => {
+                    return Err(Error::Config(format!(
+                        "{origin}: {key} has unsupported type {}",
+                        other.type_str()
+                    )));
+                }
+            };
+            self.apply(&key, &text)
+                .map_err(|e| Error::Config(format!("{origin}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Checks relations between values; called once all sources are applied.
+    pub fn validate(&self) -> Result<()> {
+        let fail = |m: String| Err(Error::Config(m));
+        if self.segment_bytes < 1024 {
+            return fail(format!(
+                "segment-bytes {} is below 1KiB",
+                self.segment_bytes
+            ));
+        }
+        if self.max_buffer_bytes < self.segment_bytes {
+            return fail(format!(
+                "max-buffer-bytes ({}) must be at least segment-bytes ({})",
+                self.max_buffer_bytes, self.segment_bytes
+            ));
+        }
+        if self.flush_interval.is_zero() {
+            return fail("flush-interval must be greater than 0".into());
+        }
+        if self.default_partitions < 1 {
+            return fail(format!(
+                "default-partitions must be at least 1, got {}",
+                self.default_partitions
+            ));
+        }
+        if self.upload_concurrency == 0 {
+            return fail("upload-concurrency must be at least 1".into());
+        }
+        if self.max_request_bytes < 1024 {
+            return fail("max-request-bytes must be at least 1KiB".into());
+        }
+        if self.gateway_id.is_empty()
+            || !self
+                .gateway_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return fail(format!(
+                "gateway-id {:?} must be non-empty ASCII letters, digits, - or _",
+                self.gateway_id
+            ));
+        }
+        if self.listen.parse::<std::net::SocketAddr>().is_err() && !self.listen.contains(':') {
+            return fail(format!("listen {:?} is not host:port", self.listen));
+        }
+        if let Some(a) = &self.advertised_listener {
+            if a.rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+            {
+                return fail(format!("advertised-listener {a:?} is not host:port"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_units_and_rejects_garbage() {
+        let mut s = Settings::default();
+        s.apply("flush-interval", "250ms").unwrap();
+        s.apply("segment_bytes", "8MiB").unwrap();
+        s.apply("read-cache-bytes", "1048576").unwrap();
+        assert_eq!(s.flush_interval, Duration::from_millis(250));
+        assert_eq!(s.segment_bytes, 8 * 1024 * 1024);
+        assert_eq!(s.read_cache_bytes, 1 << 20);
+        let e = s.apply("flush-interval", "fast").unwrap_err();
+        assert!(e.to_string().contains("flush-interval"), "{e}");
+        assert!(s.apply("segment-bytes", "lots").is_err());
+        assert!(s.apply("auto-create-topics", "maybe").is_err());
+        assert!(s.apply("no-such-key", "1").is_err());
+    }
+
+    #[test]
+    fn toml_and_validation() {
+        let mut s = Settings::default();
+        s.apply_toml(
+            "flush_interval = \"20ms\"\ndefault_partitions = 3\nauto_create_topics = false\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(s.default_partitions, 3);
+        assert!(!s.auto_create_topics);
+        s.validate().unwrap();
+        s.default_partitions = 0;
+        assert!(s.validate().is_err());
+        assert!(Settings::default().apply_toml("x = [1]", "t").is_err());
+    }
+}

@@ -1,0 +1,170 @@
+//! Floe's own storage vocabulary: topics, partitions, index entries, flush
+//! records, producer state and checkpoints. Backends persist these; the gateway
+//! translates Kafka requests into them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A topic's permanent identity (Kafka's topic id). A topic deleted and created
+/// again under the same name gets a new id, so old data can never reappear.
+pub type TopicId = uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PartitionId {
+    pub topic: TopicId,
+    pub partition: i32,
+}
+
+impl PartitionId {
+    pub fn new(topic: TopicId, partition: i32) -> Self {
+        PartitionId { topic, partition }
+    }
+}
+
+impl fmt::Display for PartitionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}#{}", self.topic, self.partition)
+    }
+}
+
+/// A topic as stored in the MetaStore. `version` increases with every change and
+/// guards conditional updates (config changes, partition additions).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicMeta {
+    pub name: String,
+    pub id: TopicId,
+    pub partitions: i32,
+    /// Topic-level config overrides (only keys set explicitly).
+    pub configs: BTreeMap<String, String>,
+    pub created_ms: i64,
+    pub version: u64,
+}
+
+/// One gateway incarnation: a gateway id plus the epoch it registered with. Every
+/// flush record belongs to exactly one stream; a stream's commits are accepted
+/// only while its epoch is the gateway's current, unfenced epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct StreamId {
+    pub gateway: String,
+    pub epoch: u64,
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.gateway, self.epoch)
+    }
+}
+
+/// Where one contiguous run of a partition's batches lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexEntry {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+    pub object_key: String,
+    /// Byte position of the run inside the object.
+    pub position: u64,
+    pub length: u32,
+}
+
+/// One idempotent-producer batch appended to a partition, as recorded in a flush
+/// record so producer state can be rebuilt after a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerBatch {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub first_seq: i32,
+    pub last_seq: i32,
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+}
+
+/// The part of a flush that concerns one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlushPartition {
+    pub partition: PartitionId,
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+    pub position: u64,
+    pub length: u32,
+    /// Idempotent batches in this run, in offset order (empty for plain producers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub producers: Vec<ProducerBatch>,
+}
+
+/// The commit record of one flush: one segment object, many partitions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlushRecord {
+    pub stream: StreamId,
+    /// Position in the stream, from 1, increasing in seal order.
+    pub seq: u64,
+    pub object_key: String,
+    pub object_len: u64,
+    pub created_ms: i64,
+    pub partitions: Vec<FlushPartition>,
+}
+
+impl FlushPartition {
+    pub fn index_entry(&self, object_key: &str) -> IndexEntry {
+        IndexEntry {
+            base_offset: self.base_offset,
+            last_offset: self.last_offset,
+            max_timestamp: self.max_timestamp,
+            object_key: object_key.to_string(),
+            position: self.position,
+            length: self.length,
+        }
+    }
+}
+
+/// The sequence window Kafka keeps per producer and partition.
+pub const PRODUCER_WINDOW: usize = 5;
+
+/// Idempotent-producer state of one producer on one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ProducerState {
+    pub epoch: i16,
+    /// The last (up to five) batches, oldest first.
+    pub batches: Vec<ProducerBatch>,
+    pub last_timestamp: i64,
+}
+
+/// A partition's durable state: written by its owner at claim and at every
+/// checkpoint. Flush records of `owner` with seq > `checkpoint_seq` are not yet
+/// folded in and must be replayed on load.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionCheckpoint {
+    pub partition: PartitionId,
+    pub owner: StreamId,
+    pub checkpoint_seq: u64,
+    pub next_offset: i64,
+    pub log_start_offset: i64,
+    pub producers: BTreeMap<i64, ProducerState>,
+    /// Index entries added since the previous checkpoint (appended, never rewritten
+    /// here; compaction swaps entries through its own operation).
+    pub new_entries: Vec<IndexEntry>,
+}
+
+/// A partition's state as loaded from the MetaStore: the checkpoint plus the
+/// whole index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionSnapshot {
+    pub owner: StreamId,
+    pub checkpoint_seq: u64,
+    pub next_offset: i64,
+    pub log_start_offset: i64,
+    pub producers: BTreeMap<i64, ProducerState>,
+    pub entries: Vec<IndexEntry>,
+}
+
+/// A gateway's registration: where clients reach it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayInfo {
+    pub advertised: String,
+    pub zone: Option<String>,
+    pub heartbeat_ms: i64,
+}

@@ -1,0 +1,213 @@
+//! The in-memory state of one partition this gateway owns.
+//!
+//! Two layers: *committed* state (high watermark, index, producer state) that
+//! readers see and checkpoints persist, and *working* state (next offset, producer
+//! state including sealed-but-uncommitted batches) that sealing builds on. A failed
+//! commit resets working to committed.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use floe_core::types::{IndexEntry, PartitionCheckpoint, PartitionId, ProducerState, StreamId};
+use tokio::sync::Notify;
+
+#[derive(Debug)]
+pub(crate) struct LogState {
+    // Committed.
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub entries: Vec<IndexEntry>,
+    pub producers: BTreeMap<i64, ProducerState>,
+    // Working.
+    pub next_offset: i64,
+    pub working_producers: BTreeMap<i64, ProducerState>,
+    // Checkpoint bookkeeping.
+    pub version: u64,
+    pub checkpointed_version: u64,
+    pub checkpointed_entries: usize,
+    pub deleted: bool,
+}
+
+/// One owned partition.
+#[derive(Debug)]
+pub struct PartitionLog {
+    pub id: PartitionId,
+    state: Mutex<LogState>,
+    waiters: Mutex<Vec<Weak<Notify>>>,
+}
+
+/// What readers need, copied under the lock.
+#[derive(Debug, Clone)]
+pub struct LogSnapshot {
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    /// Entries from the one containing the requested offset, in offset order.
+    pub entries: Vec<IndexEntry>,
+}
+
+impl PartitionLog {
+    pub fn new(
+        id: PartitionId,
+        next_offset: i64,
+        log_start_offset: i64,
+        entries: Vec<IndexEntry>,
+        producers: BTreeMap<i64, ProducerState>,
+        checkpointed_entries: usize,
+    ) -> Arc<Self> {
+        Arc::new(PartitionLog {
+            id,
+            state: Mutex::new(LogState {
+                high_watermark: next_offset,
+                log_start_offset,
+                entries,
+                working_producers: producers.clone(),
+                producers,
+                next_offset,
+                version: 0,
+                checkpointed_version: 0,
+                checkpointed_entries,
+                deleted: false,
+            }),
+            waiters: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// An empty, new partition.
+    pub fn empty(id: PartitionId) -> Arc<Self> {
+        Self::new(id, 0, 0, Vec::new(), BTreeMap::new(), 0)
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, LogState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.lock().high_watermark
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.lock().log_start_offset
+    }
+
+    /// Marks the partition deleted: later appends fail, waiting fetches wake.
+    pub fn mark_deleted(&self) {
+        self.lock().deleted = true;
+        self.wake();
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.lock().deleted
+    }
+
+    /// Index entries covering offsets from `offset`, up to about `max_bytes` of
+    /// data (always at least one entry if any exists).
+    pub fn read_plan(&self, offset: i64, max_bytes: u64) -> LogSnapshot {
+        let s = self.lock();
+        let start = s.entries.partition_point(|e| e.last_offset < offset);
+        let mut entries = Vec::new();
+        let mut bytes = 0u64;
+        for e in &s.entries[start..] {
+            if !entries.is_empty() && bytes >= max_bytes {
+                break;
+            }
+            bytes += e.length as u64;
+            entries.push(e.clone());
+        }
+        LogSnapshot {
+            high_watermark: s.high_watermark,
+            log_start_offset: s.log_start_offset,
+            entries,
+        }
+    }
+
+    /// Index entries whose max timestamp reaches `timestamp`, starting with the
+    /// first such entry (for ListOffsets by time).
+    pub fn entries_from_timestamp(&self, timestamp: i64) -> Vec<IndexEntry> {
+        let s = self.lock();
+        match s.entries.iter().position(|e| e.max_timestamp >= timestamp) {
+            Some(i) => s.entries[i..].to_vec(),
+            None => Vec::new(),
+        }
+    }
+
+    /// The entry holding the largest timestamp (first of equals), for
+    /// ListOffsets MAX_TIMESTAMP.
+    pub fn entry_with_max_timestamp(&self) -> Option<IndexEntry> {
+        let s = self.lock();
+        let mut best: Option<&IndexEntry> = None;
+        for e in &s.entries {
+            if best.is_none_or(|b| e.max_timestamp > b.max_timestamp) {
+                best = Some(e);
+            }
+        }
+        best.cloned()
+    }
+
+    /// Registers `notify` to be woken at the next commit (or deletion).
+    pub fn register_waiter(&self, notify: &Arc<Notify>) {
+        let mut w = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        w.retain(|x| x.strong_count() > 0);
+        w.push(Arc::downgrade(notify));
+    }
+
+    pub(crate) fn wake(&self) {
+        let waiters = std::mem::take(&mut *self.waiters.lock().unwrap_or_else(|p| p.into_inner()));
+        for w in waiters {
+            if let Some(n) = w.upgrade() {
+                n.notify_one();
+            }
+        }
+    }
+
+    /// A checkpoint of the committed state if it changed since the last one.
+    pub(crate) fn checkpoint_if_dirty(
+        &self,
+        owner: &StreamId,
+        checkpoint_seq: u64,
+    ) -> Option<(PartitionCheckpoint, u64, usize)> {
+        let s = self.lock();
+        if s.version == s.checkpointed_version || s.deleted {
+            return None;
+        }
+        Some((
+            PartitionCheckpoint {
+                partition: self.id,
+                owner: owner.clone(),
+                checkpoint_seq,
+                next_offset: s.high_watermark,
+                log_start_offset: s.log_start_offset,
+                producers: s.producers.clone(),
+                new_entries: s.entries[s.checkpointed_entries.min(s.entries.len())..].to_vec(),
+            },
+            s.version,
+            s.entries.len(),
+        ))
+    }
+
+    pub(crate) fn mark_checkpointed(&self, version: u64, entries: usize) {
+        let mut s = self.lock();
+        s.checkpointed_version = s.checkpointed_version.max(version);
+        s.checkpointed_entries = s.checkpointed_entries.max(entries);
+    }
+
+    /// A full checkpoint (used when claiming the partition).
+    pub fn full_checkpoint(&self, owner: &StreamId, checkpoint_seq: u64) -> PartitionCheckpoint {
+        let s = self.lock();
+        PartitionCheckpoint {
+            partition: self.id,
+            owner: owner.clone(),
+            checkpoint_seq,
+            next_offset: s.high_watermark,
+            log_start_offset: s.log_start_offset,
+            producers: s.producers.clone(),
+            new_entries: s.entries[s.checkpointed_entries.min(s.entries.len())..].to_vec(),
+        }
+    }
+
+    /// After a claim checkpoint succeeded: everything is persisted.
+    pub fn mark_all_checkpointed(&self) {
+        let mut s = self.lock();
+        s.checkpointed_version = s.version;
+        s.checkpointed_entries = s.entries.len();
+    }
+}

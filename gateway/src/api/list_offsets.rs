@@ -1,0 +1,123 @@
+//! ListOffsets: earliest (-2), latest (-1), max timestamp (-3), and the first
+//! offset whose record timestamp is at or after a given time, found through the
+//! index's per-entry max timestamps and then the records' own timestamps.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+
+use crate::batch::stored_batches;
+use crate::broker::Broker;
+use crate::error::{Code, KafkaError};
+use crate::read::entry_bytes;
+use crate::records::record_timestamps;
+use floe_flusher::PartitionLog;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+
+/// Decompression cap per batch when reading timestamps.
+const RECORDS_CAP: usize = 64 * 1024 * 1024;
+
+async fn by_timestamp(
+    broker: &Broker,
+    log: &PartitionLog,
+    ts: i64,
+) -> Result<(i64, i64), KafkaError> {
+    for e in log.entries_from_timestamp(ts) {
+        let bytes = entry_bytes(broker, &e).await?;
+        for (start, end, _base, _last, max_ts) in stored_batches(&bytes) {
+            if max_ts < ts {
+                continue;
+            }
+            let records = record_timestamps(&bytes[start..end], RECORDS_CAP)
+                .map_err(|e| KafkaError::new(Code::CorruptMessage, e.to_string()))?;
+            if let Some(&(offset, t)) = records.iter().find(|(_, t)| *t >= ts) {
+                if offset >= log.log_start_offset() {
+                    return Ok((offset, t));
+                }
+            }
+        }
+    }
+    Ok((-1, -1))
+}
+
+async fn max_timestamp(broker: &Broker, log: &PartitionLog) -> Result<(i64, i64), KafkaError> {
+    let Some(e) = log.entry_with_max_timestamp() else {
+        return Ok((-1, -1));
+    };
+    let bytes = entry_bytes(broker, &e).await?;
+    for (start, end, _base, _last, max_ts) in stored_batches(&bytes) {
+        if max_ts != e.max_timestamp {
+            continue;
+        }
+        let records = record_timestamps(&bytes[start..end], RECORDS_CAP)
+            .map_err(|e| KafkaError::new(Code::CorruptMessage, e.to_string()))?;
+        if let Some(&(offset, t)) = records.iter().find(|(_, t)| *t == max_ts) {
+            return Ok((offset, t));
+        }
+    }
+    Ok((-1, -1))
+}
+
+async fn lookup(
+    broker: &Broker,
+    topic: &str,
+    partition: i32,
+    ts: i64,
+) -> Result<(i64, i64), KafkaError> {
+    let entry = broker
+        .topic(topic)
+        .ok_or_else(|| KafkaError::new(Code::UnknownTopicOrPartition, "unknown topic"))?;
+    let log = entry
+        .log(partition)
+        .cloned()
+        .ok_or_else(|| KafkaError::new(Code::UnknownTopicOrPartition, "unknown partition"))?;
+    match ts {
+        LATEST => Ok((log.high_watermark(), -1)),
+        EARLIEST => Ok((log.log_start_offset(), -1)),
+        MAX_TIMESTAMP => max_timestamp(broker, &log).await,
+        t if t >= 0 => by_timestamp(broker, &log, t).await,
+        other => Err(KafkaError::new(
+            Code::InvalidRequest,
+            format!("unsupported timestamp {other}"),
+        )),
+    }
+}
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    _version: i16,
+    req: ListOffsetsRequest,
+) -> ListOffsetsResponse {
+    let mut resp = ListOffsetsResponse::default();
+    for t in req.topics {
+        let mut tr = ListOffsetsTopicResponse::default();
+        let name = t.name.0.to_string();
+        tr.name = t.name;
+        for p in t.partitions {
+            let mut pr = ListOffsetsPartitionResponse::default();
+            pr.partition_index = p.partition_index;
+            match lookup(broker, &name, p.partition_index, p.timestamp).await {
+                Ok((offset, ts)) => {
+                    pr.offset = offset;
+                    pr.timestamp = ts;
+                    pr.leader_epoch = 0;
+                }
+                Err(e) => {
+                    pr.error_code = e.code();
+                    pr.offset = -1;
+                    pr.timestamp = -1;
+                    pr.leader_epoch = -1;
+                }
+            }
+            tr.partitions.push(pr);
+        }
+        resp.topics.push(tr);
+    }
+    resp
+}

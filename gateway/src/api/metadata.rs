@@ -1,0 +1,123 @@
+//! Metadata, with auto-creation of requested topics (Kafka's default).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+
+use super::str_bytes;
+use crate::broker::{Broker, TopicEntry};
+use crate::error::{Code, KafkaError};
+
+fn topic_response(broker: &Broker, t: &TopicEntry, with_ops: bool) -> MetadataResponseTopic {
+    let node = BrokerId(broker.node_id());
+    let mut r = MetadataResponseTopic::default();
+    r.name = Some(TopicName(str_bytes(t.meta.name.clone())));
+    r.topic_id = t.meta.id;
+    r.topic_authorized_operations = if with_ops { 0b1111_1111_1000 } else { i32::MIN };
+    r.partitions = (0..t.meta.partitions)
+        .map(|p| {
+            let mut mp = MetadataResponsePartition::default();
+            mp.partition_index = p;
+            mp.leader_id = node;
+            mp.leader_epoch = 0;
+            mp.replica_nodes = vec![node];
+            mp.isr_nodes = vec![node];
+            mp
+        })
+        .collect();
+    r
+}
+
+fn error_topic(name: Option<String>, id: uuid::Uuid, e: &KafkaError) -> MetadataResponseTopic {
+    let mut r = MetadataResponseTopic::default();
+    r.name = name.map(|n| TopicName(str_bytes(n)));
+    r.topic_id = id;
+    r.error_code = e.code();
+    r.topic_authorized_operations = i32::MIN;
+    r
+}
+
+pub async fn handle(broker: &Arc<Broker>, version: i16, req: MetadataRequest) -> MetadataResponse {
+    let mut resp = MetadataResponse::default();
+    let mut b = MetadataResponseBroker::default();
+    b.node_id = BrokerId(broker.node_id());
+    b.host = str_bytes(broker.advertised_host.clone());
+    b.port = broker.advertised_port;
+    resp.brokers = vec![b];
+    resp.cluster_id = Some(str_bytes(broker.settings.cluster_id.clone()));
+    resp.controller_id = BrokerId(broker.node_id());
+    resp.cluster_authorized_operations = i32::MIN;
+    let with_ops = req.include_topic_authorized_operations;
+    // v0: an empty list means all topics; v1+: null means all, empty means none.
+    let requested = match req.topics {
+        None => None,
+        Some(t) if t.is_empty() && version == 0 => None,
+        Some(t) => Some(t),
+    };
+    let Some(requested) = requested else {
+        resp.topics = broker
+            .all_topics()
+            .iter()
+            .map(|t| topic_response(broker, t, with_ops))
+            .collect();
+        return resp;
+    };
+    let auto_create =
+        broker.settings.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
+    for t in requested {
+        let Some(name) = t.name.map(|n| n.0.to_string()) else {
+            // Lookup by topic id (v10+).
+            match broker.topic_by_id(&t.topic_id) {
+                Some(e) => resp.topics.push(topic_response(broker, &e, with_ops)),
+                None => resp.topics.push(error_topic(
+                    None,
+                    t.topic_id,
+                    &KafkaError::new(Code::UnknownTopicId, "unknown topic id"),
+                )),
+            }
+            continue;
+        };
+        if let Some(e) = broker.topic(&name) {
+            resp.topics.push(topic_response(broker, &e, with_ops));
+            continue;
+        }
+        if !auto_create {
+            resp.topics.push(error_topic(
+                Some(name.clone()),
+                uuid::Uuid::nil(),
+                &KafkaError::new(Code::UnknownTopicOrPartition, "unknown topic"),
+            ));
+            continue;
+        }
+        let created = broker
+            .create_topic(
+                &name,
+                broker.settings.default_partitions,
+                BTreeMap::new(),
+                false,
+            )
+            .await;
+        match created {
+            Ok(e) => resp.topics.push(topic_response(broker, &e, with_ops)),
+            // Lost a race with another creator: serve what exists now.
+            Err(e) if e.code == Code::TopicAlreadyExists => match broker.topic(&name) {
+                Some(t) => resp.topics.push(topic_response(broker, &t, with_ops)),
+                None => resp.topics.push(error_topic(
+                    Some(name),
+                    uuid::Uuid::nil(),
+                    &KafkaError::new(Code::LeaderNotAvailable, "topic is being created"),
+                )),
+            },
+            Err(e) => {
+                tracing::info!(topic = %name, error = %e, "auto-create refused");
+                resp.topics
+                    .push(error_topic(Some(name), uuid::Uuid::nil(), &e));
+            }
+        }
+    }
+    resp
+}

@@ -1,0 +1,196 @@
+//! CreateTopics, DeleteTopics, CreatePartitions.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
+};
+
+use super::str_bytes;
+use crate::broker::Broker;
+use crate::configs as defs;
+use crate::error::{Code, KafkaError};
+
+/// Kafka's config source code for topic overrides and defaults.
+pub const SOURCE_TOPIC: i8 = 1;
+pub const SOURCE_DEFAULT: i8 = 5;
+
+pub async fn create_topics(
+    broker: &Arc<Broker>,
+    version: i16,
+    req: CreateTopicsRequest,
+) -> CreateTopicsResponse {
+    let mut resp = CreateTopicsResponse::default();
+    let mut seen = std::collections::HashSet::new();
+    for t in req.topics {
+        let name = t.name.0.to_string();
+        let mut r = CreatableTopicResult::default();
+        r.name = t.name.clone();
+        r.num_partitions = -1;
+        r.replication_factor = -1;
+        let result: Result<_, KafkaError> = async {
+            if !seen.insert(name.clone()) {
+                return Err(KafkaError::new(
+                    Code::InvalidRequest,
+                    format!("topic {name} appears twice in the request"),
+                ));
+            }
+            if !t.assignments.is_empty() {
+                return Err(KafkaError::new(
+                    Code::InvalidRequest,
+                    "manual replica assignment is not supported: object storage holds the data",
+                ));
+            }
+            if t.replication_factor != -1 && t.replication_factor < 1 {
+                return Err(KafkaError::new(
+                    Code::InvalidReplicationFactor,
+                    "replication factor must be at least 1",
+                ));
+            }
+            let partitions = if t.num_partitions == -1 {
+                broker.settings.default_partitions
+            } else {
+                t.num_partitions
+            };
+            let mut configs = BTreeMap::new();
+            for c in &t.configs {
+                if let Some(v) = &c.value {
+                    configs.insert(c.name.to_string(), v.to_string());
+                }
+            }
+            broker
+                .create_topic(&name, partitions, configs, req.validate_only)
+                .await
+        }
+        .await;
+        match result {
+            Ok(entry) => {
+                r.topic_id = if req.validate_only {
+                    uuid::Uuid::nil()
+                } else {
+                    entry.meta.id
+                };
+                r.num_partitions = entry.meta.partitions;
+                // Data is durable in object storage; Kafka's replica count has no
+                // meaning here, so report what the client asked for (or 1).
+                r.replication_factor = if t.replication_factor > 0 {
+                    t.replication_factor
+                } else {
+                    1
+                };
+                if version >= 5 {
+                    r.configs = Some(
+                        defs::TOPIC_CONFIGS
+                            .iter()
+                            .map(|d| {
+                                let mut c = CreatableTopicConfigs::default();
+                                c.name = str_bytes(d.name);
+                                let over = entry.meta.configs.get(d.name);
+                                c.value =
+                                    defs::effective(d.name, &entry.meta.configs, &broker.settings)
+                                        .map(str_bytes);
+                                c.config_source = if over.is_some() {
+                                    SOURCE_TOPIC
+                                } else {
+                                    SOURCE_DEFAULT
+                                };
+                                c
+                            })
+                            .collect(),
+                    );
+                }
+            }
+            Err(e) => {
+                r.error_code = e.code();
+                r.error_message = Some(str_bytes(e.message));
+            }
+        }
+        resp.topics.push(r);
+    }
+    resp
+}
+
+pub async fn delete_topics(
+    broker: &Arc<Broker>,
+    version: i16,
+    req: DeleteTopicsRequest,
+) -> DeleteTopicsResponse {
+    let mut resp = DeleteTopicsResponse::default();
+    // v0-5 name topics in topic_names; v6 uses topics with a name or an id.
+    let targets: Vec<(Option<String>, uuid::Uuid)> = if version >= 6 {
+        req.topics
+            .iter()
+            .map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id))
+            .collect()
+    } else {
+        req.topic_names
+            .iter()
+            .map(|n| (Some(n.0.to_string()), uuid::Uuid::nil()))
+            .collect()
+    };
+    for (name, id) in targets {
+        let mut r = DeletableTopicResult::default();
+        r.name = name.clone().map(|n| TopicName(str_bytes(n)));
+        r.topic_id = id;
+        let entry = match &name {
+            Some(n) => broker.topic(n),
+            None => broker.topic_by_id(&id),
+        };
+        let result = match entry {
+            None => Err(if name.is_some() {
+                KafkaError::new(
+                    Code::UnknownTopicOrPartition,
+                    "This server does not host this topic-partition.",
+                )
+            } else {
+                KafkaError::new(Code::UnknownTopicId, "unknown topic id")
+            }),
+            Some(e) => {
+                r.name = Some(TopicName(str_bytes(e.meta.name.clone())));
+                r.topic_id = e.meta.id;
+                broker.delete_topic(&e).await
+            }
+        };
+        if let Err(e) = result {
+            r.error_code = e.code();
+            r.error_message = Some(str_bytes(e.message));
+        }
+        resp.responses.push(r);
+    }
+    resp
+}
+
+pub async fn create_partitions(
+    broker: &Arc<Broker>,
+    _version: i16,
+    req: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let mut resp = CreatePartitionsResponse::default();
+    for t in req.topics {
+        let mut r = CreatePartitionsTopicResult::default();
+        r.name = t.name.clone();
+        let result = if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
+            Err(KafkaError::new(
+                Code::InvalidRequest,
+                "manual replica assignment is not supported",
+            ))
+        } else {
+            broker
+                .create_partitions(t.name.0.as_str(), t.count, req.validate_only)
+                .await
+        };
+        if let Err(e) = result {
+            r.error_code = e.code();
+            r.error_message = Some(str_bytes(e.message));
+        }
+        resp.results.push(r);
+    }
+    resp
+}

@@ -1,0 +1,185 @@
+//! `floe`: parse settings, open the backend, serve until SIGINT/SIGTERM.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use floe_core::fault::Faults;
+use floe_core::settings::Settings;
+
+/// Floe: a Kafka-compatible broker whose data lives in object storage.
+///
+/// Every flag has a FLOE_* environment variable (e.g. FLOE_FLUSH_INTERVAL) and can
+/// be set in a TOML file given with --config. Precedence: flag, then environment,
+/// then file, then default.
+#[derive(Parser, Debug)]
+#[command(name = "floe", version, about)]
+struct Args {
+    /// TOML file with settings (keys as below, with underscores).
+    #[arg(long, env = "FLOE_CONFIG")]
+    config: Option<std::path::PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:9092].
+    #[arg(long, env = "FLOE_LISTEN")]
+    listen: Option<String>,
+    /// host:port announced to clients in Metadata [default: the listen address].
+    #[arg(long, env = "FLOE_ADVERTISED_LISTENER")]
+    advertised_listener: Option<String>,
+    /// Directory of the embedded backend [default: ./floe-data].
+    #[arg(long, env = "FLOE_DATA_DIR")]
+    data_dir: Option<String>,
+    /// Longest a batch waits before its segment is sealed, e.g. 5ms, 250ms [default: 5ms].
+    #[arg(long, env = "FLOE_FLUSH_INTERVAL")]
+    flush_interval: Option<String>,
+    /// Seal a segment once it holds this much, e.g. 8MiB [default: 8MiB].
+    #[arg(long, env = "FLOE_SEGMENT_BYTES")]
+    segment_bytes: Option<String>,
+    /// Produced bytes buffered before producers are slowed down [default: 64MiB].
+    #[arg(long, env = "FLOE_MAX_BUFFER_BYTES")]
+    max_buffer_bytes: Option<String>,
+    /// Create topics on first use, as Kafka does [default: true].
+    #[arg(long, env = "FLOE_AUTO_CREATE_TOPICS")]
+    auto_create_topics: Option<String>,
+    /// Partitions of auto-created topics [default: 1].
+    #[arg(long, env = "FLOE_DEFAULT_PARTITIONS")]
+    default_partitions: Option<String>,
+    /// Log filter, e.g. info or floe_gateway=debug [default: info].
+    #[arg(long, env = "FLOE_LOG_LEVEL")]
+    log_level: Option<String>,
+    /// How often partition checkpoints are written [default: 5s].
+    #[arg(long, env = "FLOE_CHECKPOINT_INTERVAL")]
+    checkpoint_interval: Option<String>,
+    /// Bytes of object ranges cached for fetches [default: 256MiB].
+    #[arg(long, env = "FLOE_READ_CACHE_BYTES")]
+    read_cache_bytes: Option<String>,
+    /// Largest request accepted [default: 100MiB].
+    #[arg(long, env = "FLOE_MAX_REQUEST_BYTES")]
+    max_request_bytes: Option<String>,
+    /// Default max.message.bytes of topics [default: 1048588].
+    #[arg(long, env = "FLOE_MAX_MESSAGE_BYTES")]
+    max_message_bytes: Option<String>,
+    /// Close connections idle this long [default: 10m].
+    #[arg(long, env = "FLOE_IDLE_TIMEOUT")]
+    idle_timeout: Option<String>,
+    /// This gateway's id in the metadata store [default: floe-0].
+    #[arg(long, env = "FLOE_GATEWAY_ID")]
+    gateway_id: Option<String>,
+    /// Kafka node id reported to clients [default: 0].
+    #[arg(long, env = "FLOE_NODE_ID")]
+    node_id: Option<String>,
+    /// Fail points for drills and tests, e.g. "object.put=delay(50ms)" (see floe-core fault).
+    #[arg(long, env = "FLOE_FAILPOINTS", hide = true)]
+    failpoints: Option<String>,
+}
+
+fn settings(args: &Args) -> Result<Settings, floe_core::Error> {
+    let mut s = Settings::default();
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            floe_core::Error::Config(format!("cannot read {}: {e}", path.display()))
+        })?;
+        s.apply_toml(&text, &path.display().to_string())?;
+    }
+    let flags = [
+        ("listen", &args.listen),
+        ("advertised-listener", &args.advertised_listener),
+        ("data-dir", &args.data_dir),
+        ("flush-interval", &args.flush_interval),
+        ("segment-bytes", &args.segment_bytes),
+        ("max-buffer-bytes", &args.max_buffer_bytes),
+        ("auto-create-topics", &args.auto_create_topics),
+        ("default-partitions", &args.default_partitions),
+        ("log-level", &args.log_level),
+        ("checkpoint-interval", &args.checkpoint_interval),
+        ("read-cache-bytes", &args.read_cache_bytes),
+        ("max-request-bytes", &args.max_request_bytes),
+        ("max-message-bytes", &args.max_message_bytes),
+        ("idle-timeout", &args.idle_timeout),
+        ("gateway-id", &args.gateway_id),
+        ("node-id", &args.node_id),
+    ];
+    for (key, value) in flags {
+        if let Some(v) = value {
+            s.apply(key, v)?;
+        }
+    }
+    s.validate()?;
+    Ok(s)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("signal received; draining");
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let settings = match settings(&args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("floe: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = match tracing_subscriber::EnvFilter::try_new(&settings.log_level) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("floe: log-level {:?}: {e}", settings.log_level);
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let faults = match args.failpoints.as_deref().map(Faults::parse).transpose() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("floe: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("floe: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let (objects, meta) = floe_gateway::open_embedded(&settings, faults)?;
+        let listener = tokio::net::TcpListener::bind(&settings.listen)
+            .await
+            .map_err(|e| {
+                floe_core::Error::Config(format!("cannot listen on {}: {e}", settings.listen))
+            })?;
+        floe_gateway::run(listener, settings, objects, meta, shutdown_signal()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("floe: {e}");
+            tracing::error!(error = %e, "floe stopped");
+            ExitCode::FAILURE
+        }
+    }
+}

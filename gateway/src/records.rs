@@ -1,0 +1,152 @@
+//! Reading record timestamps inside stored batches, for ListOffsets by time. This
+//! is the only place Floe looks inside a batch: it decompresses with a hard size
+//! cap (a compressed bomb yields an error, not an allocation) and reads only each
+//! record's timestamp and offset deltas.
+
+use std::io::Read;
+
+use crate::batch::HEADER_LEN;
+
+/// Kafka's xerial-framed snappy (Java producers) starts with this magic.
+const XERIAL_MAGIC: [u8; 8] = [0x82, b'S', b'N', b'A', b'P', b'P', b'Y', 0];
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordsError {
+    #[error("decompressed records exceed {0} bytes")]
+    TooLarge(usize),
+    #[error("cannot decompress records: {0}")]
+    Codec(String),
+    #[error("malformed record")]
+    Malformed,
+}
+
+fn read_capped(mut r: impl Read, cap: usize) -> Result<Vec<u8>, RecordsError> {
+    let mut out = Vec::new();
+    r.by_ref()
+        .take(cap as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| RecordsError::Codec(e.to_string()))?;
+    if out.len() > cap {
+        return Err(RecordsError::TooLarge(cap));
+    }
+    Ok(out)
+}
+
+fn snappy_raw(data: &[u8], cap: usize) -> Result<Vec<u8>, RecordsError> {
+    let len = snap::raw::decompress_len(data).map_err(|e| RecordsError::Codec(e.to_string()))?;
+    if len > cap {
+        return Err(RecordsError::TooLarge(cap));
+    }
+    snap::raw::Decoder::new()
+        .decompress_vec(data)
+        .map_err(|e| RecordsError::Codec(e.to_string()))
+}
+
+fn snappy(data: &[u8], cap: usize) -> Result<Vec<u8>, RecordsError> {
+    if !data.starts_with(&XERIAL_MAGIC) {
+        return snappy_raw(data, cap);
+    }
+    // magic(8) version(4) compatible(4), then blocks of [len u32][raw snappy].
+    let mut pos = 16;
+    let mut out = Vec::new();
+    while pos < data.len() {
+        let len_bytes = data.get(pos..pos + 4).ok_or(RecordsError::Malformed)?;
+        let len =
+            u32::from_be_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]) as usize;
+        pos += 4;
+        let block = data.get(pos..pos + len).ok_or(RecordsError::Malformed)?;
+        pos += len;
+        let chunk = snappy_raw(block, cap - out.len())?;
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// The records section of `batch`, decompressed (at most `cap` bytes).
+pub fn records_section(batch: &[u8], cap: usize) -> Result<Vec<u8>, RecordsError> {
+    let data = batch.get(HEADER_LEN..).ok_or(RecordsError::Malformed)?;
+    let codec = i16::from_be_bytes([batch[21], batch[22]]) & 0x07;
+    match codec {
+        0 => Ok(data.to_vec()),
+        1 => read_capped(flate2::read::GzDecoder::new(data), cap),
+        2 => snappy(data, cap),
+        3 => read_capped(lz4_flex::frame::FrameDecoder::new(data), cap),
+        4 => {
+            let d = ruzstd::decoding::StreamingDecoder::new(data)
+                .map_err(|e| RecordsError::Codec(e.to_string()))?;
+            read_capped(d, cap)
+        }
+        c => Err(RecordsError::Codec(format!("unknown codec {c}"))),
+    }
+}
+
+fn varint(b: &[u8], pos: &mut usize) -> Result<i64, RecordsError> {
+    let mut value: u64 = 0;
+    let mut shift = 0;
+    loop {
+        let byte = *b.get(*pos).ok_or(RecordsError::Malformed)?;
+        *pos += 1;
+        value |= ((byte & 0x7f) as u64) << shift;
+        if byte & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+        if shift > 63 {
+            return Err(RecordsError::Malformed);
+        }
+    }
+    Ok(((value >> 1) as i64) ^ -((value & 1) as i64))
+}
+
+/// (offset delta, timestamp delta) of every record in a decompressed records
+/// section holding `count` records.
+pub fn record_deltas(section: &[u8], count: i32) -> Result<Vec<(i64, i64)>, RecordsError> {
+    let mut out = Vec::new();
+    let mut pos = 0usize;
+    for _ in 0..count.max(0) {
+        let len = varint(section, &mut pos)?;
+        if len < 0 {
+            return Err(RecordsError::Malformed);
+        }
+        let start = pos;
+        let end = start
+            .checked_add(len as usize)
+            .ok_or(RecordsError::Malformed)?;
+        if end > section.len() {
+            return Err(RecordsError::Malformed);
+        }
+        pos += 1; // attributes
+        let ts_delta = varint(section, &mut pos)?;
+        let offset_delta = varint(section, &mut pos)?;
+        out.push((offset_delta, ts_delta));
+        pos = end;
+    }
+    Ok(out)
+}
+
+/// Offset and timestamp of every record of a stored batch (base offset already
+/// assigned). For LogAppendTime batches every record has the batch max timestamp.
+pub fn record_timestamps(batch: &[u8], cap: usize) -> Result<Vec<(i64, i64)>, RecordsError> {
+    if batch.len() < HEADER_LEN {
+        return Err(RecordsError::Malformed);
+    }
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&batch[0..8]);
+    let base_offset = i64::from_be_bytes(a);
+    a.copy_from_slice(&batch[27..35]);
+    let base_ts = i64::from_be_bytes(a);
+    a.copy_from_slice(&batch[35..43]);
+    let max_ts = i64::from_be_bytes(a);
+    let log_append = i16::from_be_bytes([batch[21], batch[22]]) & 0x08 != 0;
+    let count = i32::from_be_bytes([batch[57], batch[58], batch[59], batch[60]]);
+    let section = records_section(batch, cap)?;
+    Ok(record_deltas(&section, count)?
+        .into_iter()
+        .map(|(od, td)| {
+            (
+                base_offset + od,
+                if log_append { max_ts } else { base_ts + td },
+            )
+        })
+        .collect())
+}

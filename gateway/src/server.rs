@@ -1,0 +1,150 @@
+//! The listener and per-connection loop.
+//!
+//! Each connection has a reader (frames → request tasks) and a writer that sends
+//! responses strictly in request order, as Kafka clients require, while requests
+//! themselves run concurrently (a slow produce does not hold up a metadata call
+//! queued behind it, only its response order). In-flight requests per connection
+//! are bounded, so a client that pipelines without reading stalls only itself.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::Instrument;
+
+use crate::api;
+use crate::broker::Broker;
+use crate::frame::{FrameError, read_frame};
+
+const MAX_IN_FLIGHT: usize = 32;
+
+/// Serves Kafka on `listener` until `shutdown` resolves, then drains: stops
+/// accepting, lets in-flight requests finish (their produce acks included),
+/// closes connections, flushes the write path and checkpoints.
+pub async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let checkpoints = tokio::spawn(broker.clone().checkpoint_loop(stop_rx.clone()));
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    let mut next_id: u64 = 0;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((socket, peer)) => {
+                    next_id += 1;
+                    let _ = socket.set_nodelay(true);
+                    let span = tracing::info_span!("conn", id = next_id, %peer);
+                    connections.spawn(handle_connection(broker.clone(), socket, stop_rx.clone()).instrument(span));
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = &mut shutdown => break,
+        }
+    }
+    tracing::info!("shutting down: draining connections");
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let drain = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(30), drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still busy after 30s; closing them");
+        connections.abort_all();
+    }
+    let _ = checkpoints.await;
+    broker.close(Duration::from_secs(30)).await;
+    tracing::info!("shutdown complete");
+}
+
+async fn handle_connection(
+    broker: Arc<Broker>,
+    socket: TcpStream,
+    mut stop: watch::Receiver<bool>,
+) {
+    let (mut reader, mut writer) = socket.into_split();
+    let (tx, mut rx) = mpsc::channel::<oneshot::Receiver<Option<BytesMut>>>(MAX_IN_FLIGHT);
+    let closed = Arc::new(tokio::sync::Notify::new());
+    let closed_w = closed.clone();
+    let write_task = tokio::spawn(
+        async move {
+            // Wake the reader whichever way this ends.
+            struct Wake(Arc<tokio::sync::Notify>);
+            impl Drop for Wake {
+                fn drop(&mut self) {
+                    self.0.notify_one();
+                }
+            }
+            let _wake = Wake(closed_w);
+            while let Some(pending) = rx.recv().await {
+                match pending.await {
+                    Ok(Some(resp)) => {
+                        if let Err(e) = writer.write_all(&resp).await {
+                            tracing::debug!(error = %e, "write failed");
+                            return;
+                        }
+                    }
+                    Ok(None) => {}
+                    // The request asked for the connection to close.
+                    Err(_) => return,
+                }
+            }
+            let _ = writer.shutdown().await;
+        }
+        .in_current_span(),
+    );
+    let idle = broker.settings.idle_timeout;
+    let max = broker.settings.max_request_bytes;
+    loop {
+        let frame = tokio::select! {
+            r = tokio::time::timeout(idle, read_frame(&mut reader, max)) => r,
+            _ = stop.changed() => break,
+            _ = closed.notified() => break,
+        };
+        let frame = match frame {
+            Err(_) => {
+                tracing::debug!("idle timeout; closing");
+                break;
+            }
+            Ok(Err(FrameError::Closed)) => break,
+            Ok(Err(e)) => {
+                tracing::info!(error = %e, "closing connection");
+                break;
+            }
+            Ok(Ok(f)) => f,
+        };
+        let (done_tx, done_rx) = oneshot::channel();
+        if tx.send(done_rx).await.is_err() {
+            break;
+        }
+        let broker = broker.clone();
+        tokio::spawn(
+            async move {
+                match api::handle_frame(&broker, frame).await {
+                    Ok(resp) => {
+                        let _ = done_tx.send(resp);
+                    }
+                    Err(reason) => {
+                        tracing::info!(%reason, "closing connection");
+                        drop(done_tx);
+                    }
+                }
+            }
+            .in_current_span(),
+        );
+    }
+    drop(tx);
+    let _ = write_task.await;
+}
