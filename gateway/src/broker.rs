@@ -62,6 +62,7 @@ pub struct Broker {
     topics: RwLock<Topics>,
     admin: tokio::sync::Mutex<()>,
     producer_ids: Mutex<(i64, i64)>,
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// Topic names Kafka accepts.
@@ -167,7 +168,19 @@ impl Broker {
             topics: RwLock::new(topics),
             admin: tokio::sync::Mutex::new(()),
             producer_ids: Mutex::new((0, 0)),
+            stopping: tokio::sync::watch::Sender::new(false),
         }))
+    }
+
+    /// Tells parked requests (long-poll fetches) that the gateway is draining.
+    pub fn begin_shutdown(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Resolves once shutdown has begun.
+    pub async fn stopping(&self) {
+        let mut rx = self.stopping.subscribe();
+        let _ = rx.wait_for(|v| *v).await;
     }
 
     pub fn node_id(&self) -> i32 {

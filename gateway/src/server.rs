@@ -56,6 +56,7 @@ pub async fn serve(
     tracing::info!("shutting down: draining connections");
     drop(listener);
     let _ = stop_tx.send(true);
+    broker.begin_shutdown();
     let drain = async { while connections.join_next().await.is_some() {} };
     if tokio::time::timeout(Duration::from_secs(30), drain)
         .await

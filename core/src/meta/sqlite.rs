@@ -337,6 +337,8 @@ impl MetaStore for SqliteMetaStore {
 
     async fn read_flushes(&self, stream: &StreamId, after_seq: u64) -> Result<Vec<FlushRecord>> {
         let s = stream.clone();
+        // Clamped like `trim_flushes`: `u64::MAX as i64` is -1, which would match all.
+        let after = after_seq.min(i64::MAX as u64) as i64;
         self.tx(move |tx| {
             let mut st = tx
                 .prepare(
@@ -345,7 +347,7 @@ impl MetaStore for SqliteMetaStore {
                 )
                 .map_err(db_err)?;
             let rows = st
-                .query_map(params![s.gateway, s.epoch as i64, after_seq as i64], |r| {
+                .query_map(params![s.gateway, s.epoch as i64, after], |r| {
                     r.get::<_, String>(0)
                 })
                 .map_err(db_err)?;

@@ -120,6 +120,7 @@ pub async fn handle(broker: &Arc<Broker>, _version: i16, req: FetchRequest) -> F
             log.register_waiter(&notify);
         }
         let (resp, bytes, errors) = build(broker, &req, &logs).await;
+        tracing::trace!(bytes, errors, remaining = ?deadline.saturating_duration_since(Instant::now()), "fetch pass");
         if bytes >= min_bytes || errors || Instant::now() >= deadline {
             return resp;
         }

@@ -6,8 +6,10 @@
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::{self as m, ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+use tracing::Instrument;
 
 use crate::broker::Broker;
 
@@ -15,6 +17,7 @@ pub mod api_versions;
 pub mod configs;
 pub mod describe_cluster;
 pub mod fetch;
+pub mod find_coordinator;
 pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
@@ -84,11 +87,51 @@ fn decode<T: Decodable>(body: &mut Bytes, version: i16, what: &str) -> Result<T,
     T::decode(body, version).map_err(|e| Close(format!("malformed {what} v{version} request: {e}")))
 }
 
-/// Handles one request frame. `Ok(None)` means no response is sent (acks=0).
-pub async fn handle_frame(
-    broker: &Arc<Broker>,
-    mut frame: Bytes,
-) -> Result<Option<BytesMut>, Close> {
+/// A decoded request body, one variant per API Floe serves.
+#[derive(Debug)]
+pub enum Body {
+    ApiVersions(m::ApiVersionsRequest),
+    Metadata(m::MetadataRequest),
+    Produce(m::ProduceRequest),
+    Fetch(m::FetchRequest),
+    ListOffsets(m::ListOffsetsRequest),
+    CreateTopics(m::CreateTopicsRequest),
+    DeleteTopics(m::DeleteTopicsRequest),
+    CreatePartitions(m::CreatePartitionsRequest),
+    DescribeConfigs(m::DescribeConfigsRequest),
+    AlterConfigs(m::AlterConfigsRequest),
+    IncrementalAlterConfigs(m::IncrementalAlterConfigsRequest),
+    DescribeCluster(m::DescribeClusterRequest),
+    InitProducerId(m::InitProducerIdRequest),
+}
+
+/// What a request frame decodes to.
+// One per request, moved once: boxing the body would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Decoded {
+    Request {
+        api: ApiKey,
+        header: RequestHeader,
+        version: i16,
+        body: Body,
+        /// Bytes after the body, ignored (logged).
+        trailing: usize,
+    },
+    /// ApiVersions newer than Floe speaks: answered per KIP-511, not closed.
+    UnsupportedApiVersions { correlation_id: i32 },
+    /// Not served yet; answered with a retriable error (see find_coordinator).
+    FindCoordinator {
+        correlation_id: i32,
+        version: i16,
+        req: kafka_protocol::messages::FindCoordinatorRequest,
+    },
+}
+
+/// Decodes one request frame (header and body) without touching any state: the
+/// whole untrusted-input surface of a request, and the fuzzing entry point.
+/// `Err` means the connection must be closed.
+pub fn decode_request(mut frame: Bytes) -> Result<Decoded, Close> {
     if frame.len() < 8 {
         return Err(Close("request shorter than its header".into()));
     }
@@ -98,94 +141,134 @@ pub async fn handle_frame(
     let Ok(api) = ApiKey::try_from(key) else {
         return Err(Close(format!("unknown API key {key}")));
     };
+    if api == ApiKey::FindCoordinator
+        && (find_coordinator::VERSIONS.0..=find_coordinator::VERSIONS.1).contains(&version)
+    {
+        let hv = api.request_header_version(version);
+        RequestHeader::decode(&mut frame, hv)
+            .map_err(|e| Close(format!("malformed request header: {e}")))?;
+        let req: kafka_protocol::messages::FindCoordinatorRequest =
+            decode(&mut frame, version, "find_coordinator")?;
+        return Ok(Decoded::FindCoordinator {
+            correlation_id,
+            version,
+            req,
+        });
+    }
     let Some((lo, hi)) = supported(api) else {
         return Err(Close(format!("API {api:?} is not supported")));
     };
     if version < lo || version > hi {
         if api == ApiKey::ApiVersions {
-            // KIP-511: answer with a v0 response carrying UNSUPPORTED_VERSION and
-            // our ranges, so the client can retry with a version we speak.
-            let resp = api_versions::unsupported_version_response();
-            return encode_response(correlation_id, 0, &resp, 0).map(Some);
+            return Ok(Decoded::UnsupportedApiVersions { correlation_id });
         }
         return Err(Close(format!(
             "{api:?} v{version} is not supported (supported: v{lo}-v{hi})"
         )));
     }
-    let header_version = api.request_header_version(version);
-    let header = RequestHeader::decode(&mut frame, header_version)
+    let header = RequestHeader::decode(&mut frame, api.request_header_version(version))
         .map_err(|e| Close(format!("malformed request header: {e}")))?;
-    let rv = api.response_header_version(version);
-    let body = &mut frame;
-    let span = tracing::debug_span!("request", api = ?api, version, correlation_id);
-    let _e = span.enter();
-    drop(_e);
-    macro_rules! call {
-        ($module:ident, $req:ty) => {{
-            let req: $req = decode(body, version, stringify!($module))?;
-            let resp = $module::handle(broker, version, req).await;
-            encode_response(correlation_id, rv, &resp, version).map(Some)
-        }};
-    }
-    use kafka_protocol::messages as m;
-    let out = match api {
-        ApiKey::ApiVersions => {
-            let _req: m::ApiVersionsRequest = decode(body, version, "api_versions")?;
-            let resp = api_versions::response();
-            // ApiVersions responses always use header v0.
-            encode_response(correlation_id, 0, &resp, version).map(Some)
-        }
-        ApiKey::Metadata => call!(metadata, m::MetadataRequest),
-        ApiKey::Produce => {
-            let req: m::ProduceRequest = decode(body, version, "produce")?;
-            match produce::handle(broker, version, req).await {
-                Some(resp) => encode_response(correlation_id, rv, &resp, version).map(Some),
-                None => Ok(None),
-            }
-        }
-        ApiKey::Fetch => call!(fetch, m::FetchRequest),
-        ApiKey::ListOffsets => call!(list_offsets, m::ListOffsetsRequest),
-        ApiKey::CreateTopics => {
-            let req: m::CreateTopicsRequest = decode(body, version, "create_topics")?;
-            let resp = topics::create_topics(broker, version, req).await;
-            encode_response(correlation_id, rv, &resp, version).map(Some)
-        }
-        ApiKey::DeleteTopics => {
-            let req: m::DeleteTopicsRequest = decode(body, version, "delete_topics")?;
-            let resp = topics::delete_topics(broker, version, req).await;
-            encode_response(correlation_id, rv, &resp, version).map(Some)
-        }
-        ApiKey::CreatePartitions => {
-            let req: m::CreatePartitionsRequest = decode(body, version, "create_partitions")?;
-            let resp = topics::create_partitions(broker, version, req).await;
-            encode_response(correlation_id, rv, &resp, version).map(Some)
-        }
-        ApiKey::DescribeConfigs => {
-            let req: m::DescribeConfigsRequest = decode(body, version, "describe_configs")?;
-            let resp = configs::describe(broker, version, req).await;
-            encode_response(correlation_id, rv, &resp, version).map(Some)
-        }
-        ApiKey::AlterConfigs => {
-            let req: m::AlterConfigsRequest = decode(body, version, "alter_configs")?;
-            let resp = configs::alter(broker, version, req).await;
-            encode_response(correlation_id, rv, &resp, version).map(Some)
-        }
+    let b = &mut frame;
+    let v = version;
+    let body = match api {
+        ApiKey::ApiVersions => Body::ApiVersions(decode(b, v, "api_versions")?),
+        ApiKey::Metadata => Body::Metadata(decode(b, v, "metadata")?),
+        ApiKey::Produce => Body::Produce(decode(b, v, "produce")?),
+        ApiKey::Fetch => Body::Fetch(decode(b, v, "fetch")?),
+        ApiKey::ListOffsets => Body::ListOffsets(decode(b, v, "list_offsets")?),
+        ApiKey::CreateTopics => Body::CreateTopics(decode(b, v, "create_topics")?),
+        ApiKey::DeleteTopics => Body::DeleteTopics(decode(b, v, "delete_topics")?),
+        ApiKey::CreatePartitions => Body::CreatePartitions(decode(b, v, "create_partitions")?),
+        ApiKey::DescribeConfigs => Body::DescribeConfigs(decode(b, v, "describe_configs")?),
+        ApiKey::AlterConfigs => Body::AlterConfigs(decode(b, v, "alter_configs")?),
         ApiKey::IncrementalAlterConfigs => {
-            let req: m::IncrementalAlterConfigsRequest =
-                decode(body, version, "incremental_alter_configs")?;
-            let resp = configs::incremental_alter(broker, version, req).await;
-            encode_response(correlation_id, rv, &resp, version).map(Some)
+            Body::IncrementalAlterConfigs(decode(b, v, "incremental_alter_configs")?)
         }
-        ApiKey::DescribeCluster => call!(describe_cluster, m::DescribeClusterRequest),
-        ApiKey::InitProducerId => call!(init_producer_id, m::InitProducerIdRequest),
-        other => Err(Close(format!("API {other:?} is not supported"))),
+        ApiKey::DescribeCluster => Body::DescribeCluster(decode(b, v, "describe_cluster")?),
+        ApiKey::InitProducerId => Body::InitProducerId(decode(b, v, "init_producer_id")?),
+        other => return Err(Close(format!("API {other:?} is not supported"))),
     };
-    if body.has_remaining() {
-        tracing::debug!(
-            client = ?header.client_id,
-            trailing = body.remaining(),
-            "request had trailing bytes"
+    Ok(Decoded::Request {
+        api,
+        header,
+        version,
+        body,
+        trailing: frame.remaining(),
+    })
+}
+
+/// Handles one request frame. `Ok(None)` means no response is sent (acks=0).
+pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes) -> Result<Option<BytesMut>, Close> {
+    let (api, header, version, body, trailing) = match decode_request(frame)? {
+        Decoded::UnsupportedApiVersions { correlation_id } => {
+            // KIP-511: answer with a v0 response carrying UNSUPPORTED_VERSION and
+            // our ranges, so the client can retry with a version we speak.
+            let resp = api_versions::unsupported_version_response();
+            return encode_response(correlation_id, 0, &resp, 0).map(Some);
+        }
+        Decoded::FindCoordinator {
+            correlation_id,
+            version,
+            req,
+        } => {
+            let resp = find_coordinator::not_available(version, &req);
+            let hv = ApiKey::FindCoordinator.response_header_version(version);
+            return encode_response(correlation_id, hv, &resp, version).map(Some);
+        }
+        Decoded::Request {
+            api,
+            header,
+            version,
+            body,
+            trailing,
+        } => (api, header, version, body, trailing),
+    };
+    let correlation_id = header.correlation_id;
+    let span = tracing::debug_span!("request", api = ?api, version, correlation_id);
+    if trailing > 0 {
+        span.in_scope(
+            || tracing::debug!(client = ?header.client_id, trailing, "request had trailing bytes"),
         );
     }
-    out
+    dispatch(broker, api, version, correlation_id, body)
+        .instrument(span)
+        .await
+}
+
+async fn dispatch(
+    broker: &Arc<Broker>,
+    api: ApiKey,
+    v: i16,
+    correlation_id: i32,
+    body: Body,
+) -> Result<Option<BytesMut>, Close> {
+    let rv = api.response_header_version(v);
+    macro_rules! respond {
+        ($resp:expr) => {
+            encode_response(correlation_id, rv, &$resp, v).map(Some)
+        };
+    }
+    match body {
+        Body::ApiVersions(_) => {
+            // ApiVersions responses always use header v0.
+            encode_response(correlation_id, 0, &api_versions::response(), v).map(Some)
+        }
+        Body::Metadata(req) => respond!(metadata::handle(broker, v, req).await),
+        Body::Produce(req) => match produce::handle(broker, v, req).await {
+            Some(resp) => respond!(resp),
+            None => Ok(None),
+        },
+        Body::Fetch(req) => respond!(fetch::handle(broker, v, req).await),
+        Body::ListOffsets(req) => respond!(list_offsets::handle(broker, v, req).await),
+        Body::CreateTopics(req) => respond!(topics::create_topics(broker, v, req).await),
+        Body::DeleteTopics(req) => respond!(topics::delete_topics(broker, v, req).await),
+        Body::CreatePartitions(req) => respond!(topics::create_partitions(broker, v, req).await),
+        Body::DescribeConfigs(req) => respond!(configs::describe(broker, v, req).await),
+        Body::AlterConfigs(req) => respond!(configs::alter(broker, v, req).await),
+        Body::IncrementalAlterConfigs(req) => {
+            respond!(configs::incremental_alter(broker, v, req).await)
+        }
+        Body::DescribeCluster(req) => respond!(describe_cluster::handle(broker, v, req).await),
+        Body::InitProducerId(req) => respond!(init_producer_id::handle(broker, v, req).await),
+    }
 }

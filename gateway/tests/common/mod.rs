@@ -1,0 +1,183 @@
+//! Test harness: a gateway in-process on port 0, or the `floe` binary as a child
+//! process (for kill -9 and restart). Every server listens on 127.0.0.1 only and
+//! is stopped by the test.
+#![allow(dead_code)]
+
+pub mod batches;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use floe_core::settings::Settings;
+use tokio::sync::oneshot;
+
+/// A gateway running inside the test process.
+pub struct InProcess {
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<floe_core::Result<()>>>,
+}
+
+impl InProcess {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tune: impl FnOnce(&mut Settings)) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut settings = Settings::default();
+        settings.data_dir = dir.path().to_path_buf();
+        settings.listen = "127.0.0.1:0".into();
+        settings.flush_interval = Duration::from_millis(2);
+        tune(&mut settings);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (objects, meta) = floe_gateway::open_embedded(&settings, None).expect("open backend");
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(floe_gateway::run(
+            listener,
+            settings,
+            objects,
+            meta,
+            async {
+                let _ = rx.await;
+            },
+        ));
+        InProcess {
+            addr,
+            dir,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Graceful stop; asserts the server exits cleanly.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let r = tokio::time::timeout(Duration::from_secs(60), t)
+                .await
+                .expect("server stops within 60s")
+                .expect("server task");
+            r.expect("server exits cleanly");
+        }
+    }
+}
+
+/// Path of the `floe` binary built for these tests.
+pub fn floe_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_floe"))
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The `floe` binary as a child process on a fixed port and data dir.
+pub struct Process {
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub child: Option<Child>,
+    extra: Vec<(String, String)>,
+}
+
+impl Process {
+    pub fn start(data_dir: &Path, port: u16, extra: &[(&str, &str)]) -> Self {
+        let mut p = Process {
+            port,
+            data_dir: data_dir.to_path_buf(),
+            child: None,
+            extra: extra
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        p.spawn();
+        p
+    }
+
+    fn spawn(&mut self) {
+        let addr = format!("127.0.0.1:{}", self.port);
+        let mut cmd = Command::new(floe_bin());
+        cmd.args(["--listen", &addr, "--advertised-listener", &addr])
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--flush-interval", "2ms", "--log-level", "warn"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in &self.extra {
+            cmd.arg(format!("--{k}")).arg(v);
+        }
+        self.child = Some(cmd.spawn().expect("spawn floe"));
+        wait_for_port(self.port, Duration::from_secs(30));
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL, no warning.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn wait_for_port(port: u16, within: Duration) {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("port {port} did not open within {within:?}");
+}
