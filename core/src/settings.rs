@@ -257,13 +257,12 @@ impl Settings {
         if self.listen.parse::<std::net::SocketAddr>().is_err() && !self.listen.contains(':') {
             return fail(format!("listen {:?} is not host:port", self.listen));
         }
-        if let Some(a) = &self.advertised_listener {
-            if a.rsplit_once(':')
+        if let Some(a) = &self.advertised_listener
+            && a.rsplit_once(':')
                 .and_then(|(_, p)| p.parse::<u16>().ok())
                 .is_none()
-            {
-                return fail(format!("advertised-listener {a:?} is not host:port"));
-            }
+        {
+            return fail(format!("advertised-listener {a:?} is not host:port"));
         }
         Ok(())
     }

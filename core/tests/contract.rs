@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use floe_core::fault::{FaultyMetaStore, FaultyObjectStore, Faults};
+use floe_core::fault::{Faults, FaultyMetaStore, FaultyObjectStore};
 use floe_core::meta::{MemoryMetaStore, MetaStore, SqliteMetaStore};
 use floe_core::object_store::{LocalDirStore, MemoryObjectStore, ObjectStore};
 use floe_core::types::{
@@ -207,7 +207,10 @@ fn record(stream: &StreamId, seq: u64, tag: u64) -> FlushRecord {
     FlushRecord {
         stream: stream.clone(),
         seq,
-        object_key: format!("segments/00/{}-{}-{seq}-{tag}.seg", stream.gateway, stream.epoch),
+        object_key: format!(
+            "segments/00/{}-{}-{seq}-{tag}.seg",
+            stream.gateway, stream.epoch
+        ),
         object_len: 1000 + tag,
         created_ms: 1_700_000_000_000,
         partitions: vec![
@@ -295,18 +298,29 @@ async fn get_returns_exact_bytes(store: Arc<dyn ObjectStore>) {
         store.get_range(key, 1023..1024).await.expect("last byte"),
         b.slice(1023..1024)
     );
-    for bad in [1000..1025, 2000..2010, 20..10] {
+    // Start after end, too (spelled out: clippy rejects a literal reversed range).
+    let reversed = std::ops::Range { start: 20, end: 10 };
+    for bad in [1000..1025, 2000..2010, reversed] {
         let r = store.get_range(key, bad.clone()).await;
         assert_eq!(err_kind(r), ErrorKind::InvalidInput, "range {bad:?}");
     }
-    assert_eq!(err_kind(store.get("data/missing").await), ErrorKind::NotFound);
+    assert_eq!(
+        err_kind(store.get("data/missing").await),
+        ErrorKind::NotFound
+    );
     assert_eq!(
         err_kind(store.get_range("data/missing", 0..1).await),
         ErrorKind::NotFound
     );
     // An empty object is an object.
-    store.put_if_absent("data/empty", Bytes::new()).await.expect("put empty");
-    assert_eq!(store.get("data/empty").await.expect("get empty"), Bytes::new());
+    store
+        .put_if_absent("data/empty", Bytes::new())
+        .await
+        .expect("put empty");
+    assert_eq!(
+        store.get("data/empty").await.expect("get empty"),
+        Bytes::new()
+    );
 }
 
 async fn delete_is_idempotent(store: Arc<dyn ObjectStore>) {
@@ -315,10 +329,16 @@ async fn delete_is_idempotent(store: Arc<dyn ObjectStore>) {
     store.delete(key).await.expect("delete");
     assert_eq!(err_kind(store.get(key).await), ErrorKind::NotFound);
     store.delete(key).await.expect("delete again");
-    store.delete("segments/01/never").await.expect("delete missing");
+    store
+        .delete("segments/01/never")
+        .await
+        .expect("delete missing");
     assert!(store.list("segments/").await.expect("list").is_empty());
     // The key is free again.
-    store.put_if_absent(key, body(5, 4)).await.expect("recreate");
+    store
+        .put_if_absent(key, body(5, 4))
+        .await
+        .expect("recreate");
     assert_eq!(store.get(key).await.expect("get"), body(5, 4));
 }
 
@@ -371,7 +391,12 @@ async fn list_by_prefix_is_sorted(store: Arc<dyn ObjectStore>) {
         .collect();
     assert_eq!(
         seg,
-        vec!["segments/01/a", "segments/01/b", "segments/0a/x", "segmentsX"]
+        vec![
+            "segments/01/a",
+            "segments/01/b",
+            "segments/0a/x",
+            "segmentsX"
+        ]
     );
     assert!(store.list("nothing/").await.expect("list").is_empty());
 }
@@ -420,13 +445,22 @@ async fn concurrent_conditional_puts_have_one_winner(store: Arc<dyn ObjectStore>
 async fn register_gateway_epochs_increase(meta: Arc<dyn MetaStore>) {
     let mut last = 0;
     for _ in 0..5 {
-        let e = meta.register_gateway("gw-a", &info()).await.expect("register");
+        let e = meta
+            .register_gateway("gw-a", &info())
+            .await
+            .expect("register");
         assert!(e > last, "epoch {e} after {last}");
         last = e;
     }
-    let b = meta.register_gateway("gw-b", &info()).await.expect("register b");
+    let b = meta
+        .register_gateway("gw-b", &info())
+        .await
+        .expect("register b");
     assert!(b > 0);
-    let a = meta.register_gateway("gw-a", &info()).await.expect("register a");
+    let a = meta
+        .register_gateway("gw-a", &info())
+        .await
+        .expect("register a");
     assert!(a > last);
 }
 
@@ -435,7 +469,10 @@ async fn commit_flush_is_fenced_and_idempotent(meta: Arc<dyn MetaStore>) {
     let r = meta.commit_flush(&record(&stream("ghost", 1), 1, 0)).await;
     assert_eq!(err_kind(r), ErrorKind::Fenced);
 
-    let e1 = meta.register_gateway("gw", &info()).await.expect("register");
+    let e1 = meta
+        .register_gateway("gw", &info())
+        .await
+        .expect("register");
     let s1 = stream("gw", e1);
     let r1 = record(&s1, 1, 0);
     meta.commit_flush(&r1).await.expect("commit");
@@ -445,14 +482,22 @@ async fn commit_flush_is_fenced_and_idempotent(meta: Arc<dyn MetaStore>) {
         err_kind(meta.commit_flush(&other).await),
         ErrorKind::AlreadyExists
     );
-    assert_eq!(meta.read_flushes(&s1, 0).await.expect("read"), vec![r1.clone()]);
+    assert_eq!(
+        meta.read_flushes(&s1, 0).await.expect("read"),
+        vec![r1.clone()]
+    );
     // A future epoch that was never issued is not current either.
-    let r = meta.commit_flush(&record(&stream("gw", e1 + 1), 1, 0)).await;
+    let r = meta
+        .commit_flush(&record(&stream("gw", e1 + 1), 1, 0))
+        .await;
     assert_eq!(err_kind(r), ErrorKind::Fenced);
 
     // The "transaction cancellation" case: a new incarnation fences the old one,
     // both for new records and for re-commits of already-landed ones.
-    let e2 = meta.register_gateway("gw", &info()).await.expect("re-register");
+    let e2 = meta
+        .register_gateway("gw", &info())
+        .await
+        .expect("re-register");
     assert!(e2 > e1);
     assert_eq!(
         err_kind(meta.commit_flush(&record(&s1, 2, 0)).await),
@@ -467,7 +512,10 @@ async fn commit_flush_is_fenced_and_idempotent(meta: Arc<dyn MetaStore>) {
 }
 
 async fn concurrent_commits_have_one_winner(meta: Arc<dyn MetaStore>) {
-    let e = meta.register_gateway("gw", &info()).await.expect("register");
+    let e = meta
+        .register_gateway("gw", &info())
+        .await
+        .expect("register");
     let s = stream("gw", e);
     for seq in 1..=3u64 {
         let start = Arc::new(tokio::sync::Barrier::new(16));
@@ -499,23 +547,46 @@ async fn concurrent_commits_have_one_winner(meta: Arc<dyn MetaStore>) {
 }
 
 async fn read_flushes_is_ordered_and_filtered(meta: Arc<dyn MetaStore>) {
-    let a1 = stream("gw-a", meta.register_gateway("gw-a", &info()).await.expect("reg"));
-    let b1 = stream("gw-b", meta.register_gateway("gw-b", &info()).await.expect("reg"));
+    let a1 = stream(
+        "gw-a",
+        meta.register_gateway("gw-a", &info()).await.expect("reg"),
+    );
+    let b1 = stream(
+        "gw-b",
+        meta.register_gateway("gw-b", &info()).await.expect("reg"),
+    );
     for seq in [3, 1, 5, 2, 4] {
-        meta.commit_flush(&record(&a1, seq, 0)).await.expect("commit a");
+        meta.commit_flush(&record(&a1, seq, 0))
+            .await
+            .expect("commit a");
     }
-    meta.commit_flush(&record(&b1, 1, 9)).await.expect("commit b");
-    let a2 = stream("gw-a", meta.register_gateway("gw-a", &info()).await.expect("reg"));
-    meta.commit_flush(&record(&a2, 1, 8)).await.expect("commit a2");
+    meta.commit_flush(&record(&b1, 1, 9))
+        .await
+        .expect("commit b");
+    let a2 = stream(
+        "gw-a",
+        meta.register_gateway("gw-a", &info()).await.expect("reg"),
+    );
+    meta.commit_flush(&record(&a2, 1, 8))
+        .await
+        .expect("commit a2");
 
     let seqs = |v: Vec<FlushRecord>| v.iter().map(|r| r.seq).collect::<Vec<_>>();
     let all = meta.read_flushes(&a1, 0).await.expect("read");
     assert!(all.iter().all(|r| r.stream == a1));
     assert_eq!(all[0], record(&a1, 1, 0));
     assert_eq!(seqs(all), vec![1, 2, 3, 4, 5]);
-    assert_eq!(seqs(meta.read_flushes(&a1, 2).await.expect("read")), vec![3, 4, 5]);
+    assert_eq!(
+        seqs(meta.read_flushes(&a1, 2).await.expect("read")),
+        vec![3, 4, 5]
+    );
     assert!(meta.read_flushes(&a1, 5).await.expect("read").is_empty());
-    assert!(meta.read_flushes(&a1, u64::MAX).await.expect("read").is_empty());
+    assert!(
+        meta.read_flushes(&a1, u64::MAX)
+            .await
+            .expect("read")
+            .is_empty()
+    );
     assert_eq!(
         meta.read_flushes(&b1, 0).await.expect("read"),
         vec![record(&b1, 1, 9)]
@@ -534,13 +605,24 @@ async fn read_flushes_is_ordered_and_filtered(meta: Arc<dyn MetaStore>) {
 
 async fn trim_flushes_and_flush_streams(meta: Arc<dyn MetaStore>) {
     assert!(meta.flush_streams().await.expect("streams").is_empty());
-    let a1 = stream("gw-a", meta.register_gateway("gw-a", &info()).await.expect("reg"));
+    let a1 = stream(
+        "gw-a",
+        meta.register_gateway("gw-a", &info()).await.expect("reg"),
+    );
     for seq in 1..=4 {
-        meta.commit_flush(&record(&a1, seq, 0)).await.expect("commit");
+        meta.commit_flush(&record(&a1, seq, 0))
+            .await
+            .expect("commit");
     }
-    let a2 = stream("gw-a", meta.register_gateway("gw-a", &info()).await.expect("reg"));
+    let a2 = stream(
+        "gw-a",
+        meta.register_gateway("gw-a", &info()).await.expect("reg"),
+    );
     meta.commit_flush(&record(&a2, 1, 0)).await.expect("commit");
-    let b1 = stream("gw-b", meta.register_gateway("gw-b", &info()).await.expect("reg"));
+    let b1 = stream(
+        "gw-b",
+        meta.register_gateway("gw-b", &info()).await.expect("reg"),
+    );
     meta.commit_flush(&record(&b1, 1, 0)).await.expect("commit");
 
     let mut streams = meta.flush_streams().await.expect("streams");
@@ -570,7 +652,12 @@ async fn trim_flushes_and_flush_streams(meta: Arc<dyn MetaStore>) {
     assert!(meta.flush_streams().await.expect("streams").is_empty());
 }
 
-fn checkpoint(p: PartitionId, owner: &StreamId, seq: u64, entries: Vec<IndexEntry>) -> PartitionCheckpoint {
+fn checkpoint(
+    p: PartitionId,
+    owner: &StreamId,
+    seq: u64,
+    entries: Vec<IndexEntry>,
+) -> PartitionCheckpoint {
     let next = entries.iter().map(|e| e.last_offset + 1).max().unwrap_or(0);
     PartitionCheckpoint {
         partition: p,
@@ -609,7 +696,10 @@ async fn checkpoints_are_fenced_and_idempotent(meta: Arc<dyn MetaStore>) {
     assert_eq!(err_kind(r), ErrorKind::Fenced);
     assert_eq!(meta.load_partition(p0).await.expect("load"), None);
 
-    let s1 = stream("gw", meta.register_gateway("gw", &info()).await.expect("reg"));
+    let s1 = stream(
+        "gw",
+        meta.register_gateway("gw", &info()).await.expect("reg"),
+    );
     // Entries given out of order come back ordered by base offset.
     let cp0 = checkpoint(
         p0,
@@ -635,12 +725,7 @@ async fn checkpoints_are_fenced_and_idempotent(meta: Arc<dyn MetaStore>) {
     assert_eq!(snap1.entries, vec![entry(0, 0, "k1")]);
 
     // Re-writing entries already stored is idempotent; new ones are appended.
-    let mut again = checkpoint(
-        p0,
-        &s1,
-        4,
-        vec![entry(20, 24, "k3"), entry(25, 29, "k4")],
-    );
+    let mut again = checkpoint(p0, &s1, 4, vec![entry(20, 24, "k3"), entry(25, 29, "k4")]);
     again.log_start_offset = 10;
     meta.write_checkpoints(&s1, &[again.clone()])
         .await
@@ -664,7 +749,10 @@ async fn checkpoints_are_fenced_and_idempotent(meta: Arc<dyn MetaStore>) {
 
     // A new incarnation fences the old one; a fenced write changes nothing, in
     // any of the partitions it names.
-    let s2 = stream("gw", meta.register_gateway("gw", &info()).await.expect("reg"));
+    let s2 = stream(
+        "gw",
+        meta.register_gateway("gw", &info()).await.expect("reg"),
+    );
     let stale = [
         checkpoint(p0, &s1, 9, vec![entry(30, 39, "stale")]),
         checkpoint(pid(5, 2), &s1, 9, vec![entry(0, 1, "stale")]),
@@ -695,7 +783,10 @@ async fn topic_writes_are_conditional(meta: Arc<dyn MetaStore>) {
         err_kind(meta.create_topic(&topic("orders", 2, 1)).await),
         ErrorKind::AlreadyExists
     );
-    assert_eq!(meta.get_topic("orders").await.expect("get"), Some(t1.clone()));
+    assert_eq!(
+        meta.get_topic("orders").await.expect("get"),
+        Some(t1.clone())
+    );
     assert_eq!(meta.get_topic("missing").await.expect("get"), None);
 
     // Version must be exactly stored + 1, and the id must match.
@@ -713,14 +804,19 @@ async fn topic_writes_are_conditional(meta: Arc<dyn MetaStore>) {
     t2.partitions = 6;
     t2.configs.insert("cleanup.policy".into(), "delete".into());
     meta.update_topic(&t2).await.expect("update");
-    assert_eq!(meta.get_topic("orders").await.expect("get"), Some(t2.clone()));
+    assert_eq!(
+        meta.get_topic("orders").await.expect("get"),
+        Some(t2.clone())
+    );
     // The same update again is now stale.
     assert_eq!(
         err_kind(meta.update_topic(&t2).await),
         ErrorKind::Precondition
     );
 
-    meta.create_topic(&topic("audit", 3, 1)).await.expect("create");
+    meta.create_topic(&topic("audit", 3, 1))
+        .await
+        .expect("create");
     let mut names: Vec<String> = meta
         .list_topics()
         .await
@@ -757,7 +853,10 @@ async fn concurrent_topic_updates_have_one_winner(meta: Arc<dyn MetaStore>) {
         }
     }
     assert_eq!(winners.len(), 1, "exactly one update of version 1 may win");
-    assert_eq!(meta.get_topic("t").await.expect("get"), Some(winners[0].clone()));
+    assert_eq!(
+        meta.get_topic("t").await.expect("get"),
+        Some(winners[0].clone())
+    );
 }
 
 async fn delete_topic_checks_the_id(meta: Arc<dyn MetaStore>) {
@@ -774,7 +873,10 @@ async fn delete_topic_checks_the_id(meta: Arc<dyn MetaStore>) {
     );
     meta.delete_topic("t", t.id).await.expect("delete");
     assert_eq!(meta.get_topic("t").await.expect("get"), None);
-    assert_eq!(err_kind(meta.delete_topic("t", t.id).await), ErrorKind::NotFound);
+    assert_eq!(
+        err_kind(meta.delete_topic("t", t.id).await),
+        ErrorKind::NotFound
+    );
     // The name can be reused, under a new id.
     let again = topic("t", 2, 1);
     meta.create_topic(&again).await.expect("recreate");
@@ -828,12 +930,15 @@ async fn embedded_backends_survive_reopen() {
         let meta = SqliteMetaStore::open(&db).expect("open sqlite");
         let store = LocalDirStore::open(&objects).expect("open dir");
         store.put_if_absent(key, b.clone()).await.expect("put");
-        let s1 = stream("gw", meta.register_gateway("gw", &info()).await.expect("reg"));
+        let s1 = stream(
+            "gw",
+            meta.register_gateway("gw", &info()).await.expect("reg"),
+        );
         meta.create_topic(&t).await.expect("create");
         let rec = record(&s1, 1, 0);
         meta.commit_flush(&rec).await.expect("commit");
         let cp = checkpoint(pid(1, 0), &s1, 1, vec![entry(0, 9, key)]);
-        meta.write_checkpoints(&s1, &[cp.clone()])
+        meta.write_checkpoints(&s1, std::slice::from_ref(&cp))
             .await
             .expect("checkpoint");
         let ids = meta.allocate_producer_ids(100).await.expect("ids");
@@ -849,9 +954,19 @@ async fn embedded_backends_survive_reopen() {
     );
     assert_eq!(store.list("segments/").await.expect("list").len(), 1);
     assert_eq!(meta.get_topic("orders").await.expect("get"), Some(t));
-    assert_eq!(meta.read_flushes(&s1, 0).await.expect("read"), vec![rec.clone()]);
-    assert_eq!(meta.flush_streams().await.expect("streams"), vec![s1.clone()]);
-    let snap = meta.load_partition(pid(1, 0)).await.expect("load").expect("some");
+    assert_eq!(
+        meta.read_flushes(&s1, 0).await.expect("read"),
+        vec![rec.clone()]
+    );
+    assert_eq!(
+        meta.flush_streams().await.expect("streams"),
+        vec![s1.clone()]
+    );
+    let snap = meta
+        .load_partition(pid(1, 0))
+        .await
+        .expect("load")
+        .expect("some");
     assert_eq!(snap.owner, s1);
     assert_eq!(snap.checkpoint_seq, 1);
     assert_eq!(snap.producers, cp.producers);
@@ -859,7 +974,10 @@ async fn embedded_backends_survive_reopen() {
     // The epoch and the id counter continue, never repeat.
     let e2 = meta.register_gateway("gw", &info()).await.expect("reg");
     assert!(e2 > s1.epoch);
-    assert_eq!(err_kind(meta.commit_flush(&record(&s1, 2, 0)).await), ErrorKind::Fenced);
+    assert_eq!(
+        err_kind(meta.commit_flush(&record(&s1, 2, 0)).await),
+        ErrorKind::Fenced
+    );
     let next_ids = meta.allocate_producer_ids(1).await.expect("ids");
     assert!(next_ids >= first_ids + 100);
 }
@@ -878,7 +996,10 @@ async fn fault_unavailable_fails_then_heals() {
     }
     // Unavailable fails before the operation: nothing was written.
     assert_eq!(err_kind(store.get(key).await), ErrorKind::NotFound);
-    store.put_if_absent(key, body(10, 1)).await.expect("third put");
+    store
+        .put_if_absent(key, body(10, 1))
+        .await
+        .expect("third put");
     assert_eq!(store.get(key).await.expect("get"), body(10, 1));
     assert_eq!(faults.hits("object.put"), 2);
     // Other fail points are unaffected.
@@ -892,12 +1013,18 @@ async fn fault_ambiguous_commit_lands_but_reports_unknown() {
         Arc::new(MemoryMetaStore::new()),
         faults.clone(),
     ));
-    let s = stream("gw", meta.register_gateway("gw", &info()).await.expect("reg"));
+    let s = stream(
+        "gw",
+        meta.register_gateway("gw", &info()).await.expect("reg"),
+    );
     let rec = record(&s, 1, 0);
     let r = meta.commit_flush(&rec).await;
     assert_eq!(err_kind(r), ErrorKind::Ambiguous);
     assert!(ErrorKind::Ambiguous.is_retriable());
-    assert_eq!(meta.read_flushes(&s, 0).await.expect("read"), vec![rec.clone()]);
+    assert_eq!(
+        meta.read_flushes(&s, 0).await.expect("read"),
+        vec![rec.clone()]
+    );
     // Resolving by retrying is safe: the commit is idempotent.
     meta.commit_flush(&rec).await.expect("retry");
     assert_eq!(meta.read_flushes(&s, 0).await.expect("read").len(), 1);
@@ -907,7 +1034,11 @@ async fn fault_ambiguous_commit_lands_but_reports_unknown() {
 #[tokio::test]
 async fn fault_spec_parses_and_rejects() {
     assert!(Faults::parse("object.put=delay(5ms)*1;meta.commit=denied").is_ok());
-    for bad in ["object.put", "object.put=explode", "object.put=unavailable*x"] {
+    for bad in [
+        "object.put",
+        "object.put=explode",
+        "object.put=unavailable*x",
+    ] {
         let e = Faults::parse(bad).expect_err(bad);
         assert_eq!(e.kind(), ErrorKind::Config);
     }

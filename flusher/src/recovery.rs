@@ -55,10 +55,11 @@ pub async fn recover_partition_logs(
                 let Some(log) = logs.get(&fp.partition) else {
                     continue; // topic deleted since
                 };
-                if let Some((owner, seq)) = ckpt_seq.get(&fp.partition) {
-                    if owner == stream && record.seq <= *seq {
-                        continue;
-                    }
+                if let Some((owner, seq)) = ckpt_seq.get(&fp.partition)
+                    && owner == stream
+                    && record.seq <= *seq
+                {
+                    continue;
                 }
                 let mut st = log.lock();
                 if fp.last_offset < st.high_watermark {

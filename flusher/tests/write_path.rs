@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use floe_core::clock::SystemClock;
-use floe_core::fault::{Fault, FaultyMetaStore, FaultyObjectStore, Faults};
+use floe_core::fault::{Fault, Faults, FaultyMetaStore, FaultyObjectStore};
 use floe_core::meta::{MemoryMetaStore, SharedMetaStore, SqliteMetaStore};
 use floe_core::object_store::{
     LocalDirStore, MemoryObjectStore, ObjectInfo, ObjectStore, SharedObjectStore,
@@ -297,7 +297,11 @@ async fn concurrent_appends_get_contiguous_offsets_and_one_object_per_flush() {
     let seqs: Vec<u64> = flushes.iter().map(|f| f.seq).collect();
     assert_eq!(seqs, (1..=flushes.len() as u64).collect::<Vec<_>>());
     assert_eq!(rig.flusher.committed_through(), flushes.len() as u64);
-    assert_eq!(rig.segments().await.len(), flushes.len(), "one object per flush");
+    assert_eq!(
+        rig.segments().await.len(),
+        flushes.len(),
+        "one object per flush"
+    );
     assert_eq!(
         rig.flusher.stats().flushes.load(Ordering::Relaxed),
         flushes.len() as u64
@@ -316,8 +320,11 @@ async fn concurrent_appends_get_contiguous_offsets_and_one_object_per_flush() {
 async fn commits_follow_seal_order_when_an_earlier_upload_is_slow() {
     let rig = Rig::memory(config(10, 1 << 20)).await;
     let log = PartitionLog::empty(pid(0));
-    rig.faults
-        .set("object.put", Fault::Delay(Duration::from_millis(300)), Some(1));
+    rig.faults.set(
+        "object.put",
+        Fault::Delay(Duration::from_millis(300)),
+        Some(1),
+    );
     let t0 = Instant::now();
     let a = spawn_append(&rig.flusher, &log, plain(1, 1));
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -355,7 +362,10 @@ async fn commits_follow_seal_order_when_an_earlier_upload_is_slow() {
     assert_eq!(a.base_offset, 0);
     assert_eq!(b.base_offset, 1);
     assert!(seqs_at_b.contains(&1), "flush 1 committed before B acked");
-    assert!(b_elapsed >= Duration::from_millis(250), "B acked at {b_elapsed:?}");
+    assert!(
+        b_elapsed >= Duration::from_millis(250),
+        "B acked at {b_elapsed:?}"
+    );
     let flushes = rig.flushes().await;
     assert_eq!(flushes.len(), 2);
     assert_eq!(
@@ -383,8 +393,11 @@ async fn failed_commit_rolls_back_and_fails_later_flushes() {
 
     // Flush 2 (A) uploads slowly and then fails to commit; flush 3 (B, C) is
     // sealed meanwhile and must fail too.
-    rig.faults
-        .set("object.put", Fault::Delay(Duration::from_millis(200)), Some(1));
+    rig.faults.set(
+        "object.put",
+        Fault::Delay(Duration::from_millis(200)),
+        Some(1),
+    );
     rig.faults.set("meta.commit", Fault::Denied, Some(1));
     let a = spawn_append(&rig.flusher, &p0, idem(5, 0, 0, 3));
     tokio::time::sleep(Duration::from_millis(60)).await;
@@ -578,10 +591,7 @@ async fn idempotent_producer_dedups_and_checks_sequences() {
     // A retry racing the original inside one open segment is still caught.
     let a = spawn_append(f, &log, idem(11, 0, 0, 2));
     let b = spawn_append(f, &log, idem(11, 0, 0, 2));
-    let (a, b) = (
-        ok(a.await.expect("task")),
-        ok(b.await.expect("task")),
-    );
+    let (a, b) = (ok(a.await.expect("task")), ok(b.await.expect("task")));
     assert_eq!(a.base_offset, b.base_offset);
     assert_eq!(a.duplicate as u8 + b.duplicate as u8, 1);
     assert_eq!(log.high_watermark(), 9);
@@ -716,12 +726,23 @@ async fn backpressure_bounds_buffered_bytes() {
     for (p, mut v) in bases {
         v.sort();
         let n = v.len() as i64;
-        assert_eq!(v, (0..n).collect::<Vec<_>>(), "{p}: lost or repeated offsets");
+        assert_eq!(
+            v,
+            (0..n).collect::<Vec<_>>(),
+            "{p}: lost or repeated offsets"
+        );
     }
     let peak = gauge.peak.load(Ordering::SeqCst);
-    assert!(peak > 0 && peak <= BOUND, "peak in-flight data {peak} > {BOUND}");
+    assert!(
+        peak > 0 && peak <= BOUND,
+        "peak in-flight data {peak} > {BOUND}"
+    );
     // The bound forced at least three rounds of 300 ms uploads.
-    assert!(t0.elapsed() >= Duration::from_millis(850), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(850),
+        "{:?}",
+        t0.elapsed()
+    );
     let stats = flusher.stats();
     assert_eq!(stats.appended_batches.load(Ordering::Relaxed), 40);
     assert_eq!(
@@ -936,8 +957,11 @@ async fn close_commits_and_acks_appends_in_flight() {
     // A long interval: without close, nothing would seal for 10 s.
     let rig = Rig::memory(config(10_000, 1 << 20)).await;
     let log = PartitionLog::empty(pid(0));
-    rig.faults
-        .set("object.put", Fault::Delay(Duration::from_millis(100)), Some(1));
+    rig.faults.set(
+        "object.put",
+        Fault::Delay(Duration::from_millis(100)),
+        Some(1),
+    );
     let tasks: Vec<_> = (0..5u8)
         .map(|i| spawn_append(&rig.flusher, &log, plain(1, i)))
         .collect();

@@ -99,7 +99,7 @@ pub fn validate_batches(
         // As Kafka does: a magic byte no format ever had means garbage, not an
         // old client; only the legacy v0/v1 message sets are "old format".
         let magic = rest[16] as i8;
-        if false && !(0..=2).contains(&magic) {
+        if !(0..=2).contains(&magic) {
             return Err(BatchError::Corrupt("invalid magic byte"));
         }
         if magic != 2 {
@@ -204,13 +204,10 @@ pub fn stored_batches(data: &[u8]) -> impl Iterator<Item = (usize, usize, i64, i
             return None;
         }
         let base = i64_at(rest, 0);
-        let item = (
-            pos,
-            pos + total,
-            base,
-            base + i32_at(rest, 23) as i64,
-            i64_at(rest, 35),
-        );
+        // Stored bytes are Floe's own, but a damaged object must end the walk,
+        // not overflow (a panic in debug builds, a wrapped offset in release).
+        let last = base.checked_add(i32_at(rest, 23) as i64)?;
+        let item = (pos, pos + total, base, last, i64_at(rest, 35));
         pos += total;
         Some(item)
     })
@@ -296,5 +293,22 @@ pub(crate) mod tests {
         let again = validate_batches(&h.bytes, 1 << 20).unwrap();
         assert_eq!(again[0].max_timestamp, 77);
         assert!(again[0].is_log_append_time());
+    }
+
+    /// Fuzz regression (record_batch): a stored batch whose baseOffset +
+    /// lastOffsetDelta overflows i64 ended in an arithmetic-overflow panic.
+    #[test]
+    fn stored_batches_stop_at_offset_overflow() {
+        let mut b = make_batch(3, -1, -1, 1000);
+        let good = b.clone();
+        b[0..8].copy_from_slice(&(i64::MAX - 1).to_be_bytes());
+        let mut data = good.clone();
+        data.extend_from_slice(&b);
+        data.extend_from_slice(&good);
+        let walked: Vec<_> = stored_batches(&data).collect();
+        assert_eq!(walked, vec![(0, good.len(), 0, 2, 1000)]);
+        b[0..8].copy_from_slice(&i64::MIN.to_be_bytes());
+        b[23..27].copy_from_slice(&(-1i32).to_be_bytes());
+        assert_eq!(stored_batches(&b).count(), 0);
     }
 }

@@ -225,10 +225,10 @@ impl Broker {
 
     fn install(&self, entry: Arc<TopicEntry>) {
         let mut t = self.write();
-        if let Some(old) = t.by_name.insert(entry.meta.name.clone(), entry.clone()) {
-            if old.meta.id != entry.meta.id {
-                t.by_id.remove(&old.meta.id);
-            }
+        if let Some(old) = t.by_name.insert(entry.meta.name.clone(), entry.clone())
+            && old.meta.id != entry.meta.id
+        {
+            t.by_id.remove(&old.meta.id);
         }
         t.by_id.insert(entry.meta.id, entry);
     }
@@ -432,11 +432,11 @@ impl Broker {
             self.flusher.committed_through(),
         )
         .await;
-        if let Err(e) = &r {
-            if e.kind() == floe_core::ErrorKind::Fenced {
-                tracing::error!(error = %e, "fenced during checkpoint; refusing further writes");
-                self.flusher.set_fenced();
-            }
+        if let Err(e) = &r
+            && e.kind() == floe_core::ErrorKind::Fenced
+        {
+            tracing::error!(error = %e, "fenced during checkpoint; refusing further writes");
+            self.flusher.set_fenced();
         }
         r
     }

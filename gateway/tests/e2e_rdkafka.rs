@@ -6,7 +6,10 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier,
+    TopicReplication,
+};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -69,6 +72,7 @@ fn assign_all(c: &BaseConsumer, topic: &str, partitions: i32, offset: Offset) {
 }
 
 type Rec = (i32, i64, Vec<u8>, Vec<u8>, Vec<(String, Vec<u8>)>);
+type KeyValue = (Vec<u8>, Vec<u8>);
 
 fn consume_n(c: &BaseConsumer, n: usize, within: Duration) -> Vec<Rec> {
     let deadline = Instant::now() + within;
@@ -78,7 +82,11 @@ fn consume_n(c: &BaseConsumer, n: usize, within: Duration) -> Vec<Rec> {
             Some(Ok(m)) => {
                 let headers = m
                     .headers()
-                    .map(|h| h.iter().map(|x| (x.key.to_string(), x.value.unwrap_or(&[]).to_vec())).collect())
+                    .map(|h| {
+                        h.iter()
+                            .map(|x| (x.key.to_string(), x.value.unwrap_or(&[]).to_vec()))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 out.push((
                     m.partition(),
@@ -103,7 +111,7 @@ async fn every_codec_round_trips_byte_exact_and_in_order() {
     let per_codec = 20_000usize;
     let codecs = ["none", "gzip", "snappy", "lz4", "zstd"];
     create_topic(&bs, "codecs", partitions, &[]).await;
-    let mut sent: HashMap<i32, Vec<(Vec<u8>, Vec<u8>)>> = HashMap::new();
+    let mut sent: HashMap<i32, Vec<KeyValue>> = HashMap::new();
     for codec in codecs {
         let p = producer(&bs, codec);
         let mut futures = Vec::with_capacity(per_codec);
@@ -112,11 +120,23 @@ async fn every_codec_round_trips_byte_exact_and_in_order() {
             // Values vary in size and content so codecs have real work.
             let value = format!("{codec}:{i}:{}", "x".repeat(i % 300)).into_bytes();
             let part = (i % partitions as usize) as i32;
-            sent.entry(part).or_default().push((key.clone(), value.clone()));
+            sent.entry(part)
+                .or_default()
+                .push((key.clone(), value.clone()));
             let headers = OwnedHeaders::new()
-                .insert(Header { key: "codec", value: Some(codec) })
-                .insert(Header { key: "i", value: Some(&i.to_be_bytes()[..]) });
-            let rec = FutureRecord::to("codecs").key(&key).payload(&value).partition(part).headers(headers);
+                .insert(Header {
+                    key: "codec",
+                    value: Some(codec),
+                })
+                .insert(Header {
+                    key: "i",
+                    value: Some(&i.to_be_bytes()[..]),
+                });
+            let rec = FutureRecord::to("codecs")
+                .key(&key)
+                .payload(&value)
+                .partition(part)
+                .headers(headers);
             futures.push(p.send_result(rec).expect("enqueue"));
         }
         for f in futures {
@@ -136,14 +156,19 @@ async fn every_codec_round_trips_byte_exact_and_in_order() {
         let expect = &sent[&part];
         assert_eq!(recs.len(), expect.len(), "partition {part} count");
         for (i, (r, (k, v))) in recs.iter().zip(expect).enumerate() {
-            assert_eq!(r.1, i as i64, "offsets are contiguous from 0 on partition {part}");
+            assert_eq!(
+                r.1, i as i64,
+                "offsets are contiguous from 0 on partition {part}"
+            );
             assert_eq!(&r.2, k, "key byte-exact");
             assert_eq!(&r.3, v, "value byte-exact");
             assert_eq!(r.4.len(), 2, "two headers");
             assert_eq!(r.4[0].0, "codec");
         }
     }
-    let (lo, hi) = c.fetch_watermarks("codecs", 0, Duration::from_secs(10)).expect("watermarks");
+    let (lo, hi) = c
+        .fetch_watermarks("codecs", 0, Duration::from_secs(10))
+        .expect("watermarks");
     assert_eq!((lo, hi), (0, (total / partitions as usize) as i64));
     drop(c);
     g.stop().await;
@@ -161,26 +186,58 @@ async fn list_offsets_by_record_timestamp() {
         for i in 0..50i64 {
             let ts = base + (if codec == "none" { i } else { 50 + i }) * 1000;
             let v = format!("{codec}{i}");
-            fs.push(p.send_result(FutureRecord::<(), _>::to("times").payload(&v).partition(0).timestamp(ts)).expect("enqueue"));
+            fs.push(
+                p.send_result(
+                    FutureRecord::<(), _>::to("times")
+                        .payload(&v)
+                        .partition(0)
+                        .timestamp(ts),
+                )
+                .expect("enqueue"),
+            );
         }
         for f in fs {
             f.await.expect("future").expect("delivered");
         }
     }
     let c = consumer(&bs);
-    for (ts, want) in [(base, 0), (base + 10_500, 11), (base + 49_000, 49), (base + 50_000, 50), (base + 77_000, 77), (base + 99_000, 99)] {
+    for (ts, want) in [
+        (base, 0),
+        (base + 10_500, 11),
+        (base + 49_000, 49),
+        (base + 50_000, 50),
+        (base + 77_000, 77),
+        (base + 99_000, 99),
+    ] {
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset("times", 0, Offset::Offset(ts)).expect("tpl");
-        let r = c.offsets_for_times(tpl, Duration::from_secs(10)).expect("offsets_for_times");
+        tpl.add_partition_offset("times", 0, Offset::Offset(ts))
+            .expect("tpl");
+        let r = c
+            .offsets_for_times(tpl, Duration::from_secs(10))
+            .expect("offsets_for_times");
         let got = r.elements()[0].offset();
         assert_eq!(got, Offset::Offset(want), "offset for timestamp {ts}");
     }
     // Past the last record: no offset (Kafka answers -1, librdkafka maps it to End).
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset("times", 0, Offset::Offset(base + 1_000_000)).expect("tpl");
-    let r = c.offsets_for_times(tpl, Duration::from_secs(10)).expect("offsets_for_times");
-    assert!(matches!(r.elements()[0].offset(), Offset::End | Offset::Invalid | Offset::Offset(-1)), "{:?}", r.elements()[0].offset());
-    assert_eq!(c.fetch_watermarks("times", 0, Duration::from_secs(10)).expect("wm"), (0, 100));
+    tpl.add_partition_offset("times", 0, Offset::Offset(base + 1_000_000))
+        .expect("tpl");
+    let r = c
+        .offsets_for_times(tpl, Duration::from_secs(10))
+        .expect("offsets_for_times");
+    assert!(
+        matches!(
+            r.elements()[0].offset(),
+            Offset::End | Offset::Invalid | Offset::Offset(-1)
+        ),
+        "{:?}",
+        r.elements()[0].offset()
+    );
+    assert_eq!(
+        c.fetch_watermarks("times", 0, Duration::from_secs(10))
+            .expect("wm"),
+        (0, 100)
+    );
     drop(c);
     g.stop().await;
 }
@@ -209,15 +266,27 @@ async fn long_poll_fetch_wakes_on_produce() {
     let mut worst = Duration::ZERO;
     for i in 0..3 {
         let sent_at = Instant::now();
-        p.send(FutureRecord::<(), _>::to("tail").payload(&format!("r{i}")).partition(0), Duration::from_secs(10))
-            .await
-            .expect("delivered");
+        p.send(
+            FutureRecord::<(), _>::to("tail")
+                .payload(&format!("r{i}"))
+                .partition(0),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("delivered");
         let got = consume_n(&c, 1, Duration::from_secs(8));
-        assert_eq!(got.len(), 1, "record {i} arrived while the fetch was parked");
+        assert_eq!(
+            got.len(),
+            1,
+            "record {i} arrived while the fetch was parked"
+        );
         worst = worst.max(sent_at.elapsed());
     }
     // Behaviour, not a benchmark: well under the 4 s broker wait.
-    assert!(worst < Duration::from_secs(2), "a parked fetch was not woken by the commit ({worst:?})");
+    assert!(
+        worst < Duration::from_secs(2),
+        "a parked fetch was not woken by the commit ({worst:?})"
+    );
     eprintln!("long-poll produce-to-consume, worst of 3: {worst:?}");
     drop(p);
     // Stop the gateway first: its drain answers the parked fetch at once, so the
@@ -236,10 +305,23 @@ async fn topic_admin_and_configs() {
     let opts = AdminOptions::new();
     // validate_only creates nothing.
     let t = NewTopic::new("adm", 2, TopicReplication::Fixed(1)).set("retention.ms", "3600000");
-    let r = a.create_topics([&t], &AdminOptions::new().validate_only(true)).await.expect("validate");
+    let r = a
+        .create_topics([&t], &AdminOptions::new().validate_only(true))
+        .await
+        .expect("validate");
     r[0].as_ref().expect("valid");
-    let desc = a.describe_configs([&ResourceSpecifier::Topic("adm")], &opts).await.expect("describe");
-    assert!(desc[0].as_ref().map(|r| r.entries.is_empty()).unwrap_or(true), "validate_only must not create the topic: {:?}", desc[0].as_ref().map(|r| r.entries.len()));
+    let desc = a
+        .describe_configs([&ResourceSpecifier::Topic("adm")], &opts)
+        .await
+        .expect("describe");
+    assert!(
+        desc[0]
+            .as_ref()
+            .map(|r| r.entries.is_empty())
+            .unwrap_or(true),
+        "validate_only must not create the topic: {:?}",
+        desc[0].as_ref().map(|r| r.entries.len())
+    );
     let r = a.create_topics([&t], &opts).await.expect("create");
     r[0].as_ref().expect("created");
     let r = a.create_topics([&t], &opts).await.expect("create again");
@@ -250,30 +332,60 @@ async fn topic_admin_and_configs() {
     let bad = NewTopic::new("bad2", 1, TopicReplication::Fixed(1)).set("no.such.config", "1");
     assert!(a.create_topics([&bad], &opts).await.expect("rpc")[0].is_err());
 
-    let desc = a.describe_configs([&ResourceSpecifier::Topic("adm")], &opts).await.expect("describe");
+    let desc = a
+        .describe_configs([&ResourceSpecifier::Topic("adm")], &opts)
+        .await
+        .expect("describe");
     let res = desc[0].as_ref().expect("resource");
     let get = |name: &str| res.get(name).and_then(|e| e.value.clone());
     assert_eq!(get("retention.ms").as_deref(), Some("3600000"));
     assert_eq!(get("cleanup.policy").as_deref(), Some("delete"));
 
-    let alter = AlterConfig::new(ResourceSpecifier::Topic("adm")).set("retention.ms", "7200000").set("max.message.bytes", "2000");
+    let alter = AlterConfig::new(ResourceSpecifier::Topic("adm"))
+        .set("retention.ms", "7200000")
+        .set("max.message.bytes", "2000");
     let r = a.alter_configs([&alter], &opts).await.expect("alter");
     r[0].as_ref().expect("altered");
-    let desc = a.describe_configs([&ResourceSpecifier::Topic("adm")], &opts).await.expect("describe");
+    let desc = a
+        .describe_configs([&ResourceSpecifier::Topic("adm")], &opts)
+        .await
+        .expect("describe");
     let res = desc[0].as_ref().expect("resource");
-    assert_eq!(res.get("retention.ms").and_then(|e| e.value.clone()).as_deref(), Some("7200000"));
-    assert_eq!(res.get("max.message.bytes").and_then(|e| e.value.clone()).as_deref(), Some("2000"));
+    assert_eq!(
+        res.get("retention.ms")
+            .and_then(|e| e.value.clone())
+            .as_deref(),
+        Some("7200000")
+    );
+    assert_eq!(
+        res.get("max.message.bytes")
+            .and_then(|e| e.value.clone())
+            .as_deref(),
+        Some("2000")
+    );
 
-    let r = a.create_partitions([&NewPartitions::new("adm", 5)], &opts).await.expect("partitions");
+    let r = a
+        .create_partitions([&NewPartitions::new("adm", 5)], &opts)
+        .await
+        .expect("partitions");
     r[0].as_ref().expect("grown");
-    let md = a.inner().fetch_metadata(Some("adm"), Duration::from_secs(5)).expect("md");
+    let md = a
+        .inner()
+        .fetch_metadata(Some("adm"), Duration::from_secs(5))
+        .expect("md");
     assert_eq!(md.topics()[0].partitions().len(), 5);
-    let r = a.create_partitions([&NewPartitions::new("adm", 3)], &opts).await.expect("partitions");
+    let r = a
+        .create_partitions([&NewPartitions::new("adm", 3)], &opts)
+        .await
+        .expect("partitions");
     assert!(r[0].is_err(), "shrinking is refused");
 
     let r = a.delete_topics(&["adm"], &opts).await.expect("delete");
     r[0].as_ref().expect("deleted");
-    let r = a.delete_topics(&["adm"], &opts).await.expect("delete again");
+    let r = a
+        .delete_topics(&["adm"], &opts)
+        .await
+        .expect("delete again");
     assert!(r[0].is_err(), "deleting a missing topic is an error");
     drop(a);
     g.stop().await;
@@ -286,10 +398,28 @@ async fn oversized_batch_is_refused_and_others_still_land() {
     create_topic(&bs, "small", 1, &[("max.message.bytes", "1000")]).await;
     let p = producer(&bs, "none");
     let big = vec![7u8; 5000];
-    let r = p.send(FutureRecord::<(), _>::to("small").payload(&big).partition(0), Duration::from_secs(10)).await;
+    let r = p
+        .send(
+            FutureRecord::<(), _>::to("small")
+                .payload(&big)
+                .partition(0),
+            Duration::from_secs(10),
+        )
+        .await;
     let err = r.expect_err("too large").0;
-    assert!(err.to_string().to_lowercase().contains("too large") || err.to_string().contains("MessageSizeTooLarge"), "{err}");
-    p.send(FutureRecord::<(), _>::to("small").payload("ok").partition(0), Duration::from_secs(10)).await.expect("small record lands");
+    assert!(
+        err.to_string().to_lowercase().contains("too large")
+            || err.to_string().contains("MessageSizeTooLarge"),
+        "{err}"
+    );
+    p.send(
+        FutureRecord::<(), _>::to("small")
+            .payload("ok")
+            .partition(0),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("small record lands");
     drop(p);
     g.stop().await;
 }

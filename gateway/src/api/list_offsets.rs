@@ -36,10 +36,10 @@ async fn by_timestamp(
             }
             let records = record_timestamps(&bytes[start..end], RECORDS_CAP)
                 .map_err(|e| KafkaError::new(Code::CorruptMessage, e.to_string()))?;
-            if let Some(&(offset, t)) = records.iter().find(|(_, t)| *t >= ts) {
-                if offset >= log.log_start_offset() {
-                    return Ok((offset, t));
-                }
+            if let Some(&(offset, t)) = records.iter().find(|(_, t)| *t >= ts)
+                && offset >= log.log_start_offset()
+            {
+                return Ok((offset, t));
             }
         }
     }

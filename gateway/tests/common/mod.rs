@@ -28,10 +28,12 @@ impl InProcess {
 
     pub async fn start_with(tune: impl FnOnce(&mut Settings)) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut settings = Settings::default();
-        settings.data_dir = dir.path().to_path_buf();
-        settings.listen = "127.0.0.1:0".into();
-        settings.flush_interval = Duration::from_millis(2);
+        let mut settings = Settings {
+            data_dir: dir.path().to_path_buf(),
+            listen: "127.0.0.1:0".into(),
+            flush_interval: Duration::from_millis(2),
+            ..Settings::default()
+        };
         tune(&mut settings);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Installs what the tests need and runs the whole suite: formatting and lints,
+# Rust unit/contract/end-to-end tests (rdkafka), the Python client suites
+# (confluent-kafka, kafka-python), kcat, and the librdkafka test-suite allow-list.
+# Ends with one line "N passed, M failed" over every suite.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+root=$(pwd)
+logs=$(mktemp -d)
+passed=0
+failed=0
+status=0
+
+stage() { echo; echo "=== $* ==="; }
+count() { # name log passed failed
+  echo "--- $1: $3 passed, $4 failed"
+  passed=$((passed + $3)); failed=$((failed + $4))
+  if [ "$4" -ne 0 ]; then status=1; fi
+}
+
+stage "system packages"
+need=()
+command -v kcat >/dev/null 2>&1 || need+=(kcat)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null \
+      || echo "warning: could not install ${need[*]}"
+  else
+    echo "warning: not root; cannot install ${need[*]}"
+  fi
+fi
+command -v cargo-nextest >/dev/null 2>&1 || cargo install cargo-nextest --locked
+
+stage "format and lints"
+if cargo fmt --all -- --check; then count fmt x 1 0; else count fmt x 0 1; fi
+if cargo clippy --workspace --all-targets --locked -- -D warnings; then count clippy x 1 0; else count clippy x 0 1; fi
+
+stage "build"
+cargo build --workspace --all-targets --locked || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
+export FLOE_BIN="$root/target/debug/floe"
+
+stage "rust tests (nextest)"
+cargo nextest run --workspace --locked --no-fail-fast 2>&1 | tee "$logs/nextest.log"
+line=$(grep -E "Summary \[" "$logs/nextest.log" | tail -1)
+np=$(echo "$line" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || echo 0)
+nf=$(echo "$line" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+' || echo 0)
+[ -n "$line" ] || nf=1
+count rust "$logs/nextest.log" "${np:-0}" "${nf:-0}"
+
+stage "python clients (confluent-kafka, kafka-python)"
+tests/python/run.sh -q 2>&1 | tee "$logs/python.log"
+line=$(tail -5 "$logs/python.log" | grep -E "passed|failed" | tail -1)
+pp=$(echo "$line" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || echo 0)
+pf=$(echo "$line" | grep -oE '[0-9]+ (failed|errors?)' | awk '{s+=$1} END {print s+0}')
+[ -n "$line" ] || pf=1
+count python "$logs/python.log" "${pp:-0}" "${pf:-0}"
+
+for suite in kcat librdkafka; do
+  script="tests/$suite/run.sh"
+  [ -x "$script" ] || continue
+  stage "$suite"
+  bash "$script" 2>&1 | tee "$logs/$suite.log"
+  line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$logs/$suite.log" | tail -1)
+  sp=$(echo "$line" | grep -oE '^[0-9]+' || echo 0)
+  sf=$(echo "$line" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+' || echo 1)
+  [ -n "$line" ] || sf=1
+  count "$suite" "$logs/$suite.log" "${sp:-0}" "${sf:-0}"
+done
+
+echo
+echo "$passed passed, $failed failed"
+exit $status
