@@ -214,7 +214,8 @@ impl Flusher {
         &self.inner.stats
     }
 
-    /// Highest flush seq committed (all lower ones are committed too).
+    /// Highest flush seq resolved: committed, or failed and rolled back (a failed
+    /// flush has no record, so checkpoints and trims may pass it).
     pub fn committed_through(&self) -> u64 {
         self.inner.committed_through.load(Ordering::SeqCst)
     }
@@ -453,6 +454,7 @@ fn seal(inner: &Arc<Inner>, open: Open) -> Sealed {
         let first_offset = st.next_offset;
         let mut max_ts = i64::MIN;
         let mut producers = Vec::new();
+        let mut batch_count = 0u32;
         for p in pendings {
             match check_unit(&st.working_producers, &p.batches) {
                 Err(e) => {
@@ -474,6 +476,7 @@ fn seal(inner: &Arc<Inner>, open: Open) -> Sealed {
             for b in &p.batches {
                 let offset = st.next_offset;
                 builder.push_batch(&b.bytes, offset);
+                batch_count += 1;
                 st.next_offset += b.records as i64;
                 max_ts = max_ts.max(b.max_timestamp);
                 if b.producer_id >= 0 {
@@ -498,7 +501,6 @@ fn seal(inner: &Arc<Inner>, open: Open) -> Sealed {
             replies.push((p, Ok(ok)));
         }
         if st.next_offset > first_offset {
-            let batch_count = producers.len().max(1) as u32;
             let info = builder.finish_region(
                 log.id,
                 region_start,
@@ -669,8 +671,19 @@ async fn commit_one(inner: &Arc<Inner>, s: &mut Sealed) -> floe_core::Result<()>
         .await;
         match result {
             Err(e) if uncertain.load(Ordering::SeqCst) => {
-                if !commit_landed(inner, record).await? {
-                    return Err(e);
+                match commit_landed(inner, record).await {
+                    Ok(true) => {}
+                    Ok(false) => return Err(e),
+                    // The outcome cannot be learned: rolling back could reuse offsets
+                    // that are committed. Stop this incarnation from writing; a restart
+                    // replays whatever landed.
+                    Err(read_err) => {
+                        return Err(Error::Fenced(format!(
+                            "outcome of flush {} #{} is unknown ({e}) and reading it back failed ({read_err}); \
+                         refusing writes until restart",
+                            record.stream, record.seq
+                        )));
+                    }
                 }
             }
             r => r?,
