@@ -104,15 +104,20 @@ impl BatchBuilder {
         for (i, r) in self.records.iter().enumerate() {
             encode_record(&mut records, i as i64, r);
         }
-        let records = compress(self.compression, &records);
-        let n = self.records.len() as i32;
-        let max_ts = self.base_timestamp
-            + self
-                .records
-                .iter()
-                .map(|r| r.timestamp_delta)
-                .max()
-                .unwrap_or(0);
+        // Wrapping, as Kafka computes it: tests may use absurd deltas.
+        let max_delta = self.records.iter().map(|r| r.timestamp_delta).max();
+        let max_ts = self.base_timestamp.wrapping_add(max_delta.unwrap_or(0));
+        self.assemble(&records, self.records.len() as i32, max_ts)
+    }
+
+    /// A batch whose (uncompressed) records section is `section` verbatim,
+    /// claiming `record_count` records: for records that lie.
+    pub fn build_raw(&self, section: &[u8], record_count: i32, max_timestamp: i64) -> Vec<u8> {
+        self.assemble(section, record_count, max_timestamp)
+    }
+
+    fn assemble(&self, section: &[u8], n: i32, max_ts: i64) -> Vec<u8> {
+        let records = compress(self.compression, section);
         let mut b = Vec::with_capacity(HEADER_LEN + records.len());
         b.extend_from_slice(&self.base_offset.to_be_bytes());
         b.extend_from_slice(&0i32.to_be_bytes()); // batchLength, set below
@@ -120,7 +125,7 @@ impl BatchBuilder {
         b.push(2);
         b.extend_from_slice(&0u32.to_be_bytes()); // crc, set below
         b.extend_from_slice(&(self.compression as i16).to_be_bytes());
-        b.extend_from_slice(&(n - 1).to_be_bytes());
+        b.extend_from_slice(&n.wrapping_sub(1).to_be_bytes());
         b.extend_from_slice(&self.base_timestamp.to_be_bytes());
         b.extend_from_slice(&max_ts.to_be_bytes());
         b.extend_from_slice(&self.producer_id.to_be_bytes());

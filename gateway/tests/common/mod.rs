@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod batches;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

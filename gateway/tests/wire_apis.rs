@@ -1,0 +1,404 @@
+//! Every advertised API at every advertised version, spoken byte for byte: what a
+//! client library would send, decoded with kafka-protocol. Complements the
+//! client-library tests, which each exercise only the versions they prefer.
+
+mod common;
+
+use bytes::Bytes;
+use common::batches::{BatchBuilder, Record};
+use common::wire::{connect, create_topic, roundtrip, sb};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use tokio::net::TcpStream;
+
+fn produce_req(topic: &str, partition: i32, records: Vec<u8>) -> ProduceRequest {
+    let mut pd = PartitionProduceData::default();
+    pd.index = partition;
+    pd.records = Some(Bytes::from(records));
+    let mut td = TopicProduceData::default();
+    td.name = TopicName(sb(topic));
+    td.partition_data = vec![pd];
+    let mut r = ProduceRequest::default();
+    r.acks = -1;
+    r.timeout_ms = 10_000;
+    r.topic_data = vec![td];
+    r
+}
+
+async fn produce(s: &mut TcpStream, version: i16, topic: &str, records: Vec<u8>) -> (i16, i64) {
+    let resp: ProduceResponse =
+        roundtrip(s, ApiKey::Produce, version, &produce_req(topic, 0, records)).await;
+    let p = &resp.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+fn fetch_req(topic: &str, offset: i64, max_wait_ms: i32) -> FetchRequest {
+    let mut fp = FetchPartition::default();
+    fp.partition = 0;
+    fp.fetch_offset = offset;
+    fp.partition_max_bytes = 1 << 20;
+    let mut ft = FetchTopic::default();
+    ft.topic = TopicName(sb(topic));
+    ft.partitions = vec![fp];
+    let mut r = FetchRequest::default();
+    r.replica_id = BrokerId(-1);
+    r.max_wait_ms = max_wait_ms;
+    r.min_bytes = 1;
+    r.max_bytes = 1 << 20;
+    r.session_epoch = -1;
+    r.topics = vec![ft];
+    r
+}
+
+fn list_offsets_req(topic: &str, timestamp: i64) -> ListOffsetsRequest {
+    let mut p = ListOffsetsPartition::default();
+    p.partition_index = 0;
+    p.timestamp = timestamp;
+    let mut t = ListOffsetsTopic::default();
+    t.name = TopicName(sb(topic));
+    t.partitions = vec![p];
+    let mut r = ListOffsetsRequest::default();
+    r.replica_id = BrokerId(-1);
+    r.topics = vec![t];
+    r
+}
+
+async fn list_offset(
+    s: &mut TcpStream,
+    version: i16,
+    topic: &str,
+    timestamp: i64,
+) -> (i16, i64, i64) {
+    let r: ListOffsetsResponse = roundtrip(
+        s,
+        ApiKey::ListOffsets,
+        version,
+        &list_offsets_req(topic, timestamp),
+    )
+    .await;
+    let p = &r.topics[0].partitions[0];
+    (p.error_code, p.offset, p.timestamp)
+}
+
+/// The batches in a fetched record set: (base offset, record count).
+fn batches(records: &[u8]) -> Vec<(i64, i32)> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos + 61 <= records.len() {
+        let base = i64::from_be_bytes(records[pos..pos + 8].try_into().expect("8 bytes"));
+        let len =
+            i32::from_be_bytes(records[pos + 8..pos + 12].try_into().expect("4 bytes")) as usize;
+        let count = i32::from_be_bytes(records[pos + 57..pos + 61].try_into().expect("4 bytes"));
+        out.push((base, count));
+        pos += 12 + len;
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_versions_lists_exactly_what_is_served() {
+    let g = common::InProcess::start().await;
+    let mut s = connect(g.addr).await;
+    for v in 0..=3 {
+        let r: ApiVersionsResponse = roundtrip(
+            &mut s,
+            ApiKey::ApiVersions,
+            v,
+            &ApiVersionsRequest::default(),
+        )
+        .await;
+        assert_eq!(r.error_code, 0);
+        let listed: Vec<_> = r
+            .api_keys
+            .iter()
+            .map(|k| (k.api_key, k.min_version, k.max_version))
+            .collect();
+        let served: Vec<_> = floe_gateway::api::SUPPORTED
+            .iter()
+            .map(|(k, lo, hi)| (*k as i16, *lo, *hi))
+            .collect();
+        assert_eq!(listed, served, "ApiVersions v{v}");
+        assert!(
+            !listed
+                .iter()
+                .any(|(k, _, _)| *k == ApiKey::FindCoordinator as i16),
+            "not advertised"
+        );
+    }
+    g.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_fetch_and_list_offsets_at_every_version() {
+    let g = common::InProcess::start().await;
+    create_topic(g.addr, "versions", &[]).await;
+    let mut s = connect(g.addr).await;
+    let mut expected_next = 0i64;
+    for v in 3..=11 {
+        let batch = BatchBuilder::new(1_000 + v as i64)
+            .record(Some(b"k"), Some(format!("v{v}").as_bytes()))
+            .record(None, Some(b"x"))
+            .build();
+        let (err, base) = produce(&mut s, v, "versions", batch).await;
+        assert_eq!((err, base), (0, expected_next), "Produce v{v}");
+        expected_next += 2;
+    }
+    for v in 4..=12 {
+        let r: FetchResponse =
+            roundtrip(&mut s, ApiKey::Fetch, v, &fetch_req("versions", 4, 100)).await;
+        let p = &r.responses[0].partitions[0];
+        assert_eq!(p.error_code, 0, "Fetch v{v}");
+        assert_eq!(p.high_watermark, expected_next, "Fetch v{v} high watermark");
+        let got = batches(p.records.as_deref().unwrap_or(&[]));
+        assert_eq!(
+            got.first(),
+            Some(&(4, 2)),
+            "Fetch v{v} starts at the batch holding offset 4"
+        );
+        assert_eq!(got.len(), 7, "Fetch v{v} returns the rest");
+    }
+    for v in 1..=7 {
+        assert_eq!(
+            list_offset(&mut s, v, "versions", -1).await.1,
+            expected_next,
+            "ListOffsets v{v} latest"
+        );
+        assert_eq!(
+            list_offset(&mut s, v, "versions", -2).await.1,
+            0,
+            "ListOffsets v{v} earliest"
+        );
+        // Produce v{n} wrote offsets 2(n-3) and 2(n-3)+1 at times 1000+n and 1001+n:
+        // the first record at or after 1005 is the second one of Produce v4.
+        assert_eq!(
+            list_offset(&mut s, v, "versions", 1_005).await.1,
+            3,
+            "ListOffsets v{v} by time"
+        );
+    }
+    g.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_offsets_max_timestamp_finds_the_record() {
+    let g = common::InProcess::start().await;
+    create_topic(g.addr, "maxts", &[]).await;
+    let mut s = connect(g.addr).await;
+    let mut b = BatchBuilder::new(10_000);
+    for (i, delta) in [0i64, 50, 900, 20].iter().enumerate() {
+        let mut r = Record::new(None, Some(format!("r{i}").as_bytes()));
+        r.timestamp_delta = *delta;
+        b = b.push(r);
+    }
+    assert_eq!(produce(&mut s, 9, "maxts", b.build()).await, (0, 0));
+    assert_eq!(
+        produce(
+            &mut s,
+            9,
+            "maxts",
+            BatchBuilder::new(10_100)
+                .record(None, Some(b"later"))
+                .build()
+        )
+        .await,
+        (0, 4)
+    );
+    let (err, offset, ts) = list_offset(&mut s, 7, "maxts", -3).await;
+    assert_eq!(
+        (err, offset, ts),
+        (0, 2, 10_900),
+        "the record with the largest timestamp"
+    );
+    // A time past every record: no offset.
+    assert_eq!(list_offset(&mut s, 7, "maxts", 99_999).await.1, -1);
+    g.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_producer_on_the_wire() {
+    let g = common::InProcess::start().await;
+    create_topic(g.addr, "idem", &[]).await;
+    let mut s = connect(g.addr).await;
+    let mut ids = Vec::new();
+    for v in 0..=4 {
+        let mut req = InitProducerIdRequest::default();
+        req.transactional_id = None;
+        req.transaction_timeout_ms = 60_000;
+        req.producer_id = ProducerId(-1);
+        req.producer_epoch = -1;
+        let r: InitProducerIdResponse = roundtrip(&mut s, ApiKey::InitProducerId, v, &req).await;
+        assert_eq!(r.error_code, 0, "InitProducerId v{v}");
+        assert_eq!(r.producer_epoch, 0);
+        ids.push(r.producer_id.0);
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 5, "fresh ids each time");
+    let pid = ids[0];
+    let batch = |epoch: i16, seq: i32, n: usize| {
+        let mut b = BatchBuilder::new(1).idempotent(pid, epoch, seq);
+        for i in 0..n {
+            b = b.record(None, Some(format!("{epoch}-{seq}-{i}").as_bytes()));
+        }
+        b.build()
+    };
+    assert_eq!(produce(&mut s, 9, "idem", batch(0, 0, 3)).await, (0, 0));
+    assert_eq!(produce(&mut s, 9, "idem", batch(0, 3, 2)).await, (0, 3));
+    // A retry of an appended batch is answered with its original offset.
+    assert_eq!(produce(&mut s, 9, "idem", batch(0, 0, 3)).await, (0, 0));
+    assert_eq!(produce(&mut s, 9, "idem", batch(0, 3, 2)).await, (0, 3));
+    // A gap in sequence numbers.
+    assert_eq!(produce(&mut s, 9, "idem", batch(0, 9, 1)).await.0, 45);
+    // KIP-360: bump the epoch, then the new epoch starts at sequence 0 and fences the old one.
+    let mut req = InitProducerIdRequest::default();
+    req.transactional_id = None;
+    req.transaction_timeout_ms = 60_000;
+    req.producer_id = ProducerId(pid);
+    req.producer_epoch = 0;
+    let r: InitProducerIdResponse = roundtrip(&mut s, ApiKey::InitProducerId, 4, &req).await;
+    assert_eq!(
+        (r.error_code, r.producer_id.0, r.producer_epoch),
+        (0, pid, 1)
+    );
+    assert_eq!(produce(&mut s, 9, "idem", batch(1, 0, 1)).await, (0, 5));
+    assert_eq!(
+        produce(&mut s, 9, "idem", batch(0, 5, 1)).await.0,
+        47,
+        "older epoch is fenced"
+    );
+    // Nothing else consumed offsets.
+    assert_eq!(list_offset(&mut s, 7, "idem", -1).await.1, 6);
+    // Transactional ids are refused, not silently accepted.
+    let mut req = InitProducerIdRequest::default();
+    req.transactional_id = Some(TransactionalId(sb("tx")));
+    req.producer_id = ProducerId(-1);
+    req.producer_epoch = -1;
+    let r: InitProducerIdResponse = roundtrip(&mut s, ApiKey::InitProducerId, 4, &req).await;
+    assert_ne!(r.error_code, 0);
+    g.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_semantics_by_version() {
+    let g = common::InProcess::start_with(|s| s.auto_create_topics = false).await;
+    create_topic(g.addr, "meta-a", &[]).await;
+    let mut s = connect(g.addr).await;
+    // v0: an empty list means every topic.
+    let r: MetadataResponse =
+        roundtrip(&mut s, ApiKey::Metadata, 0, &MetadataRequest::default()).await;
+    assert_eq!(r.topics.len(), 1);
+    // v1+: an empty list means none; null means all.
+    let mut req = MetadataRequest::default();
+    req.topics = Some(vec![]);
+    let r: MetadataResponse = roundtrip(&mut s, ApiKey::Metadata, 1, &req).await;
+    assert!(r.topics.is_empty());
+    req.topics = None;
+    let r: MetadataResponse = roundtrip(&mut s, ApiKey::Metadata, 12, &req).await;
+    assert_eq!(r.topics.len(), 1);
+    assert!(!r.topics[0].topic_id.is_nil(), "topic ids from v10");
+    // Unknown topic with auto-creation off.
+    let mut t = MetadataRequestTopic::default();
+    t.name = Some(TopicName(sb("missing")));
+    req.topics = Some(vec![t]);
+    req.allow_auto_topic_creation = true;
+    let r: MetadataResponse = roundtrip(&mut s, ApiKey::Metadata, 9, &req).await;
+    assert_eq!(r.topics[0].error_code, 3);
+    // Invalid topic names are refused.
+    let mut t = MetadataRequestTopic::default();
+    t.name = Some(TopicName(sb("bad/name")));
+    req.topics = Some(vec![t]);
+    let g2 = common::InProcess::start().await;
+    let mut s2 = connect(g2.addr).await;
+    let r: MetadataResponse = roundtrip(&mut s2, ApiKey::Metadata, 9, &req).await;
+    assert_eq!(r.topics[0].error_code, 17, "INVALID_TOPIC_EXCEPTION");
+    g2.stop().await;
+    for v in 0..=1 {
+        let r: DescribeClusterResponse = roundtrip(
+            &mut s,
+            ApiKey::DescribeCluster,
+            v,
+            &DescribeClusterRequest::default(),
+        )
+        .await;
+        assert_eq!(r.error_code, 0);
+        assert_eq!(r.brokers.len(), 1);
+        assert_eq!(r.brokers[0].port, g.addr.port() as i32);
+    }
+    g.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_errors_and_sessions() {
+    let g = common::InProcess::start().await;
+    create_topic(g.addr, "fe", &[]).await;
+    let mut s = connect(g.addr).await;
+    assert_eq!(
+        produce(
+            &mut s,
+            9,
+            "fe",
+            BatchBuilder::new(1).record(None, Some(b"a")).build()
+        )
+        .await,
+        (0, 0)
+    );
+    let r: FetchResponse = roundtrip(&mut s, ApiKey::Fetch, 12, &fetch_req("fe", 5, 0)).await;
+    assert_eq!(
+        r.responses[0].partitions[0].error_code, 1,
+        "OFFSET_OUT_OF_RANGE"
+    );
+    let r: FetchResponse = roundtrip(&mut s, ApiKey::Fetch, 12, &fetch_req("nope", 0, 0)).await;
+    assert_eq!(
+        r.responses[0].partitions[0].error_code, 3,
+        "UNKNOWN_TOPIC_OR_PARTITION"
+    );
+    // A fetch at the end waits up to max_wait_ms and returns empty.
+    let t = std::time::Instant::now();
+    let r: FetchResponse = roundtrip(&mut s, ApiKey::Fetch, 12, &fetch_req("fe", 1, 300)).await;
+    assert!(
+        t.elapsed() >= std::time::Duration::from_millis(250),
+        "waited for data"
+    );
+    assert_eq!(
+        r.responses[0].partitions[0]
+            .records
+            .as_ref()
+            .map(|b| b.len()),
+        Some(0)
+    );
+    // New session requested: declined with session id 0, data still served.
+    let mut req = fetch_req("fe", 0, 0);
+    req.session_epoch = 0;
+    let r: FetchResponse = roundtrip(&mut s, ApiKey::Fetch, 12, &req).await;
+    assert_eq!((r.error_code, r.session_id), (0, 0));
+    assert_eq!(
+        batches(
+            r.responses[0].partitions[0]
+                .records
+                .as_deref()
+                .unwrap_or(&[])
+        ),
+        vec![(0, 1)]
+    );
+    // An incremental fetch for a session that was never created.
+    let mut req = fetch_req("fe", 0, 0);
+    req.session_id = 77;
+    req.session_epoch = 1;
+    let r: FetchResponse = roundtrip(&mut s, ApiKey::Fetch, 12, &req).await;
+    assert_eq!(r.error_code, 70, "FETCH_SESSION_ID_NOT_FOUND");
+    // Produce to a topic that does not exist (no auto-create on Produce).
+    assert_eq!(
+        produce(
+            &mut s,
+            9,
+            "nope",
+            BatchBuilder::new(1).record(None, Some(b"a")).build()
+        )
+        .await
+        .0,
+        3
+    );
+    g.stop().await;
+}
