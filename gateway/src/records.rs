@@ -98,14 +98,24 @@ fn varint(b: &[u8], pos: &mut usize) -> Result<i64, RecordsError> {
     Ok(((value >> 1) as i64) ^ -((value & 1) as i64))
 }
 
+/// The smallest record: its length, then attributes, timestamp delta, offset
+/// delta, key length, value length and header count of one byte each.
+const MIN_RECORD_BYTES: usize = 7;
+
 /// (offset delta, timestamp delta) of every record in a decompressed records
 /// section holding `count` records.
 pub fn record_deltas(section: &[u8], count: i32) -> Result<Vec<(i64, i64)>, RecordsError> {
-    let mut out = Vec::new();
+    // The count is the producer's claim: bound it by what the section can hold
+    // before building one pair per record (16 bytes each, from 1-byte records).
+    let count = usize::try_from(count).map_err(|_| RecordsError::Malformed)?;
+    if count > section.len() / MIN_RECORD_BYTES {
+        return Err(RecordsError::Malformed);
+    }
+    let mut out = Vec::with_capacity(count);
     let mut pos = 0usize;
-    for _ in 0..count.max(0) {
+    for _ in 0..count {
         let len = varint(section, &mut pos)?;
-        if len < 0 {
+        if len < (MIN_RECORD_BYTES - 1) as i64 {
             return Err(RecordsError::Malformed);
         }
         let start = pos;
@@ -118,6 +128,9 @@ pub fn record_deltas(section: &[u8], count: i32) -> Result<Vec<(i64, i64)>, Reco
         pos += 1; // attributes
         let ts_delta = varint(section, &mut pos)?;
         let offset_delta = varint(section, &mut pos)?;
+        if pos > end {
+            return Err(RecordsError::Malformed);
+        }
         out.push((offset_delta, ts_delta));
         pos = end;
     }
@@ -140,13 +153,81 @@ pub fn record_timestamps(batch: &[u8], cap: usize) -> Result<Vec<(i64, i64)>, Re
     let log_append = i16::from_be_bytes([batch[21], batch[22]]) & 0x08 != 0;
     let count = i32::from_be_bytes([batch[57], batch[58], batch[59], batch[60]]);
     let section = records_section(batch, cap)?;
-    Ok(record_deltas(&section, count)?
+    record_deltas(&section, count)?
         .into_iter()
         .map(|(od, td)| {
-            (
-                base_offset + od,
-                if log_append { max_ts } else { base_ts + td },
-            )
+            // Producer-written deltas: an offset that overflows is malformed; a
+            // timestamp wraps, as Kafka's Java arithmetic does.
+            let offset = base_offset.checked_add(od).ok_or(RecordsError::Malformed)?;
+            let ts = if log_append {
+                max_ts
+            } else {
+                base_ts.wrapping_add(td)
+            };
+            Ok((offset, ts))
         })
-        .collect())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::tests::make_batch;
+
+    #[test]
+    fn reads_timestamps_of_a_valid_batch() {
+        let mut b = make_batch(3, -1, -1, 1000);
+        b[0..8].copy_from_slice(&40i64.to_be_bytes());
+        let ts = record_timestamps(&b, 1 << 20).unwrap();
+        assert_eq!(ts, vec![(40, 1000), (41, 1000), (42, 1000)]);
+    }
+
+    /// Fuzz regression (record_batch): baseOffset + offsetDelta overflowed i64
+    /// and panicked; producer-written timestamp deltas wrap as in Kafka.
+    #[test]
+    fn offset_overflow_is_malformed_and_timestamps_wrap() {
+        let mut b = make_batch(2, -1, -1, 1000);
+        b[0..8].copy_from_slice(&i64::MAX.to_be_bytes());
+        assert!(matches!(
+            record_timestamps(&b, 1 << 20),
+            Err(RecordsError::Malformed)
+        ));
+        // One record with tsDelta i64::MAX (a 10-byte varint), base timestamp 1000.
+        let mut rec = vec![0u8];
+        let mut z = (i64::MAX as u64) << 1;
+        while z >= 0x80 {
+            rec.push((z as u8) | 0x80);
+            z >>= 7;
+        }
+        rec.push(z as u8);
+        rec.extend_from_slice(&[0, 0x01, 0x01, 0]); // offsetDelta 0, null key and value, no headers
+        let mut one = make_batch(1, -1, -1, 1000)[..HEADER_LEN].to_vec();
+        one.push((rec.len() as u8) << 1);
+        one.extend_from_slice(&rec);
+        assert_eq!(
+            record_timestamps(&one, 1 << 20).unwrap(),
+            vec![(0, 1000i64.wrapping_add(i64::MAX))]
+        );
+    }
+
+    /// A count the section cannot hold is refused before one pair per claimed
+    /// record is allocated (a 32 MiB zero section used to yield 32M pairs).
+    #[test]
+    fn record_count_is_bounded_by_the_section() {
+        let zeros = vec![0u8; 1 << 16];
+        assert!(matches!(
+            record_deltas(&zeros, 1 << 16),
+            Err(RecordsError::Malformed)
+        ));
+        // Within the bound, records of length 0 are still malformed.
+        assert!(matches!(
+            record_deltas(&zeros, 16),
+            Err(RecordsError::Malformed)
+        ));
+        assert!(matches!(
+            record_deltas(&zeros, -1),
+            Err(RecordsError::Malformed)
+        ));
+        assert_eq!(record_deltas(&[], 0).unwrap(), vec![]);
+    }
 }

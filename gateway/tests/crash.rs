@@ -31,9 +31,12 @@ fn consume_all(bootstrap: &str, topic: &str) -> BTreeMap<i32, Vec<(i64, String)>
     let mut ends = HashMap::new();
     let mut tpl = TopicPartitionList::new();
     for p in 0..PARTITIONS {
-        let (_, hi) = c.fetch_watermarks(topic, p, Duration::from_secs(10)).expect("watermarks");
+        let (_, hi) = c
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .expect("watermarks");
         ends.insert(p, hi);
-        tpl.add_partition_offset(topic, p, Offset::Beginning).expect("tpl");
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("tpl");
     }
     c.assign(&tpl).expect("assign");
     let mut out: BTreeMap<i32, Vec<(i64, String)>> = BTreeMap::new();
@@ -58,10 +61,15 @@ async fn kill9_under_load_loses_nothing_acknowledged() {
     let port = common::free_port();
     let mut gw = common::Process::start(dir.path(), port, &[]);
     let bs = gw.bootstrap();
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", &bs).create().expect("admin");
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &bs)
+        .create()
+        .expect("admin");
     let t = NewTopic::new("crash", PARTITIONS, TopicReplication::Fixed(1));
-    admin.create_topics([&t], &AdminOptions::new()).await.expect("create")[0]
+    admin
+        .create_topics([&t], &AdminOptions::new())
+        .await
+        .expect("create")[0]
         .as_ref()
         .expect("created");
     drop(admin);
@@ -89,7 +97,11 @@ async fn kill9_under_load_loses_nothing_acknowledged() {
                 let v = seq.to_string();
                 let part = (seq % PARTITIONS as u64) as i32;
                 let f = loop {
-                    match producer.send_result(FutureRecord::<(), _>::to("crash").payload(&v).partition(part)) {
+                    match producer.send_result(
+                        FutureRecord::<(), _>::to("crash")
+                            .payload(&v)
+                            .partition(part),
+                    ) {
                         Ok(f) => break f,
                         // Local queue full while the gateway is down: wait.
                         Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
@@ -99,7 +111,10 @@ async fn kill9_under_load_loses_nothing_acknowledged() {
                 let failed = failed.clone();
                 waits.push(tokio::spawn(async move {
                     match f.await {
-                        Ok(Ok(d)) => acked.lock().expect("lock").push((seq, d.partition, d.offset)),
+                        Ok(Ok(d)) => acked
+                            .lock()
+                            .expect("lock")
+                            .push((seq, d.partition, d.offset)),
                         Ok(Err((e, _))) => failed.lock().expect("lock").push(e.to_string()),
                         Err(_) => failed.lock().expect("lock").push("cancelled".into()),
                     }
@@ -145,10 +160,17 @@ async fn kill9_under_load_loses_nothing_acknowledged() {
         .expect("sender task");
     drop(producer);
     let failed = failed.lock().expect("lock").clone();
-    assert!(failed.is_empty(), "deliveries failed: {:?}", &failed[..failed.len().min(5)]);
+    assert!(
+        failed.is_empty(),
+        "deliveries failed: {:?}",
+        &failed[..failed.len().min(5)]
+    );
     let acked = acked.lock().expect("lock").clone();
     assert_eq!(acked.len() as u64, total, "every record acknowledged");
-    assert!(kills >= 2, "the test killed the gateway while producing ({kills} kills)");
+    assert!(
+        kills >= 2,
+        "the test killed the gateway while producing ({kills} kills)"
+    );
 
     // One more crash with no load, then read everything back.
     gw.restart();
@@ -157,7 +179,10 @@ async fn kill9_under_load_loses_nothing_acknowledged() {
     let mut seen: HashMap<String, (i32, i64)> = HashMap::new();
     for (p, recs) in &log {
         for (i, (off, v)) in recs.iter().enumerate() {
-            assert_eq!(*off, i as i64, "partition {p}: offsets contiguous from 0, no gap or reuse");
+            assert_eq!(
+                *off, i as i64,
+                "partition {p}: offsets contiguous from 0, no gap or reuse"
+            );
             if let Some(prev) = seen.insert(v.clone(), (*p, *off)) {
                 panic!("record {v} duplicated at {prev:?} and ({p}, {off})");
             }
@@ -165,7 +190,11 @@ async fn kill9_under_load_loses_nothing_acknowledged() {
         }
     }
     for (seq, p, off) in &acked {
-        assert_eq!(at.get(&(*p, *off)), Some(&seq.to_string()), "acknowledged record {seq} at {p}/{off}");
+        assert_eq!(
+            at.get(&(*p, *off)),
+            Some(&seq.to_string()),
+            "acknowledged record {seq} at {p}/{off}"
+        );
     }
     assert_eq!(gw.terminate(), Some(0), "graceful shutdown exits 0");
 }

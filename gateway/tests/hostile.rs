@@ -8,23 +8,18 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 use common::InProcess;
 use common::batches::{self, BatchBuilder, Compression, Record};
+use common::wire::*;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, CreateTopicsResponse,
-    MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, RequestHeader,
-    ResponseHeader, TopicName,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, ListOffsetsRequest,
+    ListOffsetsResponse, MetadataRequest, ProduceRequest, ProduceResponse, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-/// Longest any answer or close may take; beyond it the gateway is hung.
-const PROMPT: Duration = Duration::from_secs(10);
+use tokio::io::AsyncWriteExt;
 
 const CORRUPT_MESSAGE: i16 = 2;
 const MESSAGE_TOO_LARGE: i16 = 10;
@@ -33,163 +28,7 @@ const UNSUPPORTED_VERSION: i16 = 35;
 const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = 43;
 
 // ---------------------------------------------------------------------------
-// Wire helpers
-
-fn sb(s: &str) -> StrBytes {
-    StrBytes::from_string(s.to_string())
-}
-
-fn size_prefixed(payload: &[u8]) -> Vec<u8> {
-    let mut v = (payload.len() as i32).to_be_bytes().to_vec();
-    v.extend_from_slice(payload);
-    v
-}
-
-/// The request header bytes (no size prefix) for `api` at `version`.
-fn header_bytes(api: ApiKey, version: i16, correlation_id: i32) -> BytesMut {
-    let mut h = RequestHeader::default();
-    h.request_api_key = api as i16;
-    h.request_api_version = version;
-    h.correlation_id = correlation_id;
-    h.client_id = Some(sb("hostile"));
-    let mut buf = BytesMut::new();
-    h.encode(&mut buf, api.request_header_version(version))
-        .expect("encode header");
-    buf
-}
-
-/// A complete size-prefixed request frame.
-fn request<R: Encodable>(api: ApiKey, version: i16, correlation_id: i32, req: &R) -> Vec<u8> {
-    let mut buf = header_bytes(api, version, correlation_id);
-    req.encode(&mut buf, version).expect("encode request");
-    size_prefixed(&buf)
-}
-
-/// A size-prefixed frame: a valid header followed by `body` verbatim.
-fn request_raw(api: ApiKey, version: i16, correlation_id: i32, body: &[u8]) -> Vec<u8> {
-    let mut buf = header_bytes(api, version, correlation_id);
-    buf.extend_from_slice(body);
-    size_prefixed(&buf)
-}
-
-#[derive(Debug)]
-enum Reply {
-    Frame(Bytes),
-    Closed,
-}
-
-async fn connect(addr: SocketAddr) -> TcpStream {
-    TcpStream::connect(addr).await.expect("connect")
-}
-
-/// Writes, tolerating a gateway that already closed (that is a valid outcome).
-async fn send(s: &mut TcpStream, bytes: &[u8]) {
-    let _ = s.write_all(bytes).await;
-}
-
-/// The next response frame, or `Closed` on EOF or reset. Panics if neither comes
-/// within `PROMPT`: that is a hang.
-async fn reply(s: &mut TcpStream) -> Reply {
-    let read = async {
-        let mut size = [0u8; 4];
-        if s.read_exact(&mut size).await.is_err() {
-            return Reply::Closed;
-        }
-        let n = i32::from_be_bytes(size);
-        assert!(
-            (4..64 << 20).contains(&n),
-            "gateway sent an absurd frame size {n}"
-        );
-        let mut body = vec![0u8; n as usize];
-        match s.read_exact(&mut body).await {
-            Ok(_) => Reply::Frame(Bytes::from(body)),
-            Err(_) => Reply::Closed,
-        }
-    };
-    tokio::time::timeout(PROMPT, read)
-        .await
-        .expect("the gateway answers or closes promptly, never hangs")
-}
-
-async fn expect_closed(s: &mut TcpStream, what: &str) {
-    match reply(s).await {
-        Reply::Closed => {}
-        Reply::Frame(f) => panic!(
-            "{what}: expected the connection closed, got a {}-byte reply",
-            f.len()
-        ),
-    }
-}
-
-fn response_header_version(api: ApiKey, version: i16) -> i16 {
-    // ApiVersions responses always use header v0 (KIP-511).
-    if api == ApiKey::ApiVersions {
-        0
-    } else {
-        api.response_header_version(version)
-    }
-}
-
-/// Decodes a response frame, checking the correlation id and that the whole
-/// frame was consumed.
-fn decode_response<T: Decodable>(
-    mut frame: Bytes,
-    api: ApiKey,
-    version: i16,
-    correlation_id: i32,
-) -> T {
-    let h = ResponseHeader::decode(&mut frame, response_header_version(api, version))
-        .expect("response header");
-    assert_eq!(h.correlation_id, correlation_id, "correlation id");
-    let body = T::decode(&mut frame, version).expect("response body");
-    assert_eq!(
-        frame.remaining(),
-        0,
-        "{api:?} v{version}: trailing response bytes"
-    );
-    body
-}
-
-async fn roundtrip<Req: Encodable, Resp: Decodable>(
-    s: &mut TcpStream,
-    api: ApiKey,
-    version: i16,
-    req: &Req,
-) -> Resp {
-    let correlation_id = 4242 + version as i32;
-    send(s, &request(api, version, correlation_id, req)).await;
-    match reply(s).await {
-        Reply::Frame(f) => decode_response(f, api, version, correlation_id),
-        Reply::Closed => panic!("{api:?} v{version}: the gateway closed a valid request"),
-    }
-}
-
-/// A fresh, well-behaved client still gets correct ApiVersions and Metadata.
-async fn assert_healthy(addr: SocketAddr) {
-    let mut s = connect(addr).await;
-    let mut req = ApiVersionsRequest::default();
-    req.client_software_name = sb("hostile-test");
-    req.client_software_version = sb("1.0");
-    let v: ApiVersionsResponse = roundtrip(&mut s, ApiKey::ApiVersions, 3, &req).await;
-    assert_eq!(v.error_code, 0);
-    assert!(
-        v.api_keys
-            .iter()
-            .any(|k| k.api_key == ApiKey::Metadata as i16 && k.max_version >= 12),
-        "ApiVersions lists Metadata v12"
-    );
-    for version in [1, 12] {
-        let m: MetadataResponse = roundtrip(
-            &mut s,
-            ApiKey::Metadata,
-            version,
-            &MetadataRequest::default(),
-        )
-        .await;
-        assert_eq!(m.brokers.len(), 1, "Metadata v{version} names this gateway");
-        assert_eq!(m.brokers[0].port, addr.port() as i32);
-    }
-}
+// Helpers
 
 fn vm_kib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
@@ -226,30 +65,6 @@ fn uvarint(mut v: u64) -> Vec<u8> {
 
 // ---------------------------------------------------------------------------
 // Topic and produce helpers
-
-async fn create_topic(addr: SocketAddr, name: &str, configs: &[(&str, &str)]) {
-    let mut t = CreatableTopic::default();
-    t.name = TopicName(sb(name));
-    t.num_partitions = 1;
-    t.replication_factor = -1;
-    for (k, v) in configs {
-        let mut c = CreatableTopicConfig::default();
-        c.name = sb(k);
-        c.value = Some(sb(v));
-        t.configs.push(c);
-    }
-    let mut req = CreateTopicsRequest::default();
-    req.topics.push(t);
-    req.timeout_ms = 10_000;
-    let mut s = connect(addr).await;
-    let resp: CreateTopicsResponse = roundtrip(&mut s, ApiKey::CreateTopics, 5, &req).await;
-    assert_eq!(resp.topics.len(), 1);
-    assert_eq!(
-        resp.topics[0].error_code, 0,
-        "create {name}: {:?}",
-        resp.topics[0].error_message
-    );
-}
 
 fn produce_request(topic: &str, records: Option<Vec<u8>>, acks: i16) -> ProduceRequest {
     let mut p = PartitionProduceData::default();
@@ -625,6 +440,54 @@ async fn huge_array_and_string_lengths_close() {
     gw.stop().await;
 }
 
+/// A full-size (just under 100 MiB) CreateTopics v2 frame whose topics count
+/// is as large as the bytes that follow. The count passes the vendored decoder's
+/// "count <= remaining bytes" bound, but reserving count × 112-byte elements
+/// asked the allocator for 11.7 GB up front: on a host with less RAM + swap (or
+/// strict overcommit) that allocation failed and aborted the whole gateway. Run
+/// against the `floe` binary with its address space capped at 4 GiB.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_size_array_frame_does_not_abort_a_small_host() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = common::free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -v 4194304 && exec "$0" "$@""#)
+        .arg(common::floe_bin())
+        .args(["--listen", &addr.to_string(), "--log-level", "error"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        // Keep the normal address-space use small whatever the core count:
+        // every worker thread would otherwise reserve a 64 MiB malloc arena.
+        .env("TOKIO_WORKER_THREADS", "2")
+        .env("MALLOC_ARENA_MAX", "2")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn floe");
+    common::wait_for_port(port, Duration::from_secs(30));
+    let frame_len = 100 * 1024 * 1024 - 1024;
+    let mut payload = header_bytes(ApiKey::CreateTopics, 2, 1).to_vec();
+    let count = (frame_len - payload.len() - 4) as i32;
+    payload.extend_from_slice(&count.to_be_bytes());
+    // 0xff: the first topic's name length is -1, so decoding fails at once and
+    // only the up-front reservation is exercised.
+    payload.resize(frame_len, 0xff);
+    let mut s = connect(addr).await;
+    send(&mut s, &size_prefixed(&payload)).await;
+    drop(payload);
+    expect_closed(&mut s, "CreateTopics with a full-size topics count").await;
+    let alive = child.try_wait().expect("try_wait").is_none();
+    if alive {
+        assert_healthy(addr).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(alive, "the gateway process died (allocation failure abort)");
+}
+
 // ---------------------------------------------------------------------------
 // Record batches
 
@@ -802,6 +665,79 @@ async fn null_records_are_refused() {
     gw.stop().await;
 }
 
+async fn list_offsets(addr: SocketAddr, topic: &str, timestamp: i64) -> (i16, i64, i64) {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let mut p = ListOffsetsPartition::default();
+    p.partition_index = 0;
+    p.current_leader_epoch = -1;
+    p.timestamp = timestamp;
+    let mut t = ListOffsetsTopic::default();
+    t.name = TopicName(sb(topic));
+    t.partitions.push(p);
+    let mut req = ListOffsetsRequest::default();
+    req.replica_id = kafka_protocol::messages::BrokerId(-1);
+    req.topics.push(t);
+    let mut s = connect(addr).await;
+    let resp: ListOffsetsResponse = roundtrip(&mut s, ApiKey::ListOffsets, 7, &req).await;
+    let p = &resp.topics[0].partitions[0];
+    (p.error_code, p.offset, p.timestamp)
+}
+
+/// Records are only read back by ListOffsets-by-time, long after produce
+/// validated the batch header: a record timestamp delta that overflows i64 must
+/// not panic the request (it wraps, as Kafka's Java arithmetic does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_timestamp_overflow_is_survived() {
+    let gw = InProcess::start().await;
+    create_topic(gw.addr, "ts", &[]).await;
+    let mut b = BatchBuilder::new(1_000)
+        .push(Record {
+            timestamp_delta: i64::MAX - 10,
+            ..Record::new(None, Some(b"far future"))
+        })
+        .push(Record {
+            timestamp_delta: 5,
+            ..Record::new(None, Some(b"sane"))
+        })
+        .build();
+    b[35..43].copy_from_slice(&1_005i64.to_be_bytes()); // header maxTimestamp
+    batches::fix_crc(&mut b);
+    let p = produce(gw.addr, 9, "ts", Some(b), -1).await;
+    assert_eq!(p.error_code, 0, "{:?}", p.error_message);
+    assert_eq!(list_offsets(gw.addr, "ts", 1_001).await, (0, 1, 1_005));
+    assert_healthy(gw.addr).await;
+    gw.stop().await;
+}
+
+/// A 32 KiB gzip batch whose 32 MiB records section claims 32 million
+/// one-byte records: reading timestamps must refuse the count, not allocate
+/// gigabytes of (offset, timestamp) pairs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_count_bomb_does_not_allocate() {
+    let gw = InProcess::start().await;
+    create_topic(gw.addr, "bomb", &[]).await;
+    let section = vec![0u8; 32 << 20];
+    let b = BatchBuilder::new(1_000)
+        .compression(Compression::Gzip)
+        .build_raw(&section, 32 << 20, 5_000);
+    drop(section);
+    assert!(b.len() < 1 << 20, "bomb is {} bytes", b.len());
+    let p = produce(gw.addr, 9, "bomb", Some(b), -1).await;
+    assert_eq!(p.error_code, 0, "headers are fine: {:?}", p.error_message);
+    // Peak RSS: the pairs would be freed again before an RSS sample.
+    std::fs::write("/proc/self/clear_refs", "5").expect("reset VmHWM");
+    let rss_before = vm_kib("VmRSS:");
+    let started = Instant::now();
+    let (code, _, _) = list_offsets(gw.addr, "bomb", 1).await;
+    assert_eq!(code, CORRUPT_MESSAGE);
+    let peak_grew = vm_kib("VmHWM:").saturating_sub(rss_before);
+    // The capped decompression itself may hold the 32 MiB section.
+    assert!(peak_grew < 192 * 1024, "peak RSS grew by {peak_grew} KiB");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_healthy(gw.addr).await;
+    gw.stop().await;
+}
+
 /// The builder other tests rely on yields batches the gateway's own validator
 /// and timestamp reader accept, for every codec.
 #[test]
@@ -951,4 +887,116 @@ async fn fifty_garbage_connections_and_one_good_client() {
         .expect("no hang under concurrent garbage");
     assert_healthy(addr).await;
     gw.stop().await;
+}
+
+// ---------------------------------------------------------------------------
+// Fuzz seeds
+
+/// Regenerates the seed corpora of the cargo-fuzz targets in `fuzz/` from the
+/// same encoders these tests use: `cargo test -p floe-gateway --test hostile
+/// write_fuzz_seeds -- --ignored`.
+#[test]
+#[ignore = "writes fuzz/seeds; run by hand when request or batch formats change"]
+fn write_fuzz_seeds() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds");
+    let write = |target: &str, name: &str, bytes: &[u8]| {
+        let dir = root.join(target);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join(name), bytes).expect("write seed");
+    };
+    let batch = BatchBuilder::new(1_000)
+        .record(Some(b"key"), Some(b"value"))
+        .push(Record {
+            headers: vec![("h".into(), Some(b"x".to_vec()))],
+            timestamp_delta: 3,
+            ..Record::new(None, Some(b"second"))
+        })
+        .build();
+    // request_frame: frames without their size prefix.
+    let frame = |v: Vec<u8>| v[4..].to_vec();
+    let mut av = ApiVersionsRequest::default();
+    av.client_software_name = sb("seed");
+    av.client_software_version = sb("1");
+    for version in [0, 3] {
+        write(
+            "request_frame",
+            &format!("api_versions_v{version}"),
+            &frame(request(ApiKey::ApiVersions, version, 1, &av)),
+        );
+    }
+    let mut md = MetadataRequest::default();
+    let mut t = kafka_protocol::messages::metadata_request::MetadataRequestTopic::default();
+    t.name = Some(TopicName(sb("t")));
+    md.topics = Some(vec![t]);
+    for version in [1, 4, 12] {
+        write(
+            "request_frame",
+            &format!("metadata_v{version}"),
+            &frame(request(ApiKey::Metadata, version, 2, &md)),
+        );
+    }
+    for version in [3, 9, 11] {
+        write(
+            "request_frame",
+            &format!("produce_v{version}"),
+            &frame(request(
+                ApiKey::Produce,
+                version,
+                3,
+                &produce_request("t", Some(batch.clone()), -1),
+            )),
+        );
+    }
+    let mut ct = CreatableTopic::default();
+    ct.name = TopicName(sb("t"));
+    ct.num_partitions = 3;
+    let mut c = CreatableTopicConfig::default();
+    c.name = sb("max.message.bytes");
+    c.value = Some(sb("1000"));
+    ct.configs.push(c);
+    let mut create = CreateTopicsRequest::default();
+    create.topics.push(ct);
+    for version in [2, 5, 7] {
+        write(
+            "request_frame",
+            &format!("create_topics_v{version}"),
+            &frame(request(ApiKey::CreateTopics, version, 4, &create)),
+        );
+    }
+    let mut fetch = kafka_protocol::messages::FetchRequest::default();
+    let mut ft = kafka_protocol::messages::fetch_request::FetchTopic::default();
+    ft.topic = TopicName(sb("t"));
+    ft.partitions
+        .push(kafka_protocol::messages::fetch_request::FetchPartition::default());
+    fetch.topics.push(ft);
+    fetch.max_bytes = 1 << 20;
+    for version in [4, 11] {
+        write(
+            "request_frame",
+            &format!("fetch_v{version}"),
+            &frame(request(ApiKey::Fetch, version, 5, &fetch)),
+        );
+    }
+    // record_batch: a mode byte (bit 0: fix CRCs, bit 1: 1000-byte limit), then
+    // the record set.
+    for (c, name) in [
+        (Compression::None, "none"),
+        (Compression::Gzip, "gzip"),
+        (Compression::Snappy, "snappy"),
+        (Compression::Lz4, "lz4"),
+        (Compression::Zstd, "zstd"),
+    ] {
+        let mut b = BatchBuilder::new(1_000)
+            .compression(c)
+            .idempotent(7, 0, 0)
+            .record(Some(b"k"), Some(&[b'a'; 200]))
+            .record(None, Some(b"v"))
+            .build();
+        b.extend_from_slice(&batches::simple_batch(2, 2_000));
+        write(
+            "record_batch",
+            &format!("two_batches_{name}"),
+            &[[0u8].as_slice(), &b].concat(),
+        );
+    }
 }

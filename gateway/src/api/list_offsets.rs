@@ -91,7 +91,7 @@ async fn lookup(
 
 pub async fn handle(
     broker: &Arc<Broker>,
-    _version: i16,
+    version: i16,
     req: ListOffsetsRequest,
 ) -> ListOffsetsResponse {
     let mut resp = ListOffsetsResponse::default();
@@ -106,7 +106,11 @@ pub async fn handle(
                 Ok((offset, ts)) => {
                     pr.offset = offset;
                     pr.timestamp = ts;
-                    pr.leader_epoch = 0;
+                    // leader_epoch exists from v4; a v1-v3 response carrying it
+                    // cannot be encoded.
+                    if version >= 4 {
+                        pr.leader_epoch = 0;
+                    }
                 }
                 Err(e) => {
                     pr.error_code = e.code();
