@@ -42,6 +42,11 @@ pub struct Settings {
     pub default_partitions: i32,
     /// Largest request frame accepted (Kafka's socket.request.max.bytes).
     pub max_request_bytes: u64,
+    /// Request bytes being handled at once, over all connections (like Kafka's
+    /// queued.max.request.bytes). Non-produce requests count 32x their size,
+    /// since decoding them can take that much memory. Bounds memory under floods
+    /// of large requests; readers wait when it is used up.
+    pub max_inflight_request_bytes: u64,
     /// A connection with no complete request for this long is closed.
     pub idle_timeout: Duration,
     /// Default max.message.bytes for topics that don't set it.
@@ -72,6 +77,7 @@ impl Default for Settings {
             auto_create_topics: true,
             default_partitions: 1,
             max_request_bytes: 100 * 1024 * 1024,
+            max_inflight_request_bytes: 512 * 1024 * 1024,
             idle_timeout: Duration::from_secs(600),
             max_message_bytes: 1024 * 1024 + 12,
             gateway_id: "floe-0".to_string(),
@@ -98,6 +104,7 @@ pub const KEYS: &[&str] = &[
     "auto-create-topics",
     "default-partitions",
     "max-request-bytes",
+    "max-inflight-request-bytes",
     "idle-timeout",
     "max-message-bytes",
     "gateway-id",
@@ -172,6 +179,9 @@ impl Settings {
             "auto-create-topics" => self.auto_create_topics = parse_bool(&k, value)?,
             "default-partitions" => self.default_partitions = parse_int(&k, value)?,
             "max-request-bytes" => self.max_request_bytes = parse_size(&k, value)?,
+            "max-inflight-request-bytes" => {
+                self.max_inflight_request_bytes = parse_size(&k, value)?
+            }
             "idle-timeout" => self.idle_timeout = parse_duration(&k, value)?,
             "max-message-bytes" => self.max_message_bytes = parse_size(&k, value)?,
             "gateway-id" => self.gateway_id = value.to_string(),
@@ -242,6 +252,12 @@ impl Settings {
         }
         if self.max_request_bytes < 1024 {
             return fail("max-request-bytes must be at least 1KiB".into());
+        }
+        if self.max_inflight_request_bytes < self.max_request_bytes {
+            return fail(format!(
+                "max-inflight-request-bytes ({}) must be at least max-request-bytes ({})",
+                self.max_inflight_request_bytes, self.max_request_bytes
+            ));
         }
         if self.gateway_id.is_empty()
             || !self

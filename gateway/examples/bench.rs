@@ -106,17 +106,17 @@ async fn main() {
             let deadline = Instant::now() + Duration::from_secs(600);
             while received.load(Ordering::Relaxed) < total + 200 && Instant::now() < deadline {
                 if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-                    if let Some(Ok(k)) = m.key_view::<[u8]>() {
-                        if k.len() == 16 {
-                            let sent = u128::from_be_bytes(k.try_into().unwrap_or([0; 16]));
-                            let now = std::time::SystemTime::now()
-                                .duration_since(std::time::UNIX_EPOCH)
-                                .map(|d| d.as_nanos())
-                                .unwrap_or(0);
-                            e2e.lock()
-                                .expect("lock")
-                                .push(Duration::from_nanos(now.saturating_sub(sent) as u64));
-                        }
+                    if let Some(Ok(k)) = m.key_view::<[u8]>()
+                        && k.len() == 16
+                    {
+                        let sent = u128::from_be_bytes(k.try_into().unwrap_or([0; 16]));
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_nanos())
+                            .unwrap_or(0);
+                        e2e.lock()
+                            .expect("lock")
+                            .push(Duration::from_nanos(now.saturating_sub(sent) as u64));
                     }
                     received.fetch_add(1, Ordering::Relaxed);
                 }

@@ -63,6 +63,8 @@ pub struct Broker {
     admin: tokio::sync::Mutex<()>,
     producer_ids: Mutex<(i64, i64)>,
     stopping: tokio::sync::watch::Sender<bool>,
+    /// Bytes of requests being read or handled (`max_inflight_request_bytes`).
+    pub request_budget: Arc<tokio::sync::Semaphore>,
 }
 
 /// Topic names Kafka accepts.
@@ -155,7 +157,6 @@ impl Broker {
         );
         tracing::info!(gateway = %stream, topics = topics.by_name.len(), "gateway registered");
         Ok(Arc::new(Broker {
-            settings,
             meta,
             objects,
             clock,
@@ -169,6 +170,10 @@ impl Broker {
             admin: tokio::sync::Mutex::new(()),
             producer_ids: Mutex::new((0, 0)),
             stopping: tokio::sync::watch::Sender::new(false),
+            request_budget: Arc::new(tokio::sync::Semaphore::new(
+                settings.max_inflight_request_bytes.min(u32::MAX as u64) as usize,
+            )),
+            settings,
         }))
     }
 

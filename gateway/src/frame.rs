@@ -17,6 +17,12 @@ pub enum FrameError {
 
 /// Reads one frame body. `Closed` if the peer closed cleanly between frames.
 pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: u64) -> Result<Bytes, FrameError> {
+    let n = read_size(r, max).await?;
+    read_body(r, n).await
+}
+
+/// Reads and checks a frame's size prefix.
+pub async fn read_size<R: AsyncRead + Unpin>(r: &mut R, max: u64) -> Result<usize, FrameError> {
     let mut size = [0u8; 4];
     match r.read_exact(&mut size).await {
         Ok(_) => {}
@@ -24,11 +30,15 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: u64) -> Result<Byt
         Err(e) => return Err(e.into()),
     }
     let n = i32::from_be_bytes(size);
-    // The smallest request header (api key, version, correlation id, client id) is 10 bytes.
+    // The smallest request header (api key, version, correlation id) is 8 bytes.
     if n < 8 || n as u64 > max {
         return Err(FrameError::BadSize(n as i64, max));
     }
-    let n = n as usize;
+    Ok(n as usize)
+}
+
+/// Reads a frame body of `n` bytes, growing the buffer only as bytes arrive.
+pub async fn read_body<R: AsyncRead + Unpin>(r: &mut R, n: usize) -> Result<Bytes, FrameError> {
     let mut buf = BytesMut::with_capacity(n.min(64 * 1024));
     while buf.len() < n {
         if buf.capacity() == buf.len() {

@@ -17,9 +17,12 @@ use tracing::Instrument;
 
 use crate::api;
 use crate::broker::Broker;
-use crate::frame::{FrameError, read_frame};
+use crate::frame::{FrameError, read_body, read_size};
 
 const MAX_IN_FLIGHT: usize = 32;
+/// How many times its size a non-produce request is charged against the
+/// in-flight budget (decoded Kafka structures are that much larger than bytes).
+const NON_PRODUCE_WEIGHT: usize = 32;
 
 /// Serves Kafka on `listener` until `shutdown` resolves, then drains: stops
 /// accepting, lets in-flight requests finish (their produce acks included),
@@ -108,9 +111,29 @@ async fn handle_connection(
     );
     let idle = broker.settings.idle_timeout;
     let max = broker.settings.max_request_bytes;
+    let budget = broker.request_budget.clone();
+    let budget_total = broker
+        .settings
+        .max_inflight_request_bytes
+        .min(u32::MAX as u64) as usize;
     loop {
+        let next = async {
+            let n = read_size(&mut reader, max).await?;
+            let body = read_body(&mut reader, n).await?;
+            // Admission after the bytes are in (a slow sender holds no budget)
+            // and before decoding, which for non-produce requests can take ~32x
+            // their size in memory. A flood of large requests waits here.
+            let produce = body.len() >= 2 && body[0..2] == [0, 0];
+            let weight = if produce { 1 } else { NON_PRODUCE_WEIGHT };
+            let permit = budget
+                .clone()
+                .acquire_many_owned(n.saturating_mul(weight).min(budget_total) as u32)
+                .await
+                .map_err(|_| FrameError::Closed)?;
+            Ok::<_, FrameError>((body, permit))
+        };
         let frame = tokio::select! {
-            r = tokio::time::timeout(idle, read_frame(&mut reader, max)) => r,
+            r = tokio::time::timeout(idle, next) => r,
             _ = stop.changed() => break,
             _ = closed.notified() => break,
         };
@@ -126,6 +149,7 @@ async fn handle_connection(
             }
             Ok(Ok(f)) => f,
         };
+        let (frame, permit) = frame;
         let (done_tx, done_rx) = oneshot::channel();
         if tx.send(done_rx).await.is_err() {
             break;
@@ -133,6 +157,7 @@ async fn handle_connection(
         let broker = broker.clone();
         tokio::spawn(
             async move {
+                let _permit = permit;
                 match api::handle_frame(&broker, frame).await {
                     Ok(resp) => {
                         let _ = done_tx.send(resp);

@@ -728,8 +728,10 @@ async fn record_count_bomb_does_not_allocate() {
     std::fs::write("/proc/self/clear_refs", "5").expect("reset VmHWM");
     let rss_before = vm_kib("VmRSS:");
     let started = Instant::now();
-    let (code, _, _) = list_offsets(gw.addr, "bomb", 1).await;
-    assert_eq!(code, CORRUPT_MESSAGE);
+    // Unreadable records: answered at batch granularity (the batch start), so
+    // one bad producer does not break time lookups on the partition.
+    let (code, offset, _) = list_offsets(gw.addr, "bomb", 1).await;
+    assert_eq!((code, offset), (0, 0));
     let peak_grew = vm_kib("VmHWM:").saturating_sub(rss_before);
     // The capped decompression itself may hold the 32 MiB section.
     assert!(peak_grew < 192 * 1024, "peak RSS grew by {peak_grew} KiB");

@@ -30,12 +30,20 @@ async fn by_timestamp(
 ) -> Result<(i64, i64), KafkaError> {
     for e in log.entries_from_timestamp(ts) {
         let bytes = entry_bytes(broker, &e).await?;
-        for (start, end, _base, _last, max_ts) in stored_batches(&bytes) {
+        for (start, end, base, _last, max_ts) in stored_batches(&bytes) {
             if max_ts < ts {
                 continue;
             }
-            let records = record_timestamps(&bytes[start..end], RECORDS_CAP)
-                .map_err(|e| KafkaError::new(Code::CorruptMessage, e.to_string()))?;
+            let records = match record_timestamps(&bytes[start..end], RECORDS_CAP) {
+                Ok(r) => r,
+                // Records are the producer's bytes and are not checked at produce
+                // time: one bad batch must not break time lookups for everyone.
+                // Answer at batch granularity, as Kafka's time index does.
+                Err(e) => {
+                    tracing::warn!(partition = %log.id, base, error = %e, "unreadable records; answering with the batch start");
+                    vec![(base, max_ts)]
+                }
+            };
             if let Some(&(offset, t)) = records.iter().find(|(_, t)| *t >= ts)
                 && offset >= log.log_start_offset()
             {
@@ -51,12 +59,17 @@ async fn max_timestamp(broker: &Broker, log: &PartitionLog) -> Result<(i64, i64)
         return Ok((-1, -1));
     };
     let bytes = entry_bytes(broker, &e).await?;
-    for (start, end, _base, _last, max_ts) in stored_batches(&bytes) {
+    for (start, end, base, _last, max_ts) in stored_batches(&bytes) {
         if max_ts != e.max_timestamp {
             continue;
         }
-        let records = record_timestamps(&bytes[start..end], RECORDS_CAP)
-            .map_err(|e| KafkaError::new(Code::CorruptMessage, e.to_string()))?;
+        let records = match record_timestamps(&bytes[start..end], RECORDS_CAP) {
+            Ok(r) => r,
+            Err(err) => {
+                tracing::warn!(partition = %log.id, base, error = %err, "unreadable records; answering with the batch start");
+                vec![(base, max_ts)]
+            }
+        };
         if let Some(&(offset, t)) = records.iter().find(|(_, t)| *t == max_ts) {
             return Ok((offset, t));
         }

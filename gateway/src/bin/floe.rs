@@ -53,6 +53,10 @@ struct Args {
     /// Largest request accepted [default: 100MiB].
     #[arg(long, env = "FLOE_MAX_REQUEST_BYTES")]
     max_request_bytes: Option<String>,
+    /// Request bytes handled at once over all connections (non-produce
+    /// requests count 32x) [default: 512MiB].
+    #[arg(long, env = "FLOE_MAX_INFLIGHT_REQUEST_BYTES")]
+    max_inflight_request_bytes: Option<String>,
     /// Default max.message.bytes of topics [default: 1048588].
     #[arg(long, env = "FLOE_MAX_MESSAGE_BYTES")]
     max_message_bytes: Option<String>,
@@ -91,6 +95,10 @@ fn settings(args: &Args) -> Result<Settings, floe_core::Error> {
         ("checkpoint-interval", &args.checkpoint_interval),
         ("read-cache-bytes", &args.read_cache_bytes),
         ("max-request-bytes", &args.max_request_bytes),
+        (
+            "max-inflight-request-bytes",
+            &args.max_inflight_request_bytes,
+        ),
         ("max-message-bytes", &args.max_message_bytes),
         ("idle-timeout", &args.idle_timeout),
         ("gateway-id", &args.gateway_id),

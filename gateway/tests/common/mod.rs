@@ -83,11 +83,21 @@ pub fn floe_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_floe"))
 }
 
+/// A port for a child process to listen on. Chosen below the kernel's ephemeral
+/// range (32768+), so neither port-0 listeners of parallel tests nor outgoing
+/// client connections can take it between this check and the child's bind.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(7919);
+    for _ in 0..1000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + ((seed.wrapping_add(n.wrapping_mul(104_729))) % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000-31999");
 }
 
 /// The `floe` binary as a child process on a fixed port and data dir.
@@ -126,8 +136,14 @@ impl Process {
         for (k, v) in &self.extra {
             cmd.arg(format!("--{k}")).arg(v);
         }
-        self.child = Some(cmd.spawn().expect("spawn floe"));
+        let mut child = cmd.spawn().expect("spawn floe");
         wait_for_port(self.port, Duration::from_secs(30));
+        // The port answering must be this child, not something else bound there.
+        std::thread::sleep(Duration::from_millis(50));
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("floe exited at start ({status}); port {} taken?", self.port);
+        }
+        self.child = Some(child);
     }
 
     pub fn bootstrap(&self) -> String {
