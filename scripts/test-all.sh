@@ -55,17 +55,42 @@ pf=$(echo "$line" | grep -oE '[0-9]+ (failed|errors?)' | awk '{s+=$1} END {print
 [ -n "$line" ] || pf=1
 count python "$logs/python.log" "${pp:-0}" "${pf:-0}"
 
-for suite in kcat librdkafka; do
-  script="tests/$suite/run.sh"
-  [ -x "$script" ] || continue
-  stage "$suite"
-  bash "$script" 2>&1 | tee "$logs/$suite.log"
-  line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$logs/$suite.log" | tail -1)
+suite_line() { # name log
+  local line sp sf
+  line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$2" | tail -1)
   sp=$(echo "$line" | grep -oE '^[0-9]+' || echo 0)
   sf=$(echo "$line" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+' || echo 1)
   [ -n "$line" ] || sf=1
-  count "$suite" "$logs/$suite.log" "${sp:-0}" "${sf:-0}"
+  count "$1" "$2" "${sp:-0}" "${sf:-0}"
+}
+
+stage "kcat"
+bash tests/kcat/run.sh 2>&1 | tee "$logs/kcat.log"
+suite_line kcat "$logs/kcat.log"
+
+for suite in node; do
+  if [ -x "tests/$suite/run.sh" ]; then
+    stage "$suite"
+    bash "tests/$suite/run.sh" 2>&1 | tee "$logs/$suite.log"
+    suite_line "$suite" "$logs/$suite.log"
+  fi
 done
+
+stage "librdkafka test suite (allow-list)"
+# The suite assumes Kafka's defaults for auto-created topics (4 partitions).
+lrk_dir=$(mktemp -d)
+lrk_port=29092
+"$FLOE_BIN" --listen "127.0.0.1:$lrk_port" --data-dir "$lrk_dir" --default-partitions 4 \
+  --log-level warn >"$logs/librdkafka-floe.log" 2>&1 &
+lrk_pid=$!
+for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$lrk_port") 2>/dev/null && break; sleep 0.1; done
+install_flag=()
+[ "$(id -u)" = 0 ] && install_flag=(--install)
+BOOTSTRAP="127.0.0.1:$lrk_port" bash tests/librdkafka/run.sh "${install_flag[@]}" 2>&1 | tee "$logs/librdkafka.log"
+kill -TERM "$lrk_pid" 2>/dev/null
+if wait "$lrk_pid"; then :; else echo "floe (librdkafka run) exited non-zero"; cat "$logs/librdkafka-floe.log" | tail -20; fi
+suite_line librdkafka "$logs/librdkafka.log"
+rm -rf "$lrk_dir"
 
 echo
 echo "$passed passed, $failed failed"

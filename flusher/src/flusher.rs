@@ -57,6 +57,16 @@ impl BatchIn {
     }
 }
 
+/// An enqueued append; `wait` resolves once it is durable (or failed).
+#[derive(Debug)]
+pub struct AppendTicket(oneshot::Receiver<Result<AppendOk, AppendError>>);
+
+impl AppendTicket {
+    pub async fn wait(self) -> Result<AppendOk, AppendError> {
+        self.0.await.map_err(|_| AppendError::ShuttingDown)?
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendOk {
     pub base_offset: i64,
@@ -235,6 +245,19 @@ impl Flusher {
         log: Arc<PartitionLog>,
         batches: Vec<BatchIn>,
     ) -> Result<AppendOk, AppendError> {
+        self.enqueue(log, batches).await?.wait().await
+    }
+
+    /// Puts `batches` into the buffer (waiting for room: backpressure) and
+    /// returns a ticket that resolves once they are durable. Appends to one
+    /// partition are sequenced in the order `enqueue` completes, so a caller that
+    /// must preserve order (one Kafka connection's produce requests) enqueues in
+    /// that order and only then waits.
+    pub async fn enqueue(
+        &self,
+        log: Arc<PartitionLog>,
+        batches: Vec<BatchIn>,
+    ) -> Result<AppendTicket, AppendError> {
         if self.is_fenced() {
             return Err(AppendError::NotOwner(format!(
                 "{} is fenced",
@@ -263,7 +286,7 @@ impl Flusher {
                 bytes,
             }))
             .map_err(|_| AppendError::ShuttingDown)?;
-        rx.await.map_err(|_| AppendError::ShuttingDown)?
+        Ok(AppendTicket(rx))
     }
 
     /// Seals whatever is buffered now and waits until it is sealed (not committed).

@@ -15,7 +15,9 @@ mod recovery;
 
 pub use cache::ReadCache;
 pub use checkpoint::{CHECKPOINT_CHUNK, checkpoint_once};
-pub use flusher::{AppendError, AppendOk, BatchIn, Flusher, FlusherConfig, FlusherStats};
+pub use flusher::{
+    AppendError, AppendOk, AppendTicket, BatchIn, Flusher, FlusherConfig, FlusherStats,
+};
 pub use log::{LogSnapshot, PartitionLog};
 pub use producer::{SeqCheck, apply_batch, check_sequence};
 pub use recovery::recover_partition_logs;

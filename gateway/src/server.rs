@@ -112,6 +112,7 @@ async fn handle_connection(
     let idle = broker.settings.idle_timeout;
     let max = broker.settings.max_request_bytes;
     let budget = broker.request_budget.clone();
+    let mut prev_turn = None;
     let budget_total = broker
         .settings
         .max_inflight_request_bytes
@@ -154,11 +155,13 @@ async fn handle_connection(
         if tx.send(done_rx).await.is_err() {
             break;
         }
+        let (turn, next_prev) = api::Turn::after(prev_turn.take());
+        prev_turn = Some(next_prev);
         let broker = broker.clone();
         tokio::spawn(
             async move {
                 let _permit = permit;
-                match api::handle_frame(&broker, frame).await {
+                match api::handle_frame(&broker, frame, turn).await {
                     Ok(resp) => {
                         let _ = done_tx.send(resp);
                     }

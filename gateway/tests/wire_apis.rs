@@ -414,33 +414,76 @@ async fn fetch_size_limits_follow_kip_74() {
         assert_eq!(produce(&mut s, 9, "sizes", b).await, (0, i));
     }
     let one_batch = {
-        let r: FetchResponse = roundtrip(&mut s, ApiKey::Fetch, 12, &fetch_req("sizes", 0, 0)).await;
-        let recs = r.responses[0].partitions[0].records.clone().unwrap_or_default();
-        assert_eq!(batches(&recs).len(), 10, "everything fits the default limits");
+        let r: FetchResponse =
+            roundtrip(&mut s, ApiKey::Fetch, 12, &fetch_req("sizes", 0, 0)).await;
+        let recs = r.responses[0].partitions[0]
+            .records
+            .clone()
+            .unwrap_or_default();
+        assert_eq!(
+            batches(&recs).len(),
+            10,
+            "everything fits the default limits"
+        );
         recs.len() / 10
     };
     // partition_max_bytes below one batch: the first batch is still returned whole.
     let mut req = fetch_req("sizes", 3, 0);
     req.topics[0].partitions[0].partition_max_bytes = 10;
     let r: FetchResponse = roundtrip(&mut s, ApiKey::Fetch, 12, &req).await;
-    assert_eq!(batches(r.responses[0].partitions[0].records.as_deref().unwrap_or(&[])), vec![(3, 1)]);
+    assert_eq!(
+        batches(
+            r.responses[0].partitions[0]
+                .records
+                .as_deref()
+                .unwrap_or(&[])
+        ),
+        vec![(3, 1)]
+    );
     // partition_max_bytes of three batches returns three, at batch boundaries.
     let mut req = fetch_req("sizes", 0, 0);
     req.topics[0].partitions[0].partition_max_bytes = (3 * one_batch) as i32;
     let r: FetchResponse = roundtrip(&mut s, ApiKey::Fetch, 12, &req).await;
-    assert_eq!(batches(r.responses[0].partitions[0].records.as_deref().unwrap_or(&[])).len(), 3);
+    assert_eq!(
+        batches(
+            r.responses[0].partitions[0]
+                .records
+                .as_deref()
+                .unwrap_or(&[])
+        )
+        .len(),
+        3
+    );
     // The response-wide max_bytes caps the total too.
     let mut req = fetch_req("sizes", 0, 0);
     req.max_bytes = (2 * one_batch) as i32;
     let r: FetchResponse = roundtrip(&mut s, ApiKey::Fetch, 12, &req).await;
-    assert_eq!(batches(r.responses[0].partitions[0].records.as_deref().unwrap_or(&[])).len(), 2);
+    assert_eq!(
+        batches(
+            r.responses[0].partitions[0]
+                .records
+                .as_deref()
+                .unwrap_or(&[])
+        )
+        .len(),
+        2
+    );
     // min_bytes above what exists: waits max_wait_ms, then returns what there is.
     let mut req = fetch_req("sizes", 0, 300);
     req.min_bytes = 1 << 20;
     let t = std::time::Instant::now();
     let r: FetchResponse = roundtrip(&mut s, ApiKey::Fetch, 12, &req).await;
     assert!(t.elapsed() >= std::time::Duration::from_millis(250));
-    assert_eq!(batches(r.responses[0].partitions[0].records.as_deref().unwrap_or(&[])).len(), 10);
+    assert_eq!(
+        batches(
+            r.responses[0].partitions[0]
+                .records
+                .as_deref()
+                .unwrap_or(&[])
+        )
+        .len(),
+        10
+    );
     g.stop().await;
 }
 
@@ -449,16 +492,67 @@ async fn acks_zero_gets_no_response_but_lands() {
     let g = common::InProcess::start().await;
     create_topic(g.addr, "fire", &[]).await;
     let mut s = connect(g.addr).await;
-    let mut req = produce_req("fire", 0, BatchBuilder::new(1).record(None, Some(b"a")).build());
+    let mut req = produce_req(
+        "fire",
+        0,
+        BatchBuilder::new(1).record(None, Some(b"a")).build(),
+    );
     req.acks = 0;
     common::wire::send(&mut s, &common::wire::request(ApiKey::Produce, 9, 1, &req)).await;
     // The next request's response is the first one on the wire: acks=0 sent none.
-    let r: ApiVersionsResponse = roundtrip(&mut s, ApiKey::ApiVersions, 3, &ApiVersionsRequest::default()).await;
+    let r: ApiVersionsResponse = roundtrip(
+        &mut s,
+        ApiKey::ApiVersions,
+        3,
+        &ApiVersionsRequest::default(),
+    )
+    .await;
     assert_eq!(r.error_code, 0);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while list_offset(&mut s, 7, "fire", -1).await.1 != 1 {
-        assert!(std::time::Instant::now() < deadline, "acks=0 record never landed");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "acks=0 record never landed"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    g.stop().await;
+}
+
+/// Kafka appends a connection's produce requests in the order they arrive, even
+/// when a client pipelines them without waiting (librdkafka and kafkajs do).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pipelined_produce_requests_keep_their_order() {
+    let g = common::InProcess::start().await;
+    create_topic(g.addr, "order", &[]).await;
+    let mut s = connect(g.addr).await;
+    for round in 0..5i64 {
+        for i in 0..16i64 {
+            let v = format!("{round}-{i}");
+            let b = BatchBuilder::new(i)
+                .record(None, Some(v.as_bytes()))
+                .build();
+            let req = produce_req("order", 0, b);
+            common::wire::send(
+                &mut s,
+                &common::wire::request(ApiKey::Produce, 9, i as i32, &req),
+            )
+            .await;
+        }
+        for i in 0..16i64 {
+            let frame = match common::wire::reply(&mut s).await {
+                common::wire::Reply::Frame(f) => f,
+                common::wire::Reply::Closed => panic!("closed"),
+            };
+            let r: ProduceResponse =
+                common::wire::decode_response(frame, ApiKey::Produce, 9, i as i32);
+            let p = &r.responses[0].partition_responses[0];
+            assert_eq!(
+                (p.error_code, p.base_offset),
+                (0, round * 16 + i),
+                "request {i} of round {round}"
+            );
+        }
     }
     g.stop().await;
 }

@@ -30,8 +30,7 @@ pub async fn handle(
     b.port = broker.advertised_port;
     r.brokers = vec![b];
     r.cluster_authorized_operations = if req.include_cluster_authorized_operations {
-        // Every cluster operation is allowed: Floe has no ACLs yet.
-        0b1111_1111_1100
+        super::CLUSTER_AUTHORIZED_OPS
     } else {
         i32::MIN
     };

@@ -17,7 +17,11 @@ fn topic_response(broker: &Broker, t: &TopicEntry, with_ops: bool) -> MetadataRe
     let mut r = MetadataResponseTopic::default();
     r.name = Some(TopicName(str_bytes(t.meta.name.clone())));
     r.topic_id = t.meta.id;
-    r.topic_authorized_operations = if with_ops { 0b1111_1111_1000 } else { i32::MIN };
+    r.topic_authorized_operations = if with_ops {
+        super::TOPIC_AUTHORIZED_OPS
+    } else {
+        i32::MIN
+    };
     r.partitions = (0..t.meta.partitions)
         .map(|p| {
             let mut mp = MetadataResponsePartition::default();
@@ -50,7 +54,13 @@ pub async fn handle(broker: &Arc<Broker>, version: i16, req: MetadataRequest) ->
     resp.brokers = vec![b];
     resp.cluster_id = Some(str_bytes(broker.settings.cluster_id.clone()));
     resp.controller_id = BrokerId(broker.node_id());
-    resp.cluster_authorized_operations = i32::MIN;
+    // The field exists in v8-v10 only (later versions moved it to DescribeCluster).
+    resp.cluster_authorized_operations =
+        if req.include_cluster_authorized_operations && (8..=10).contains(&version) {
+            super::CLUSTER_AUTHORIZED_OPS
+        } else {
+            i32::MIN
+        };
     let with_ops = req.include_topic_authorized_operations;
     // v0: an empty list means all topics; v1+: null means all, empty means none.
     let requested = match req.topics {

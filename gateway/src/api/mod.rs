@@ -48,8 +48,85 @@ pub fn supported(key: ApiKey) -> Option<(i16, i16)> {
         .map(|(_, lo, hi)| (*lo, *hi))
 }
 
+/// Kafka ACL operation bits (AclOperation codes) a principal holds on a topic
+/// and on the cluster. Floe has no ACLs yet, so every client holds all of them:
+/// READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS.
+pub const TOPIC_AUTHORIZED_OPS: i32 =
+    1 << 3 | 1 << 4 | 1 << 5 | 1 << 6 | 1 << 7 | 1 << 8 | 1 << 10 | 1 << 11;
+/// CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS,
+/// IDEMPOTENT_WRITE.
+pub const CLUSTER_AUTHORIZED_OPS: i32 =
+    1 << 5 | 1 << 7 | 1 << 8 | 1 << 9 | 1 << 10 | 1 << 11 | 1 << 12;
+
 pub fn str_bytes(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
+}
+
+/// A request's place in its connection's order. Each request waits for the
+/// previous one to pass, then passes (Produce only after enqueueing its appends),
+/// so appends from one connection reach the write path in request order while
+/// the requests themselves still run concurrently.
+#[derive(Debug, Default)]
+pub struct Turn {
+    prev: Option<tokio::sync::oneshot::Receiver<()>>,
+    next: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Turn {
+    /// The turn after `prev` (None for a connection's first request); returns it
+    /// and the receiver the following request waits on.
+    pub fn after(
+        prev: Option<tokio::sync::oneshot::Receiver<()>>,
+    ) -> (Turn, tokio::sync::oneshot::Receiver<()>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (
+            Turn {
+                prev,
+                next: Some(tx),
+            },
+            rx,
+        )
+    }
+
+    /// Waits until the previous request has passed (or ended).
+    pub async fn wait(&mut self) {
+        if let Some(p) = self.prev.take() {
+            let _ = p.await;
+        }
+    }
+
+    /// Lets the next request pass.
+    pub fn done(&mut self) {
+        if let Some(n) = self.next.take() {
+            let _ = n.send(());
+        }
+    }
+}
+
+impl Drop for Turn {
+    /// A request that does not append (or ends early) still keeps the chain:
+    /// the next request passes once this one's predecessor has.
+    fn drop(&mut self) {
+        let Some(next) = self.next.take() else {
+            return;
+        };
+        match self.prev.take() {
+            None => {
+                let _ = next.send(());
+            }
+            Some(prev) => match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    rt.spawn(async move {
+                        let _ = prev.await;
+                        let _ = next.send(());
+                    });
+                }
+                Err(_) => {
+                    let _ = next.send(());
+                }
+            },
+        }
+    }
 }
 
 /// Why a connection is closed instead of answered.
@@ -198,7 +275,11 @@ pub fn decode_request(mut frame: Bytes) -> Result<Decoded, Close> {
 }
 
 /// Handles one request frame. `Ok(None)` means no response is sent (acks=0).
-pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes) -> Result<Option<BytesMut>, Close> {
+pub async fn handle_frame(
+    broker: &Arc<Broker>,
+    frame: Bytes,
+    turn: Turn,
+) -> Result<Option<BytesMut>, Close> {
     let (api, header, version, body, trailing) = match decode_request(frame)? {
         Decoded::UnsupportedApiVersions { correlation_id } => {
             // KIP-511: answer with a v0 response carrying UNSUPPORTED_VERSION and
@@ -230,7 +311,7 @@ pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes) -> Result<Option<B
             || tracing::debug!(client = ?header.client_id, trailing, "request had trailing bytes"),
         );
     }
-    dispatch(broker, api, version, correlation_id, body)
+    dispatch(broker, api, version, correlation_id, body, turn)
         .instrument(span)
         .await
 }
@@ -241,8 +322,17 @@ async fn dispatch(
     v: i16,
     correlation_id: i32,
     body: Body,
+    turn: Turn,
 ) -> Result<Option<BytesMut>, Close> {
     let rv = api.response_header_version(v);
+    // Only Produce holds its turn (until its appends are enqueued).
+    let turn = match body {
+        Body::Produce(_) => Some(turn),
+        _ => {
+            drop(turn);
+            None
+        }
+    };
     macro_rules! respond {
         ($resp:expr) => {
             encode_response(correlation_id, rv, &$resp, v).map(Some)
@@ -254,7 +344,8 @@ async fn dispatch(
             encode_response(correlation_id, 0, &api_versions::response(), v).map(Some)
         }
         Body::Metadata(req) => respond!(metadata::handle(broker, v, req).await),
-        Body::Produce(req) => match produce::handle(broker, v, req).await {
+        Body::Produce(req) => match produce::handle(broker, v, req, turn.unwrap_or_default()).await
+        {
             Some(resp) => respond!(resp),
             None => Ok(None),
         },

@@ -6,13 +6,12 @@ use std::time::Duration;
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
-use tokio::task::JoinSet;
 
-use super::str_bytes;
+use super::{Turn, str_bytes};
 use crate::batch::{BatchError, set_log_append_time, validate_batches};
 use crate::broker::Broker;
 use crate::error::{Code, KafkaError};
-use floe_flusher::BatchIn;
+use floe_flusher::{AppendTicket, BatchIn};
 
 struct Outcome {
     base_offset: i64,
@@ -20,14 +19,15 @@ struct Outcome {
     log_start_offset: i64,
 }
 
-async fn produce_partition(
-    broker: Arc<Broker>,
-    topic: String,
+/// Validates one partition's batches and enqueues them on the write path.
+/// Returns the ticket to wait on and the log-append time (or -1).
+async fn stage_partition(
+    broker: &Arc<Broker>,
+    topic: &str,
     partition: i32,
     records: Option<bytes::Bytes>,
-    timeout: Duration,
-) -> Result<Outcome, KafkaError> {
-    let entry = broker.topic(&topic).ok_or_else(|| {
+) -> Result<(AppendTicket, i64), KafkaError> {
+    let entry = broker.topic(topic).ok_or_else(|| {
         KafkaError::new(
             Code::UnknownTopicOrPartition,
             format!("unknown topic {topic}"),
@@ -75,108 +75,83 @@ async fn produce_partition(
             bytes: h.bytes,
         })
         .collect();
-    let ok = tokio::time::timeout(timeout, broker.flusher.append(log, batches))
-        .await
-        .map_err(|_| {
-            KafkaError::new(
-                Code::RequestTimedOut,
-                "not durable within the request timeout",
-            )
-        })??;
-    Ok(Outcome {
-        base_offset: ok.base_offset,
-        log_append_time,
-        log_start_offset: ok.log_start_offset,
-    })
+    let ticket = broker.flusher.enqueue(log, batches).await?;
+    Ok((ticket, log_append_time))
 }
 
+/// Handles a Produce request. `turn` orders this connection's requests: the
+/// appends of request N are enqueued before those of request N+1, as Kafka
+/// appends a connection's requests in order; durability is then awaited
+/// concurrently with later requests.
 pub async fn handle(
     broker: &Arc<Broker>,
     _version: i16,
     req: ProduceRequest,
+    mut turn: Turn,
 ) -> Option<ProduceResponse> {
     let acks = req.acks;
     // Producers send request.timeout.ms here; give storage at least a few seconds.
-    let timeout = Duration::from_millis(req.timeout_ms.max(5000) as u64);
-    let mut tasks = JoinSet::new();
-    let mut slots: Vec<(String, Vec<i32>)> = Vec::new();
-    let mut n = 0usize;
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(req.timeout_ms.max(5000) as u64);
+    turn.wait().await;
+    let mut slots: Vec<(String, Vec<(i32, Result<(AppendTicket, i64), KafkaError>)>)> = Vec::new();
     for t in req.topic_data {
         let name = t.name.0.to_string();
         let mut parts = Vec::new();
         for p in t.partition_data {
-            parts.push(p.index);
-            let i = n;
-            n += 1;
-            if !matches!(acks, -1..=1) {
-                tasks.spawn(async move {
-                    (
-                        i,
-                        Err(KafkaError::new(
-                            Code::InvalidRequiredAcks,
-                            "acks must be -1, 0 or 1",
-                        )),
-                    )
-                });
-                continue;
-            }
-            if req.transactional_id.is_some() {
-                tasks.spawn(async move {
-                    (
-                        i,
-                        Err(KafkaError::new(
-                            Code::TransactionalIdAuthorizationFailed,
-                            "transactions are not supported yet",
-                        )),
-                    )
-                });
-                continue;
-            }
-            let b = broker.clone();
-            let name = name.clone();
-            tasks.spawn(async move {
-                (
-                    i,
-                    produce_partition(b, name, p.index, p.records, timeout).await,
-                )
-            });
+            let staged = if !matches!(acks, -1..=1) {
+                Err(KafkaError::new(
+                    Code::InvalidRequiredAcks,
+                    "acks must be -1, 0 or 1",
+                ))
+            } else if req.transactional_id.is_some() {
+                Err(KafkaError::new(
+                    Code::TransactionalIdAuthorizationFailed,
+                    "transactions are not supported yet",
+                ))
+            } else {
+                stage_partition(broker, &name, p.index, p.records).await
+            };
+            parts.push((p.index, staged));
         }
         slots.push((name, parts));
     }
+    turn.done();
     if acks == 0 {
-        tokio::spawn(async move {
-            while let Some(r) = tasks.join_next().await {
-                if let Ok((_, Err(e))) = r {
-                    tracing::debug!(error = %e, "acks=0 produce failed");
-                }
-            }
-        });
+        // No response; the appends proceed on their own.
         return None;
     }
-    let mut results: Vec<Option<Result<Outcome, KafkaError>>> = (0..n).map(|_| None).collect();
-    while let Some(r) = tasks.join_next().await {
-        if let Ok((i, res)) = r {
-            results[i] = Some(res);
-        }
-    }
     let mut resp = ProduceResponse::default();
-    let mut i = 0;
     for (name, parts) in slots {
         let mut tr = TopicProduceResponse::default();
         tr.name = kafka_protocol::messages::TopicName(str_bytes(name));
-        for index in parts {
+        for (index, staged) in parts {
+            let outcome = match staged {
+                Ok((ticket, log_append_time)) => {
+                    match tokio::time::timeout_at(deadline, ticket.wait()).await {
+                        Ok(Ok(ok)) => Ok(Outcome {
+                            base_offset: ok.base_offset,
+                            log_append_time,
+                            log_start_offset: ok.log_start_offset,
+                        }),
+                        Ok(Err(e)) => Err(KafkaError::from(e)),
+                        Err(_) => Err(KafkaError::new(
+                            Code::RequestTimedOut,
+                            "not durable within the request timeout",
+                        )),
+                    }
+                }
+                Err(e) => Err(e),
+            };
             let mut pr = PartitionProduceResponse::default();
             pr.index = index;
-            match results[i].take() {
-                Some(Ok(o)) => {
+            match outcome {
+                Ok(o) => {
                     pr.base_offset = o.base_offset;
                     pr.log_append_time_ms = o.log_append_time;
                     pr.log_start_offset = o.log_start_offset;
                 }
-                other => {
-                    let e = other.and_then(Result::err).unwrap_or_else(|| {
-                        KafkaError::new(Code::UnknownServerError, "produce task failed")
-                    });
+                Err(e) => {
                     pr.error_code = e.code();
                     pr.error_message = Some(str_bytes(e.message));
                     pr.base_offset = -1;
@@ -184,7 +159,6 @@ pub async fn handle(
                     pr.log_start_offset = -1;
                 }
             }
-            i += 1;
             tr.partition_responses.push(pr);
         }
         resp.responses.push(tr);

@@ -22,6 +22,34 @@ use crate::error::{Code, KafkaError};
 pub const SOURCE_TOPIC: i8 = 1;
 pub const SOURCE_DEFAULT: i8 = 5;
 
+/// A replica list is valid when it names only live brokers (this gateway), once
+/// each. Replicas are nominal in Floe: object storage holds the data.
+fn check_replicas(broker: &Broker, ids: impl Iterator<Item = i32>) -> Result<(), KafkaError> {
+    let ids: Vec<i32> = ids.collect();
+    if ids.is_empty() {
+        return Err(KafkaError::new(
+            Code::InvalidReplicaAssignment,
+            "a partition needs at least one replica",
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for id in ids {
+        if id != broker.node_id() {
+            return Err(KafkaError::new(
+                Code::InvalidReplicaAssignment,
+                format!("Unknown broker {id} in the replica assignment"),
+            ));
+        }
+        if !seen.insert(id) {
+            return Err(KafkaError::new(
+                Code::InvalidReplicaAssignment,
+                format!("Duplicate broker {id} in the replica assignment"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub async fn create_topics(
     broker: &Arc<Broker>,
     version: i16,
@@ -42,22 +70,37 @@ pub async fn create_topics(
                     format!("topic {name} appears twice in the request"),
                 ));
             }
-            if !t.assignments.is_empty() {
-                return Err(KafkaError::new(
-                    Code::InvalidRequest,
-                    "manual replica assignment is not supported: object storage holds the data",
-                ));
-            }
-            if t.replication_factor != -1 && t.replication_factor < 1 {
-                return Err(KafkaError::new(
-                    Code::InvalidReplicationFactor,
-                    "replication factor must be at least 1",
-                ));
-            }
-            let partitions = if t.num_partitions == -1 {
-                broker.settings.default_partitions
+            let partitions = if !t.assignments.is_empty() {
+                if t.num_partitions != -1 || t.replication_factor != -1 {
+                    return Err(KafkaError::new(
+                        Code::InvalidRequest,
+                        "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.",
+                    ));
+                }
+                let mut indexes: Vec<i32> = t.assignments.iter().map(|a| a.partition_index).collect();
+                indexes.sort_unstable();
+                if indexes.iter().enumerate().any(|(i, p)| *p != i as i32) {
+                    return Err(KafkaError::new(
+                        Code::InvalidReplicaAssignment,
+                        "partitions in the replica assignment must be 0..n without gaps",
+                    ));
+                }
+                for a in &t.assignments {
+                    check_replicas(broker, a.broker_ids.iter().map(|b| b.0))?;
+                }
+                t.assignments.len() as i32
             } else {
-                t.num_partitions
+                if t.replication_factor != -1 && t.replication_factor < 1 {
+                    return Err(KafkaError::new(
+                        Code::InvalidReplicationFactor,
+                        "replication factor must be at least 1",
+                    ));
+                }
+                if t.num_partitions == -1 {
+                    broker.settings.default_partitions
+                } else {
+                    t.num_partitions
+                }
             };
             let mut configs = BTreeMap::new();
             for c in &t.configs {
@@ -176,15 +219,31 @@ pub async fn create_partitions(
     for t in req.topics {
         let mut r = CreatePartitionsTopicResult::default();
         r.name = t.name.clone();
-        let result = if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
-            Err(KafkaError::new(
-                Code::InvalidRequest,
-                "manual replica assignment is not supported",
-            ))
-        } else {
-            broker
-                .create_partitions(t.name.0.as_str(), t.count, req.validate_only)
-                .await
+        let checked = match (&t.assignments, broker.topic(t.name.0.as_str())) {
+            (Some(a), Some(topic)) if !a.is_empty() => {
+                if a.len() as i32 != t.count - topic.meta.partitions {
+                    Err(KafkaError::new(
+                        Code::InvalidReplicaAssignment,
+                        format!(
+                            "Increasing the number of partitions by {} but {} assignments provided.",
+                            t.count - topic.meta.partitions,
+                            a.len()
+                        ),
+                    ))
+                } else {
+                    a.iter()
+                        .try_for_each(|x| check_replicas(broker, x.broker_ids.iter().map(|b| b.0)))
+                }
+            }
+            _ => Ok(()),
+        };
+        let result = match checked {
+            Err(e) => Err(e),
+            Ok(()) => {
+                broker
+                    .create_partitions(t.name.0.as_str(), t.count, req.validate_only)
+                    .await
+            }
         };
         if let Err(e) = result {
             r.error_code = e.code();
