@@ -9,6 +9,8 @@ pub use kafka_protocol::error::ResponseError as Code;
 pub struct KafkaError {
     pub code: Code,
     pub message: String,
+    /// Produce only: indexes of the records that made a batch invalid (KIP-467).
+    pub record_errors: Vec<i32>,
 }
 
 impl KafkaError {
@@ -16,6 +18,7 @@ impl KafkaError {
         KafkaError {
             code,
             message: message.into(),
+            record_errors: Vec::new(),
         }
     }
     pub fn code(&self) -> i16 {

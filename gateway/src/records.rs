@@ -102,11 +102,19 @@ fn varint(b: &[u8], pos: &mut usize) -> Result<i64, RecordsError> {
 /// delta, key length, value length and header count of one byte each.
 const MIN_RECORD_BYTES: usize = 7;
 
-/// (offset delta, timestamp delta) of every record in a decompressed records
-/// section holding `count` records.
-pub fn record_deltas(section: &[u8], count: i32) -> Result<Vec<(i64, i64)>, RecordsError> {
+/// What Floe reads of one record: its deltas and whether its key is null.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordHead {
+    pub offset_delta: i64,
+    pub timestamp_delta: i64,
+    pub null_key: bool,
+}
+
+/// The head of every record in a decompressed records section holding `count`
+/// records.
+pub fn record_heads(section: &[u8], count: i32) -> Result<Vec<RecordHead>, RecordsError> {
     // The count is the producer's claim: bound it by what the section can hold
-    // before building one pair per record (16 bytes each, from 1-byte records).
+    // before building one entry per record (from 7-byte minimal records).
     let count = usize::try_from(count).map_err(|_| RecordsError::Malformed)?;
     if count > section.len() / MIN_RECORD_BYTES {
         return Err(RecordsError::Malformed);
@@ -126,15 +134,45 @@ pub fn record_deltas(section: &[u8], count: i32) -> Result<Vec<(i64, i64)>, Reco
             return Err(RecordsError::Malformed);
         }
         pos += 1; // attributes
-        let ts_delta = varint(section, &mut pos)?;
+        let timestamp_delta = varint(section, &mut pos)?;
         let offset_delta = varint(section, &mut pos)?;
+        let key_len = varint(section, &mut pos)?;
         if pos > end {
             return Err(RecordsError::Malformed);
         }
-        out.push((offset_delta, ts_delta));
+        out.push(RecordHead {
+            offset_delta,
+            timestamp_delta,
+            null_key: key_len < 0,
+        });
         pos = end;
     }
     Ok(out)
+}
+
+/// (offset delta, timestamp delta) of every record in a decompressed records
+/// section holding `count` records.
+pub fn record_deltas(section: &[u8], count: i32) -> Result<Vec<(i64, i64)>, RecordsError> {
+    Ok(record_heads(section, count)?
+        .into_iter()
+        .map(|h| (h.offset_delta, h.timestamp_delta))
+        .collect())
+}
+
+/// Indexes (within the batch) of records whose key is null: a compacted topic
+/// refuses them (Kafka's INVALID_RECORD with per-record errors, KIP-467).
+pub fn null_key_records(batch: &[u8], cap: usize) -> Result<Vec<i32>, RecordsError> {
+    if batch.len() < HEADER_LEN {
+        return Err(RecordsError::Malformed);
+    }
+    let count = i32::from_be_bytes([batch[57], batch[58], batch[59], batch[60]]);
+    let section = records_section(batch, cap)?;
+    Ok(record_heads(&section, count)?
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| h.null_key)
+        .map(|(i, _)| i as i32)
+        .collect())
 }
 
 /// Offset and timestamp of every record of a stored batch (base offset already

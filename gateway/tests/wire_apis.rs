@@ -556,3 +556,33 @@ async fn pipelined_produce_requests_keep_their_order() {
     }
     g.stop().await;
 }
+
+/// A compacted topic refuses records without a key, naming each one (KIP-467),
+/// as Kafka does; keyed batches still land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compacted_topics_refuse_null_keys() {
+    let g = common::InProcess::start().await;
+    create_topic(g.addr, "compacted", &[("cleanup.policy", "compact")]).await;
+    let mut s = connect(g.addr).await;
+    for codec in [
+        common::batches::Compression::None,
+        common::batches::Compression::Zstd,
+    ] {
+        let b = BatchBuilder::new(1)
+            .compression(codec)
+            .record(Some(b"k0"), Some(b"a"))
+            .record(None, Some(b"b"))
+            .record(Some(b"k2"), Some(b"c"))
+            .record(None, Some(b"d"))
+            .build();
+        let resp: ProduceResponse =
+            roundtrip(&mut s, ApiKey::Produce, 9, &produce_req("compacted", 0, b)).await;
+        let p = &resp.responses[0].partition_responses[0];
+        assert_eq!(p.error_code, 87, "INVALID_RECORD");
+        let idx: Vec<i32> = p.record_errors.iter().map(|e| e.batch_index).collect();
+        assert_eq!(idx, vec![1, 3]);
+    }
+    let keyed = BatchBuilder::new(1).record(Some(b"k"), Some(b"v")).build();
+    assert_eq!(produce(&mut s, 9, "compacted", keyed).await, (0, 0));
+    g.stop().await;
+}

@@ -4,13 +4,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::{Turn, str_bytes};
 use crate::batch::{BatchError, set_log_append_time, validate_batches};
 use crate::broker::Broker;
 use crate::error::{Code, KafkaError};
+use crate::records::null_key_records;
+
+/// Decompression cap when a compacted topic's records are checked for keys.
+const RECORDS_CAP: usize = 64 * 1024 * 1024;
 use floe_flusher::{AppendTicket, BatchIn};
 
 struct Outcome {
@@ -56,6 +62,26 @@ async fn stage_partition(
         };
         KafkaError::new(code, e.to_string())
     })?;
+    if entry
+        .config("cleanup.policy", &broker.settings)
+        .split(',')
+        .any(|p| p.trim() == "compact")
+    {
+        for h in &headers {
+            let null_keys = null_key_records(&h.bytes, RECORDS_CAP)
+                .map_err(|e| KafkaError::new(Code::CorruptMessage, e.to_string()))?;
+            if !null_keys.is_empty() {
+                let mut e = KafkaError::new(
+                    Code::InvalidRecord,
+                    format!(
+                        "Compacted topic cannot accept message without key in topic partition {topic}-{partition}."
+                    ),
+                );
+                e.record_errors = null_keys;
+                return Err(e);
+            }
+        }
+    }
     let mut log_append_time = -1;
     if entry.config("message.timestamp.type", &broker.settings) == "LogAppendTime" {
         let now = broker.clock.now_ms();
@@ -153,6 +179,16 @@ pub async fn handle(
                 }
                 Err(e) => {
                     pr.error_code = e.code();
+                    pr.record_errors = e
+                        .record_errors
+                        .iter()
+                        .map(|&i| {
+                            let mut r = BatchIndexAndErrorMessage::default();
+                            r.batch_index = i;
+                            r.batch_index_error_message = Some(str_bytes(e.message.clone()));
+                            r
+                        })
+                        .collect();
                     pr.error_message = Some(str_bytes(e.message));
                     pr.base_offset = -1;
                     pr.log_append_time_ms = -1;
