@@ -5,6 +5,7 @@
 //! RecordBatch v2 bytes as opaque payload; the only fact about them this crate
 //! relies on is that a batch's first 8 bytes hold its base offset.
 
+pub mod aws;
 pub mod clock;
 pub mod error;
 pub mod fault;

@@ -23,9 +23,11 @@ use crate::types::{
     TopicId, TopicMeta,
 };
 
+pub mod dynamodb;
 mod memory;
 mod sqlite;
 
+pub use dynamodb::DynamoMetaStore;
 pub use memory::MemoryMetaStore;
 pub use sqlite::SqliteMetaStore;
 

@@ -19,9 +19,11 @@ use crate::error::Result;
 
 mod local;
 mod memory;
+mod s3;
 
 pub use local::LocalDirStore;
 pub use memory::MemoryObjectStore;
+pub use s3::S3Store;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {

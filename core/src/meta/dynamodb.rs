@@ -1,0 +1,1234 @@
+//! The production MetaStore: ONE DynamoDB table, string keys `pk` (HASH) and `sk`
+//! (RANGE), on-demand billing, TTL on `expires_at`. Every read that decides
+//! something is strongly consistent.
+//!
+//! | pk | sk | attributes | written by |
+//! |---|---|---|---|
+//! | `gw#<gateway>` | `epoch` | `epoch` N, `fenced` BOOL, `info` B (GatewayInfo JSON) | `register_gateway` (UpdateItem ADD epoch 1) and fencing only, so a commit's ConditionCheck never conflicts with a heartbeat |
+//! | `topics` | `<name>` | `id` S, `version` N, `t` B (TopicMeta JSON) | topic create/update/delete, conditional on `id` and `version`; one partition key so `list_topics` is one Query (topic writes are rare, far below one partition's 1,000 WCU/s) |
+//! | `flush#<gateway>#<epoch, 20 digits>` | `<seq, 20 digits>` | `r` B (compact flush record, see `CompactFlush`) | `commit_flush` |
+//! | `part#<topic id>#<partition>` | `state` | `s` B (owner, checkpoint seq, next offset, log start, producer states; JSON) | `write_checkpoints` |
+//! | `part#<topic id>#<partition>` | `idx#<base offset, 20 digits>` | `e` B (IndexEntry JSON) | `write_checkpoints` |
+//! | `counter` | `producer_id` | `v` N | `allocate_producer_ids` (UpdateItem ADD) |
+//!
+//! Zero-padded numbers make `sk` order numeric order. The gateway name is parsed
+//! from the right of a flush `pk`, so it may itself contain `#`.
+//!
+//! Sizes and cost (DynamoDB bills each started KiB written, twice inside a
+//! transaction; strongly consistent reads per started 4 KiB):
+//! - a flush item is ~150 bytes (keys, object key) plus ~50 bytes per partition
+//!   and ~60 per idempotent batch: one partition ≈ 0.2 KiB, 100 partitions ≈ 5
+//!   KiB. `commit_flush` is ONE TransactWriteItems (ConditionCheck on the epoch
+//!   item + Put of the flush item): 2 × (1 + ⌈flush item KiB⌉) WRU, so 4 WRU for a
+//!   small flush, 12 for 100 partitions. The 400 KB item limit allows ~7,000
+//!   partitions per flush.
+//! - a state item is ~150 bytes plus ~100 bytes per producer batch remembered
+//!   (at most 5 per producer); producers beyond ~3,000 per partition would exceed
+//!   400 KB (the write then fails `Internal` with DynamoDB's message).
+//! - an index item is ~200 bytes: 1 WRU each, written with BatchWriteItem.
+//!
+//! `expires_at` (epoch seconds) is the table's TTL attribute. No item sets it yet:
+//! flush records are deleted explicitly by `trim_flushes` once checkpointed (a
+//! TTL that fired before a dead gateway's records were recovered would lose
+//! acknowledged data). It is reserved for `gw#…/live` heartbeats and group items.
+//!
+//! Atomicity: `write_checkpoints` writes index items first (plain idempotent
+//! overwrites, not fenced), then the state items in TransactWriteItems of at most
+//! 99 Puts + the epoch ConditionCheck. Each chunk is atomic; a call with more than
+//! 99 partitions is atomic per chunk only, which is safe because each partition's
+//! state item is self-contained. `load_partition` returns only index entries with
+//! `base_offset < next_offset`, so entries written by a failed or fenced
+//! checkpoint beyond the state are invisible (replaying the flush records
+//! recreates them identically, overwriting them). Caveat for the compactor: a
+//! fenced gateway's index write may still overwrite an existing entry below
+//! `next_offset` with the same (replayed) content; entry swaps must be
+//! conditional on the entry they replace.
+//!
+//! `flush_streams` is a Scan (reads the whole table, ~1 RRU per 4 KiB scanned);
+//! it runs only at recovery.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Display;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, ConsumedCapacity,
+    DeleteRequest, KeySchemaElement, KeyType, Put, PutRequest, ReturnConsumedCapacity, ReturnValue,
+    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus, TimeToLiveSpecification,
+    TimeToLiveStatus, TransactWriteItem, WriteRequest,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{MetaStore, check_topic_update};
+use crate::aws::{AwsStats, backoff, classify, code};
+use crate::error::{Error, Result};
+use crate::types::{
+    FlushPartition, FlushRecord, GatewayInfo, IndexEntry, PartitionCheckpoint, PartitionId,
+    PartitionSnapshot, ProducerBatch, ProducerState, StreamId, TopicId, TopicMeta,
+};
+
+type Item = HashMap<String, AttributeValue>;
+
+/// The TTL attribute of the table.
+pub const TTL_ATTRIBUTE: &str = "expires_at";
+/// Puts per TransactWriteItems besides the epoch ConditionCheck (limit 100).
+const TX_CHUNK: usize = 99;
+/// Requests per BatchWriteItem (DynamoDB's limit).
+const BATCH: usize = 25;
+/// Attempts for conflicts and unprocessed items before giving up `Unavailable`.
+const ATTEMPTS: u32 = 8;
+
+#[derive(Debug, Clone)]
+pub struct DynamoMetaStore {
+    client: Client,
+    table: String,
+    stats: Arc<AwsStats>,
+}
+
+/// The `state` item's payload.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredState {
+    owner: StreamId,
+    checkpoint_seq: u64,
+    next_offset: i64,
+    log_start_offset: i64,
+    producers: BTreeMap<i64, ProducerState>,
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl Display) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn b(v: Vec<u8>) -> AttributeValue {
+    AttributeValue::B(Blob::new(v))
+}
+
+fn key(pk: impl Into<String>, sk: impl Into<String>) -> Item {
+    HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
+}
+
+fn json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| Error::Internal(format!("encode metadata: {e}")))
+}
+
+fn blob<T: serde::de::DeserializeOwned>(item: &Item, attr: &str) -> Result<T> {
+    match item.get(attr) {
+        Some(AttributeValue::B(v)) => serde_json::from_slice(v.as_ref())
+            .map_err(|e| Error::Corrupt(format!("dynamodb attribute {attr}: {e}"))),
+        _ => Err(Error::Corrupt(format!(
+            "dynamodb item {:?} has no binary attribute {attr}",
+            item.get("pk")
+        ))),
+    }
+}
+
+fn num<T: std::str::FromStr>(item: &Item, attr: &str) -> Result<T> {
+    match item.get(attr) {
+        Some(AttributeValue::N(v)) => v
+            .parse()
+            .map_err(|_| Error::Corrupt(format!("dynamodb attribute {attr}={v} is not valid"))),
+        _ => Err(Error::Corrupt(format!(
+            "dynamodb item has no number attribute {attr}"
+        ))),
+    }
+}
+
+fn string<'a>(item: &'a Item, attr: &str) -> Result<&'a str> {
+    match item.get(attr) {
+        Some(AttributeValue::S(v)) => Ok(v),
+        _ => Err(Error::Corrupt(format!(
+            "dynamodb item has no string attribute {attr}"
+        ))),
+    }
+}
+
+fn build_err(e: aws_sdk_dynamodb::error::BuildError) -> Error {
+    Error::Internal(format!("dynamodb request: {e}"))
+}
+
+fn gw_pk(gateway: &str) -> String {
+    format!("gw#{gateway}")
+}
+
+fn flush_pk(stream: &StreamId) -> String {
+    format!("flush#{}#{:020}", stream.gateway, stream.epoch)
+}
+
+fn seq_sk(seq: u64) -> String {
+    format!("{seq:020}")
+}
+
+fn part_pk(p: PartitionId) -> String {
+    format!("part#{}#{}", p.topic, p.partition)
+}
+
+fn idx_sk(base_offset: i64) -> Result<String> {
+    if base_offset < 0 {
+        return Err(Error::InvalidInput(format!(
+            "index entry base offset {base_offset} is negative"
+        )));
+    }
+    Ok(format!("idx#{base_offset:020}"))
+}
+
+/// Parses `flush#<gateway>#<epoch>` (the gateway may contain `#`).
+fn parse_flush_pk(pk: &str) -> Option<StreamId> {
+    let rest = pk.strip_prefix("flush#")?;
+    let (gateway, epoch) = rest.rsplit_once('#')?;
+    Some(StreamId {
+        gateway: gateway.to_string(),
+        epoch: epoch.parse().ok()?,
+    })
+}
+
+/// The ClientRequestToken of a commit: a 128-bit FNV-1a hash of (stream, seq),
+/// 33 characters. A retried commit reuses it, so DynamoDB applies it at most once
+/// within its 10-minute idempotency window.
+fn commit_token(stream: &StreamId, seq: u64) -> String {
+    let mut h: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    let prime: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
+    let mut feed = |bytes: &[u8]| {
+        for &x in bytes {
+            h ^= x as u128;
+            h = h.wrapping_mul(prime);
+        }
+    };
+    feed(stream.gateway.as_bytes());
+    feed(&[0]);
+    feed(&stream.epoch.to_be_bytes());
+    feed(&seq.to_be_bytes());
+    format!("f{h:032x}")
+}
+
+/// DynamoDB's size of an item, in bytes: attribute names plus values (strings
+/// and binaries by length, numbers about one byte per two digits).
+pub fn item_size(item: &HashMap<String, AttributeValue>) -> usize {
+    fn value(v: &AttributeValue) -> usize {
+        match v {
+            AttributeValue::S(s) => s.len(),
+            AttributeValue::N(n) => n.trim_start_matches('-').len().div_ceil(2) + 1,
+            AttributeValue::B(b) => b.as_ref().len(),
+            AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
+            AttributeValue::L(l) => 3 + l.iter().map(|v| 1 + value(v)).sum::<usize>(),
+            AttributeValue::M(m) => {
+                3 + m.iter().map(|(k, v)| 1 + k.len() + value(v)).sum::<usize>()
+            }
+            AttributeValue::Ss(l) => l.iter().map(|s| s.len()).sum(),
+            AttributeValue::Ns(l) => l.iter().map(|n| n.len().div_ceil(2) + 1).sum(),
+            AttributeValue::Bs(l) => l.iter().map(|b| b.as_ref().len()).sum(),
+            _ => 0,
+        }
+    }
+    item.iter().map(|(k, v)| k.len() + value(v)).sum()
+}
+
+/// The `r` attribute of a flush item, format 1: JSON arrays without field names,
+/// each topic id written once, stream and seq left to the key. About 50 bytes
+/// per partition instead of ~190 for `FlushRecord`'s own JSON, so a 100-partition
+/// flush bills 12 WRU instead of 40.
+#[derive(Serialize, Deserialize)]
+struct CompactFlush {
+    v: u8,
+    k: String,
+    l: u64,
+    c: i64,
+    t: Vec<TopicId>,
+    p: Vec<CompactPart>,
+}
+
+/// (topic index, partition, base offset, last - base, max timestamp, position,
+/// length, producer batches).
+#[derive(Serialize, Deserialize)]
+struct CompactPart(u32, i32, i64, i64, i64, u64, u32, Vec<CompactProducer>);
+
+/// (producer id, epoch, first seq, last seq, base offset, last offset, max timestamp).
+#[derive(Serialize, Deserialize)]
+struct CompactProducer(i64, i16, i32, i32, i64, i64, i64);
+
+const FLUSH_FORMAT: u8 = 1;
+
+fn encode_flush(r: &FlushRecord) -> Result<Vec<u8>> {
+    let mut topics: Vec<TopicId> = Vec::new();
+    let mut parts = Vec::with_capacity(r.partitions.len());
+    for p in &r.partitions {
+        let ti = match topics.iter().position(|t| *t == p.partition.topic) {
+            Some(i) => i,
+            None => {
+                topics.push(p.partition.topic);
+                topics.len() - 1
+            }
+        };
+        parts.push(CompactPart(
+            ti as u32,
+            p.partition.partition,
+            p.base_offset,
+            p.last_offset.wrapping_sub(p.base_offset),
+            p.max_timestamp,
+            p.position,
+            p.length,
+            p.producers
+                .iter()
+                .map(|b| {
+                    CompactProducer(
+                        b.producer_id,
+                        b.epoch,
+                        b.first_seq,
+                        b.last_seq,
+                        b.base_offset,
+                        b.last_offset,
+                        b.max_timestamp,
+                    )
+                })
+                .collect(),
+        ));
+    }
+    json(&CompactFlush {
+        v: FLUSH_FORMAT,
+        k: r.object_key.clone(),
+        l: r.object_len,
+        c: r.created_ms,
+        t: topics,
+        p: parts,
+    })
+}
+
+fn decode_flush(item: &Item) -> Result<FlushRecord> {
+    let pk = string(item, "pk")?;
+    let stream =
+        parse_flush_pk(pk).ok_or_else(|| Error::Corrupt(format!("flush item key {pk:?}")))?;
+    let seq: u64 = string(item, "sk")?
+        .parse()
+        .map_err(|_| Error::Corrupt(format!("flush item sort key in {pk}")))?;
+    let c: CompactFlush = blob(item, "r")?;
+    if c.v != FLUSH_FORMAT {
+        return Err(Error::Corrupt(format!(
+            "flush item {pk} #{seq} has format {}, this build reads {FLUSH_FORMAT}",
+            c.v
+        )));
+    }
+    let mut partitions = Vec::with_capacity(c.p.len());
+    for CompactPart(ti, partition, base, span, max_ts, position, length, producers) in c.p {
+        let topic = *c
+            .t
+            .get(ti as usize)
+            .ok_or_else(|| Error::Corrupt(format!("flush item {pk} #{seq}: topic index {ti}")))?;
+        partitions.push(FlushPartition {
+            partition: PartitionId::new(topic, partition),
+            base_offset: base,
+            last_offset: base.wrapping_add(span),
+            max_timestamp: max_ts,
+            position,
+            length,
+            producers: producers
+                .into_iter()
+                .map(
+                    |CompactProducer(pid, epoch, first, last, bo, lo, ts)| ProducerBatch {
+                        producer_id: pid,
+                        epoch,
+                        first_seq: first,
+                        last_seq: last,
+                        base_offset: bo,
+                        last_offset: lo,
+                        max_timestamp: ts,
+                    },
+                )
+                .collect(),
+        });
+    }
+    Ok(FlushRecord {
+        stream,
+        seq,
+        object_key: c.k,
+        object_len: c.l,
+        created_ms: c.c,
+        partitions,
+    })
+}
+
+/// The flush item `commit_flush` writes for `record`.
+fn flush_item(record: &FlushRecord) -> Result<Item> {
+    let mut item = key(flush_pk(&record.stream), seq_sk(record.seq));
+    item.insert("r".into(), b(encode_flush(record)?));
+    Ok(item)
+}
+
+/// Write units one `commit_flush` of `record` costs on DynamoDB: a transaction
+/// bills 2 WRU per started KiB of each item, the ConditionCheck on the (< 1 KiB)
+/// epoch item included. (Emulators do not report transactional capacity.)
+pub fn commit_flush_write_units(record: &FlushRecord) -> Result<u64> {
+    let flush_kib = item_size(&flush_item(record)?).div_ceil(1024) as u64;
+    Ok(2 * (1 + flush_kib.max(1)))
+}
+
+impl DynamoMetaStore {
+    pub fn new(client: Client, table: impl Into<String>, stats: Arc<AwsStats>) -> Self {
+        DynamoMetaStore {
+            client,
+            table: table.into(),
+            stats,
+        }
+    }
+
+    pub fn client(config: &aws_config::SdkConfig) -> Client {
+        Client::new(config)
+    }
+
+    pub fn stats(&self) -> &Arc<AwsStats> {
+        &self.stats
+    }
+
+    fn what(&self, op: &str) -> String {
+        format!("dynamodb {op} on table {}", self.table)
+    }
+
+    fn request(&self) {
+        AwsStats::inc(&self.stats.ddb_requests);
+    }
+
+    fn account(&self, cc: Option<&ConsumedCapacity>, write: bool) {
+        let Some(cc) = cc else { return };
+        let (r, w) = (cc.read_capacity_units(), cc.write_capacity_units());
+        if r.is_some() || w.is_some() {
+            AwsStats::add_units(&self.stats.ddb_read_units, r.unwrap_or(0.0));
+            AwsStats::add_units(&self.stats.ddb_write_units, w.unwrap_or(0.0));
+        } else if let Some(c) = cc.capacity_units() {
+            let counter = if write {
+                &self.stats.ddb_write_units
+            } else {
+                &self.stats.ddb_read_units
+            };
+            AwsStats::add_units(counter, c);
+        }
+    }
+
+    async fn get_item(&self, pk: String, sk: String) -> Result<Option<Item>> {
+        self.request();
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pk, sk)))
+            .consistent_read(true)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(|e| classify(&self.what("GetItem"), e))?;
+        self.account(out.consumed_capacity(), false);
+        Ok(out.item)
+    }
+
+    /// All items of `pk` (with `sk` matching `sk_cond`, e.g. `sk > :v`), in `sk`
+    /// order, strongly consistent, paginated.
+    async fn query(
+        &self,
+        pk: &str,
+        sk_cond: Option<(&str, AttributeValue)>,
+        keys_only: bool,
+    ) -> Result<Vec<Item>> {
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        let expr = match &sk_cond {
+            Some((c, _)) => format!("pk = :pk AND {c}"),
+            None => "pk = :pk".to_string(),
+        };
+        loop {
+            self.request();
+            let mut req = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression(&expr)
+                .expression_attribute_values(":pk", s(pk))
+                .consistent_read(true)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .set_exclusive_start_key(start.take());
+            if let Some((_, v)) = &sk_cond {
+                req = req.expression_attribute_values(":v", v.clone());
+            }
+            if keys_only {
+                req = req.projection_expression("pk, sk");
+            }
+            let page = req
+                .send()
+                .await
+                .map_err(|e| classify(&self.what("Query"), e))?;
+            self.account(page.consumed_capacity(), false);
+            out.extend(page.items.unwrap_or_default());
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes `requests` with BatchWriteItem, 25 per call, retrying unprocessed
+    /// items with bounded backoff.
+    async fn batch_write(&self, requests: Vec<WriteRequest>) -> Result<()> {
+        for chunk in requests.chunks(BATCH) {
+            let mut pending = chunk.to_vec();
+            let mut attempt = 0;
+            while !pending.is_empty() {
+                if attempt >= ATTEMPTS {
+                    return Err(Error::Unavailable(format!(
+                        "{}: {} items still unprocessed after {ATTEMPTS} attempts",
+                        self.what("BatchWriteItem"),
+                        pending.len()
+                    )));
+                }
+                if attempt > 0 {
+                    backoff(attempt).await;
+                }
+                attempt += 1;
+                self.request();
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, pending.clone())
+                    .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                    .send()
+                    .await
+                    .map_err(|e| classify(&self.what("BatchWriteItem"), e))?;
+                for cc in out.consumed_capacity() {
+                    self.account(Some(cc), true);
+                }
+                pending = out
+                    .unprocessed_items
+                    .and_then(|mut m| m.remove(&self.table))
+                    .unwrap_or_default();
+            }
+        }
+        Ok(())
+    }
+
+    /// The ConditionCheck that `stream` is its gateway's current, unfenced epoch.
+    fn epoch_check(&self, stream: &StreamId) -> Result<TransactWriteItem> {
+        let cc = ConditionCheck::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(gw_pk(&stream.gateway), "epoch")))
+            .condition_expression("#e = :e AND (attribute_not_exists(#f) OR #f = :false)")
+            .expression_attribute_names("#e", "epoch")
+            .expression_attribute_names("#f", "fenced")
+            .expression_attribute_values(":e", n(stream.epoch))
+            .expression_attribute_values(":false", AttributeValue::Bool(false))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(build_err)?;
+        Ok(TransactWriteItem::builder().condition_check(cc).build())
+    }
+
+    /// The `Fenced` error for `stream`, given the epoch item (if known).
+    fn fenced(&self, stream: &StreamId, epoch_item: Option<&Item>) -> Error {
+        match epoch_item {
+            None => Error::Fenced(format!("{stream} is not registered")),
+            Some(item) => {
+                let epoch = num::<u64>(item, "epoch").ok();
+                let is_fenced = matches!(item.get("fenced"), Some(AttributeValue::Bool(true)));
+                match epoch {
+                    Some(e) if e == stream.epoch && is_fenced => {
+                        Error::Fenced(format!("{stream} was fenced"))
+                    }
+                    Some(e) => Error::Fenced(format!(
+                        "{stream} is stale: gateway {} is at epoch {e}",
+                        stream.gateway
+                    )),
+                    None => Error::Fenced(format!("{stream} is not current")),
+                }
+            }
+        }
+    }
+
+    /// Checks `stream` is current with a strongly consistent read.
+    async fn check_fence(&self, stream: &StreamId) -> Result<()> {
+        let item = self
+            .get_item(gw_pk(&stream.gateway), "epoch".to_string())
+            .await?;
+        let current = item.as_ref().is_some_and(|i| {
+            num::<u64>(i, "epoch").ok() == Some(stream.epoch)
+                && !matches!(i.get("fenced"), Some(AttributeValue::Bool(true)))
+        });
+        if current {
+            Ok(())
+        } else {
+            Err(self.fenced(stream, item.as_ref()))
+        }
+    }
+
+    /// After a conditional put of a flush record failed: the stored record decides.
+    async fn resolve_existing(&self, r: &FlushRecord) -> Result<Option<()>> {
+        match self.get_item(flush_pk(&r.stream), seq_sk(r.seq)).await? {
+            None => Ok(None),
+            Some(item) => {
+                let stored = decode_flush(&item)?;
+                if &stored == r {
+                    Ok(Some(()))
+                } else {
+                    Err(Error::AlreadyExists(format!(
+                        "flush {} #{} holds a different record",
+                        r.stream, r.seq
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Runs one TransactWriteItems whose item 0 is an epoch check.
+    /// `Ok(Err(reasons))` hands other cancellations back to the caller; conflicts
+    /// are retried here, within a budget.
+    async fn transact(
+        &self,
+        items: Vec<TransactWriteItem>,
+        token: Option<String>,
+    ) -> Result<std::result::Result<(), TxFailure>> {
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                backoff(attempt).await;
+            }
+            self.request();
+            let r = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .set_client_request_token(token.clone())
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await;
+            let e = match r {
+                Ok(out) => {
+                    for cc in out.consumed_capacity() {
+                        self.account(Some(cc), true);
+                    }
+                    return Ok(Ok(()));
+                }
+                Err(e) => e,
+            };
+            match e.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(tc)) => {
+                    let reasons = tc.cancellation_reasons();
+                    let code_of = |i: usize| reasons.get(i).and_then(|r| r.code()).unwrap_or("");
+                    if code_of(0) == "ConditionalCheckFailed" {
+                        let item = reasons.first().and_then(|r| r.item()).cloned();
+                        return Ok(Err(TxFailure::Fenced(item)));
+                    }
+                    if reasons.is_empty() {
+                        return Ok(Err(TxFailure::Unknown));
+                    }
+                    if let Some(i) =
+                        (1..reasons.len()).find(|&i| code_of(i) == "ConditionalCheckFailed")
+                    {
+                        return Ok(Err(TxFailure::Condition(i)));
+                    }
+                    let retriable = reasons.iter().any(|r| {
+                        matches!(
+                            r.code(),
+                            Some(
+                                "TransactionConflict"
+                                    | "ThrottlingError"
+                                    | "ProvisionedThroughputExceeded"
+                            )
+                        )
+                    });
+                    if !retriable {
+                        return Err(Error::Internal(format!(
+                            "{}: transaction cancelled: {:?}",
+                            self.what("TransactWriteItems"),
+                            reasons
+                                .iter()
+                                .map(|r| (r.code(), r.message()))
+                                .collect::<Vec<_>>()
+                        )));
+                    }
+                }
+                Some(TransactWriteItemsError::IdempotentParameterMismatchException(_)) => {
+                    return Ok(Err(TxFailure::TokenMismatch));
+                }
+                Some(TransactWriteItemsError::TransactionInProgressException(_)) => {}
+                _ => return Err(classify(&self.what("TransactWriteItems"), e)),
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "{}: still conflicting after {ATTEMPTS} attempts",
+            self.what("TransactWriteItems")
+        )))
+    }
+}
+
+/// Why a transaction was cancelled, for the caller to resolve.
+enum TxFailure {
+    /// The epoch ConditionCheck failed; the epoch item as it was, if returned.
+    Fenced(Option<Item>),
+    /// The condition of item `i` (≥ 1) failed.
+    Condition(usize),
+    /// The same ClientRequestToken was used with different parameters.
+    TokenMismatch,
+    /// Cancelled without reasons (an emulator may omit them).
+    Unknown,
+}
+
+/// Creates the table (for `floe init`): `pk` S HASH, `sk` S RANGE, on-demand
+/// billing, TTL on `expires_at`. Succeeds if it already exists; waits until it is
+/// active (at most two minutes).
+pub async fn create_table(client: &Client, table: &str) -> Result<()> {
+    let what = |op: &str| format!("dynamodb {op} on table {table}");
+    let attr = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .map_err(build_err)
+    };
+    let key_el = |name: &str, kind: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .map_err(build_err)
+    };
+    let r = client
+        .create_table()
+        .table_name(table)
+        .attribute_definitions(attr("pk")?)
+        .attribute_definitions(attr("sk")?)
+        .key_schema(key_el("pk", KeyType::Hash)?)
+        .key_schema(key_el("sk", KeyType::Range)?)
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await;
+    match r {
+        Ok(_) => {}
+        Err(e) if code(&e) == Some("ResourceInUseException") => {}
+        Err(e) => return Err(classify(&what("CreateTable"), e)),
+    }
+    let mut active = false;
+    for _ in 0..120 {
+        let d = client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|e| classify(&what("DescribeTable"), e))?;
+        if d.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+            active = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    if !active {
+        return Err(Error::Unavailable(format!(
+            "{}: not active after two minutes",
+            what("CreateTable")
+        )));
+    }
+    let ttl = client
+        .describe_time_to_live()
+        .table_name(table)
+        .send()
+        .await
+        .map_err(|e| classify(&what("DescribeTimeToLive"), e))?;
+    let status = ttl
+        .time_to_live_description()
+        .and_then(|d| d.time_to_live_status());
+    if !matches!(
+        status,
+        Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
+    ) {
+        client
+            .update_time_to_live()
+            .table_name(table)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .enabled(true)
+                    .attribute_name(TTL_ATTRIBUTE)
+                    .build()
+                    .map_err(build_err)?,
+            )
+            .send()
+            .await
+            .map_err(|e| classify(&what("UpdateTimeToLive"), e))?;
+    }
+    Ok(())
+}
+
+fn topic_item(t: &TopicMeta) -> Result<Item> {
+    let mut item = key("topics", t.name.clone());
+    item.insert("id".into(), s(t.id.to_string()));
+    item.insert("version".into(), n(t.version));
+    item.insert("t".into(), b(json(t)?));
+    Ok(item)
+}
+
+fn is_condition_failed<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(
+    e: &aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
+) -> bool {
+    code(e) == Some("ConditionalCheckFailedException")
+}
+
+#[async_trait]
+impl MetaStore for DynamoMetaStore {
+    async fn register_gateway(&self, gateway: &str, info: &GatewayInfo) -> Result<u64> {
+        self.request();
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(gw_pk(gateway), "epoch")))
+            .update_expression("ADD #e :one SET #f = :false, #i = :info")
+            .expression_attribute_names("#e", "epoch")
+            .expression_attribute_names("#f", "fenced")
+            .expression_attribute_names("#i", "info")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":false", AttributeValue::Bool(false))
+            .expression_attribute_values(":info", b(json(info)?))
+            .return_values(ReturnValue::UpdatedNew)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(|e| classify(&self.what("UpdateItem (register gateway)"), e))?;
+        self.account(out.consumed_capacity(), true);
+        let attrs = out.attributes.unwrap_or_default();
+        num(&attrs, "epoch")
+    }
+
+    async fn create_topic(&self, topic: &TopicMeta) -> Result<()> {
+        self.request();
+        let r = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(topic_item(topic)?))
+            .condition_expression("attribute_not_exists(pk)")
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await;
+        match r {
+            Ok(out) => {
+                self.account(out.consumed_capacity(), true);
+                Ok(())
+            }
+            Err(e) if is_condition_failed(&e) => {
+                Err(Error::AlreadyExists(format!("topic {}", topic.name)))
+            }
+            Err(e) => Err(classify(&self.what("PutItem (create topic)"), e)),
+        }
+    }
+
+    async fn update_topic(&self, topic: &TopicMeta) -> Result<()> {
+        if topic.version == 0 {
+            let stored = self.get_topic(&topic.name).await?;
+            check_topic_update(stored.as_ref(), topic)?;
+        }
+        self.request();
+        let r = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(topic_item(topic)?))
+            .condition_expression("#i = :id AND #v = :prev")
+            .expression_attribute_names("#i", "id")
+            .expression_attribute_names("#v", "version")
+            .expression_attribute_values(":id", s(topic.id.to_string()))
+            .expression_attribute_values(":prev", n(topic.version.saturating_sub(1)))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await;
+        match r {
+            Ok(out) => {
+                self.account(out.consumed_capacity(), true);
+                Ok(())
+            }
+            Err(e) if is_condition_failed(&e) => {
+                let stored = self.get_topic(&topic.name).await?;
+                check_topic_update(stored.as_ref(), topic)?;
+                // The stored version moved between the write and the read.
+                Err(Error::Precondition(format!(
+                    "topic {} changed concurrently",
+                    topic.name
+                )))
+            }
+            Err(e) => Err(classify(&self.what("PutItem (update topic)"), e)),
+        }
+    }
+
+    async fn delete_topic(&self, name: &str, id: TopicId) -> Result<()> {
+        self.request();
+        let r = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key("topics", name)))
+            .condition_expression("#i = :id")
+            .expression_attribute_names("#i", "id")
+            .expression_attribute_values(":id", s(id.to_string()))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await;
+        match r {
+            Ok(out) => {
+                self.account(out.consumed_capacity(), true);
+                Ok(())
+            }
+            Err(e) if is_condition_failed(&e) => {
+                Err(Error::NotFound(format!("topic {name} ({id})")))
+            }
+            Err(e) => Err(classify(&self.what("DeleteItem (delete topic)"), e)),
+        }
+    }
+
+    async fn get_topic(&self, name: &str) -> Result<Option<TopicMeta>> {
+        self.get_item("topics".into(), name.into())
+            .await?
+            .map(|item| blob(&item, "t"))
+            .transpose()
+    }
+
+    async fn list_topics(&self) -> Result<Vec<TopicMeta>> {
+        self.query("topics", None, false)
+            .await?
+            .iter()
+            .map(|item| blob(item, "t"))
+            .collect()
+    }
+
+    /// One TransactWriteItems (epoch ConditionCheck + conditional Put) with a
+    /// ClientRequestToken derived from (stream, seq). Within DynamoDB's 10-minute
+    /// idempotency window an identical retry returns success without re-checking
+    /// the epoch: the record landed while the epoch was current, so `Ok` is the
+    /// true outcome (emulators that ignore the token answer `Fenced` instead).
+    async fn commit_flush(&self, record: &FlushRecord) -> Result<()> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(flush_item(record)?))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(build_err)?;
+        let items = vec![
+            self.epoch_check(&record.stream)?,
+            TransactWriteItem::builder().put(put).build(),
+        ];
+        let mut token = Some(commit_token(&record.stream, record.seq));
+        for _ in 0..2 {
+            let failure = match self.transact(items.clone(), token.clone()).await? {
+                Ok(()) => return Ok(()),
+                Err(f) => f,
+            };
+            match failure {
+                TxFailure::Fenced(item) => {
+                    let item = match item {
+                        Some(i) => Some(i),
+                        None => {
+                            self.get_item(gw_pk(&record.stream.gateway), "epoch".into())
+                                .await?
+                        }
+                    };
+                    return Err(self.fenced(&record.stream, item.as_ref()));
+                }
+                TxFailure::Condition(_) => {
+                    return match self.resolve_existing(record).await? {
+                        Some(()) => Ok(()),
+                        // Trimmed between the write and the read.
+                        None => Err(Error::Unavailable(format!(
+                            "flush {} #{}: conditional put failed but no record is stored",
+                            record.stream, record.seq
+                        ))),
+                    };
+                }
+                TxFailure::Unknown => {
+                    self.check_fence(&record.stream).await?;
+                    return match self.resolve_existing(record).await? {
+                        Some(()) => Ok(()),
+                        None => Err(Error::Unavailable(format!(
+                            "flush {} #{}: transaction cancelled without a reason",
+                            record.stream, record.seq
+                        ))),
+                    };
+                }
+                TxFailure::TokenMismatch => {
+                    // Another record used this (stream, seq) token. If it landed,
+                    // it decides; if not, retry once with a fresh token.
+                    if let Some(()) = self.resolve_existing(record).await? {
+                        return Ok(());
+                    }
+                    token = None;
+                }
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "flush {} #{}: idempotency token conflict did not resolve",
+            record.stream, record.seq
+        )))
+    }
+
+    async fn read_flushes(&self, stream: &StreamId, after_seq: u64) -> Result<Vec<FlushRecord>> {
+        self.query(
+            &flush_pk(stream),
+            Some(("sk > :v", s(seq_sk(after_seq)))),
+            false,
+        )
+        .await?
+        .iter()
+        .map(decode_flush)
+        .collect()
+    }
+
+    async fn trim_flushes(&self, stream: &StreamId, through_seq: u64) -> Result<()> {
+        let keys = self
+            .query(
+                &flush_pk(stream),
+                Some(("sk <= :v", s(seq_sk(through_seq)))),
+                true,
+            )
+            .await?;
+        let mut requests = Vec::with_capacity(keys.len());
+        for k in keys {
+            let del = DeleteRequest::builder()
+                .set_key(Some(k))
+                .build()
+                .map_err(build_err)?;
+            requests.push(WriteRequest::builder().delete_request(del).build());
+        }
+        self.batch_write(requests).await
+    }
+
+    async fn flush_streams(&self) -> Result<Vec<StreamId>> {
+        let mut streams = BTreeSet::new();
+        let mut start: Option<Item> = None;
+        loop {
+            self.request();
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("begins_with(pk, :p)")
+                .expression_attribute_values(":p", s("flush#"))
+                .projection_expression("pk")
+                .consistent_read(true)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| classify(&self.what("Scan (flush streams)"), e))?;
+            self.account(page.consumed_capacity(), false);
+            for item in page.items() {
+                let pk = string(item, "pk")?;
+                let stream = parse_flush_pk(pk)
+                    .ok_or_else(|| Error::Corrupt(format!("flush item key {pk:?}")))?;
+                streams.insert(stream);
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        Ok(streams.into_iter().collect())
+    }
+
+    async fn write_checkpoints(
+        &self,
+        fence: &StreamId,
+        checkpoints: &[PartitionCheckpoint],
+    ) -> Result<()> {
+        // One state item per partition (the last checkpoint given wins) and one
+        // index item per (partition, base offset): a batch may not name a key twice.
+        let mut states: BTreeMap<PartitionId, &PartitionCheckpoint> = BTreeMap::new();
+        let mut entries: BTreeMap<(PartitionId, i64), &IndexEntry> = BTreeMap::new();
+        for cp in checkpoints {
+            states.insert(cp.partition, cp);
+            for e in &cp.new_entries {
+                entries.insert((cp.partition, e.base_offset), e);
+            }
+        }
+        if states.is_empty() {
+            return self.check_fence(fence).await;
+        }
+
+        let mut requests = Vec::with_capacity(entries.len());
+        for ((p, base), e) in &entries {
+            let mut item = key(part_pk(*p), idx_sk(*base)?);
+            item.insert("e".into(), b(json(e)?));
+            let put = PutRequest::builder()
+                .set_item(Some(item))
+                .build()
+                .map_err(build_err)?;
+            requests.push(WriteRequest::builder().put_request(put).build());
+        }
+        self.batch_write(requests).await?;
+
+        let states: Vec<_> = states.into_values().collect();
+        for chunk in states.chunks(TX_CHUNK) {
+            let mut items = vec![self.epoch_check(fence)?];
+            for cp in chunk {
+                let state = StoredState {
+                    owner: fence.clone(),
+                    checkpoint_seq: cp.checkpoint_seq,
+                    next_offset: cp.next_offset,
+                    log_start_offset: cp.log_start_offset,
+                    producers: cp.producers.clone(),
+                };
+                let mut item = key(part_pk(cp.partition), "state");
+                item.insert("s".into(), b(json(&state)?));
+                let put = Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(item))
+                    .build()
+                    .map_err(build_err)?;
+                items.push(TransactWriteItem::builder().put(put).build());
+            }
+            match self.transact(items, None).await? {
+                Ok(()) => {}
+                Err(TxFailure::Fenced(item)) => return Err(self.fenced(fence, item.as_ref())),
+                Err(TxFailure::Unknown) => {
+                    self.check_fence(fence).await?;
+                    return Err(Error::Unavailable(format!(
+                        "checkpoint of {fence}: transaction cancelled without a reason"
+                    )));
+                }
+                Err(TxFailure::Condition(i)) => {
+                    return Err(Error::Internal(format!(
+                        "checkpoint of {fence}: unconditional put {i} failed its condition"
+                    )));
+                }
+                Err(TxFailure::TokenMismatch) => {
+                    return Err(Error::Internal(format!(
+                        "checkpoint of {fence}: idempotency token mismatch without a token"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn load_partition(&self, partition: PartitionId) -> Result<Option<PartitionSnapshot>> {
+        let items = self.query(&part_pk(partition), None, false).await?;
+        let Some(state_item) = items
+            .iter()
+            .find(|i| matches!(i.get("sk"), Some(AttributeValue::S(sk)) if sk == "state"))
+        else {
+            return Ok(None);
+        };
+        let state: StoredState = blob(state_item, "s")?;
+        let mut entries = Vec::new();
+        for item in &items {
+            if string(item, "sk")?.starts_with("idx#") {
+                let e: IndexEntry = blob(item, "e")?;
+                // Entries past the checkpoint come from a checkpoint that did not
+                // land; replay recreates them.
+                if e.base_offset < state.next_offset {
+                    entries.push(e);
+                }
+            }
+        }
+        Ok(Some(PartitionSnapshot {
+            owner: state.owner,
+            checkpoint_seq: state.checkpoint_seq,
+            next_offset: state.next_offset,
+            log_start_offset: state.log_start_offset,
+            producers: state.producers,
+            entries,
+        }))
+    }
+
+    async fn allocate_producer_ids(&self, count: u64) -> Result<i64> {
+        self.request();
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key("counter", "producer_id")))
+            .update_expression("ADD #v :c")
+            .expression_attribute_names("#v", "v")
+            .expression_attribute_values(":c", n(count))
+            .return_values(ReturnValue::UpdatedNew)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(|e| classify(&self.what("UpdateItem (producer ids)"), e))?;
+        self.account(out.consumed_capacity(), true);
+        let attrs = out.attributes.unwrap_or_default();
+        let new: i64 = num(&attrs, "v")?;
+        Ok(new - count as i64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_tokens_are_short_stable_and_distinct() {
+        let s1 = StreamId {
+            gateway: "gw-1".into(),
+            epoch: 3,
+        };
+        let t = commit_token(&s1, 7);
+        assert_eq!(t.len(), 33);
+        assert_eq!(t, commit_token(&s1, 7));
+        assert_ne!(t, commit_token(&s1, 8));
+        let s2 = StreamId {
+            gateway: "gw-1".into(),
+            epoch: 4,
+        };
+        assert_ne!(t, commit_token(&s2, 7));
+    }
+
+    #[test]
+    fn compact_flush_round_trips() {
+        let t1 = TopicId::from_u128(1);
+        let t2 = TopicId::from_u128(2);
+        let part = |topic, p, base: i64, producers: Vec<ProducerBatch>| FlushPartition {
+            partition: PartitionId::new(topic, p),
+            base_offset: base,
+            last_offset: base + 41,
+            max_timestamp: 1_700_000_000_000 + base,
+            position: base as u64 * 3,
+            length: 999,
+            producers,
+        };
+        let batch = ProducerBatch {
+            producer_id: 9,
+            epoch: 3,
+            first_seq: 100,
+            last_seq: 141,
+            base_offset: 5,
+            last_offset: 46,
+            max_timestamp: -1,
+        };
+        let r = FlushRecord {
+            stream: StreamId {
+                gateway: "gw#7".into(),
+                epoch: 42,
+            },
+            seq: 17,
+            object_key: "segments/aa/x.seg".into(),
+            object_len: 123_456,
+            created_ms: 1_700_000_000_001,
+            partitions: vec![
+                part(t1, 0, 5, vec![batch]),
+                part(t2, 3, 0, Vec::new()),
+                part(t1, 1, 7, Vec::new()),
+            ],
+        };
+        let item = flush_item(&r).expect("encode");
+        assert_eq!(decode_flush(&item).expect("decode"), r);
+        let full_json = serde_json::to_vec(&r).expect("json").len();
+        assert!(item_size(&item) * 2 < full_json, "compact form is small");
+    }
+
+    #[test]
+    fn flush_keys_round_trip() {
+        let s = StreamId {
+            gateway: "a#b".into(),
+            epoch: 12,
+        };
+        assert_eq!(parse_flush_pk(&flush_pk(&s)), Some(s));
+        assert!(seq_sk(9) < seq_sk(10));
+        assert_eq!(seq_sk(u64::MAX).len(), 20);
+    }
+}

@@ -1,0 +1,767 @@
+//! The storage contract as generic async functions, one per case, shared by
+//! `tests/contract.rs` (memory and embedded backends) and `tests/contract_aws.rs`
+//! (S3 and DynamoDB on emulators). Each function takes a fresh, empty store.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use floe_core::meta::MetaStore;
+use floe_core::object_store::ObjectStore;
+use floe_core::types::{
+    FlushPartition, FlushRecord, GatewayInfo, IndexEntry, PartitionCheckpoint, PartitionId,
+    ProducerBatch, ProducerState, StreamId, TopicId, TopicMeta,
+};
+use floe_core::{ErrorKind, Result};
+
+// ---------------------------------------------------------------------------
+// Helpers.
+
+#[track_caller]
+pub fn err_kind<T: std::fmt::Debug>(r: Result<T>) -> ErrorKind {
+    match r {
+        Ok(v) => panic!("expected an error, got Ok({v:?})"),
+        Err(e) => e.kind(),
+    }
+}
+
+pub fn body(len: usize, seed: u8) -> Bytes {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+pub fn info() -> GatewayInfo {
+    GatewayInfo {
+        advertised: "127.0.0.1:9092".into(),
+        zone: None,
+        heartbeat_ms: 0,
+    }
+}
+
+pub fn stream(gateway: &str, epoch: u64) -> StreamId {
+    StreamId {
+        gateway: gateway.into(),
+        epoch,
+    }
+}
+
+pub fn pid(topic: u128, partition: i32) -> PartitionId {
+    PartitionId::new(TopicId::from_u128(topic), partition)
+}
+
+/// A flush record; `tag` varies its content so two records differ.
+pub fn record(stream: &StreamId, seq: u64, tag: u64) -> FlushRecord {
+    FlushRecord {
+        stream: stream.clone(),
+        seq,
+        object_key: format!(
+            "segments/00/{}-{}-{seq}-{tag}.seg",
+            stream.gateway, stream.epoch
+        ),
+        object_len: 1000 + tag,
+        created_ms: 1_700_000_000_000,
+        partitions: vec![
+            FlushPartition {
+                partition: pid(1, 0),
+                base_offset: (seq as i64) * 10,
+                last_offset: (seq as i64) * 10 + 9,
+                max_timestamp: 5,
+                position: 0,
+                length: 500,
+                producers: vec![ProducerBatch {
+                    producer_id: 7,
+                    epoch: 0,
+                    first_seq: 0,
+                    last_seq: 9,
+                    base_offset: (seq as i64) * 10,
+                    last_offset: (seq as i64) * 10 + 9,
+                    max_timestamp: 5,
+                }],
+            },
+            FlushPartition {
+                partition: pid(2, 3),
+                base_offset: 0,
+                last_offset: tag as i64,
+                max_timestamp: 6,
+                position: 500,
+                length: 400 + tag as u32,
+                producers: Vec::new(),
+            },
+        ],
+    }
+}
+
+pub fn entry(base: i64, last: i64, key: &str) -> IndexEntry {
+    IndexEntry {
+        base_offset: base,
+        last_offset: last,
+        max_timestamp: base * 100,
+        object_key: key.into(),
+        position: base as u64 * 10,
+        length: 64,
+    }
+}
+
+pub fn topic(name: &str, id: u128, version: u64) -> TopicMeta {
+    TopicMeta {
+        name: name.into(),
+        id: TopicId::from_u128(id),
+        partitions: 3,
+        configs: BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]),
+        created_ms: 1_700_000_000_000,
+        version,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// ObjectStore contract.
+
+pub async fn put_if_absent_never_overwrites(store: Arc<dyn ObjectStore>) {
+    let key = "segments/ab/first.seg";
+    let original = body(300, 1);
+    store
+        .put_if_absent(key, original.clone())
+        .await
+        .expect("first put");
+    let second = store.put_if_absent(key, body(10, 2)).await;
+    assert_eq!(err_kind(second), ErrorKind::AlreadyExists);
+    assert_eq!(store.get(key).await.expect("get"), original);
+    let listed = store.list("segments/").await.expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].size, 300);
+}
+
+pub async fn get_returns_exact_bytes(store: Arc<dyn ObjectStore>) {
+    let key = "data/obj";
+    let b = body(1024, 7);
+    store.put_if_absent(key, b.clone()).await.expect("put");
+    assert_eq!(store.get(key).await.expect("get"), b);
+    assert_eq!(store.get_range(key, 0..1024).await.expect("full"), b);
+    assert_eq!(
+        store.get_range(key, 10..20).await.expect("middle"),
+        b.slice(10..20)
+    );
+    assert_eq!(
+        store.get_range(key, 1023..1024).await.expect("last byte"),
+        b.slice(1023..1024)
+    );
+    // Start after end, too (spelled out: clippy rejects a literal reversed range).
+    let reversed = std::ops::Range { start: 20, end: 10 };
+    for bad in [1000..1025, 2000..2010, reversed] {
+        let r = store.get_range(key, bad.clone()).await;
+        assert_eq!(err_kind(r), ErrorKind::InvalidInput, "range {bad:?}");
+    }
+    assert_eq!(
+        err_kind(store.get("data/missing").await),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        err_kind(store.get_range("data/missing", 0..1).await),
+        ErrorKind::NotFound
+    );
+    // An empty object is an object.
+    store
+        .put_if_absent("data/empty", Bytes::new())
+        .await
+        .expect("put empty");
+    assert_eq!(
+        store.get("data/empty").await.expect("get empty"),
+        Bytes::new()
+    );
+}
+
+pub async fn delete_is_idempotent(store: Arc<dyn ObjectStore>) {
+    let key = "segments/01/gone";
+    store.put_if_absent(key, body(50, 3)).await.expect("put");
+    store.delete(key).await.expect("delete");
+    assert_eq!(err_kind(store.get(key).await), ErrorKind::NotFound);
+    store.delete(key).await.expect("delete again");
+    store
+        .delete("segments/01/never")
+        .await
+        .expect("delete missing");
+    assert!(store.list("segments/").await.expect("list").is_empty());
+    // The key is free again.
+    store
+        .put_if_absent(key, body(5, 4))
+        .await
+        .expect("recreate");
+    assert_eq!(store.get(key).await.expect("get"), body(5, 4));
+}
+
+pub async fn list_by_prefix_is_sorted(store: Arc<dyn ObjectStore>) {
+    let keys = [
+        ("segments/0a/x", 3),
+        ("segments/01/b", 2),
+        ("other/k", 1),
+        ("segments/01/a", 5),
+        ("segmentsX", 4),
+        ("seg", 6),
+    ];
+    for (k, len) in keys {
+        store.put_if_absent(k, body(len, 0)).await.expect("put");
+    }
+    let names = |v: Vec<floe_core::object_store::ObjectInfo>| {
+        v.into_iter().map(|o| (o.key, o.size)).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(store.list("segments/").await.expect("list")),
+        vec![
+            ("segments/01/a".to_string(), 5),
+            ("segments/01/b".to_string(), 2),
+            ("segments/0a/x".to_string(), 3),
+        ]
+    );
+    assert_eq!(
+        names(store.list("segments/01/").await.expect("list")),
+        vec![
+            ("segments/01/a".to_string(), 5),
+            ("segments/01/b".to_string(), 2)
+        ]
+    );
+    let all: Vec<String> = store
+        .list("")
+        .await
+        .expect("list all")
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    let mut sorted: Vec<String> = keys.iter().map(|(k, _)| k.to_string()).collect();
+    sorted.sort();
+    assert_eq!(all, sorted);
+    let seg: Vec<String> = store
+        .list("segments")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(
+        seg,
+        vec![
+            "segments/01/a",
+            "segments/01/b",
+            "segments/0a/x",
+            "segmentsX"
+        ]
+    );
+    assert!(store.list("nothing/").await.expect("list").is_empty());
+}
+
+pub async fn invalid_keys_are_rejected(store: Arc<dyn ObjectStore>) {
+    for key in ["../x", "/abs", "", "a/../b", "a//b", "./a", "a/", "a/.."] {
+        let r = store.put_if_absent(key, body(8, 1)).await;
+        assert_eq!(err_kind(r), ErrorKind::InvalidInput, "put {key:?}");
+        assert!(store.get(key).await.is_err(), "get {key:?} must fail");
+    }
+    assert!(store.list("").await.expect("list").is_empty());
+}
+
+pub async fn concurrent_conditional_puts_have_one_winner(store: Arc<dyn ObjectStore>) {
+    for round in 0..4u8 {
+        let key = format!("segments/race/{round}");
+        let start = Arc::new(tokio::sync::Barrier::new(16));
+        let tasks: Vec<_> = (0..16u8)
+            .map(|i| {
+                let store = store.clone();
+                let key = key.clone();
+                let start = start.clone();
+                tokio::spawn(async move {
+                    let b = body(4096 + i as usize, i);
+                    start.wait().await;
+                    (b.clone(), store.put_if_absent(&key, b).await)
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for t in tasks {
+            let (b, r) = t.await.expect("task");
+            match r {
+                Ok(()) => winners.push(b),
+                Err(e) => assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "exactly one put may win");
+        assert_eq!(store.get(&key).await.expect("get"), winners[0]);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// MetaStore contract.
+
+pub async fn register_gateway_epochs_increase(meta: Arc<dyn MetaStore>) {
+    let mut last = 0;
+    for _ in 0..5 {
+        let e = meta
+            .register_gateway("gw-a", &info())
+            .await
+            .expect("register");
+        assert!(e > last, "epoch {e} after {last}");
+        last = e;
+    }
+    let b = meta
+        .register_gateway("gw-b", &info())
+        .await
+        .expect("register b");
+    assert!(b > 0);
+    let a = meta
+        .register_gateway("gw-a", &info())
+        .await
+        .expect("register a");
+    assert!(a > last);
+}
+
+pub async fn commit_flush_is_fenced_and_idempotent(meta: Arc<dyn MetaStore>) {
+    // Never registered: fenced.
+    let r = meta.commit_flush(&record(&stream("ghost", 1), 1, 0)).await;
+    assert_eq!(err_kind(r), ErrorKind::Fenced);
+
+    let e1 = meta
+        .register_gateway("gw", &info())
+        .await
+        .expect("register");
+    let s1 = stream("gw", e1);
+    let r1 = record(&s1, 1, 0);
+    meta.commit_flush(&r1).await.expect("commit");
+    meta.commit_flush(&r1).await.expect("identical re-commit");
+    let other = record(&s1, 1, 1);
+    assert_eq!(
+        err_kind(meta.commit_flush(&other).await),
+        ErrorKind::AlreadyExists
+    );
+    assert_eq!(
+        meta.read_flushes(&s1, 0).await.expect("read"),
+        vec![r1.clone()]
+    );
+    // A future epoch that was never issued is not current either.
+    let r = meta
+        .commit_flush(&record(&stream("gw", e1 + 1), 1, 0))
+        .await;
+    assert_eq!(err_kind(r), ErrorKind::Fenced);
+
+    // The "transaction cancellation" case: a new incarnation fences the old one,
+    // both for new records and for re-commits of already-landed ones.
+    let e2 = meta
+        .register_gateway("gw", &info())
+        .await
+        .expect("re-register");
+    assert!(e2 > e1);
+    assert_eq!(
+        err_kind(meta.commit_flush(&record(&s1, 2, 0)).await),
+        ErrorKind::Fenced
+    );
+    assert_eq!(err_kind(meta.commit_flush(&r1).await), ErrorKind::Fenced);
+    assert_eq!(meta.read_flushes(&s1, 0).await.expect("read"), vec![r1]);
+    let s2 = stream("gw", e2);
+    meta.commit_flush(&record(&s2, 1, 0))
+        .await
+        .expect("new epoch commits");
+}
+
+pub async fn concurrent_commits_have_one_winner(meta: Arc<dyn MetaStore>) {
+    let e = meta
+        .register_gateway("gw", &info())
+        .await
+        .expect("register");
+    let s = stream("gw", e);
+    for seq in 1..=3u64 {
+        let start = Arc::new(tokio::sync::Barrier::new(16));
+        let tasks: Vec<_> = (0..16u64)
+            .map(|tag| {
+                let meta = meta.clone();
+                let start = start.clone();
+                let rec = record(&s, seq, tag);
+                tokio::spawn(async move {
+                    start.wait().await;
+                    let r = meta.commit_flush(&rec).await;
+                    (rec, r)
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for t in tasks {
+            let (rec, r) = t.await.expect("task");
+            match r {
+                Ok(()) => winners.push(rec),
+                Err(e) => assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "seq {seq}: exactly one commit may win");
+        let stored = meta.read_flushes(&s, seq - 1).await.expect("read");
+        assert_eq!(stored.first(), Some(&winners[0]));
+    }
+    assert_eq!(meta.read_flushes(&s, 0).await.expect("read").len(), 3);
+}
+
+pub async fn read_flushes_is_ordered_and_filtered(meta: Arc<dyn MetaStore>) {
+    let a1 = stream(
+        "gw-a",
+        meta.register_gateway("gw-a", &info()).await.expect("reg"),
+    );
+    let b1 = stream(
+        "gw-b",
+        meta.register_gateway("gw-b", &info()).await.expect("reg"),
+    );
+    for seq in [3, 1, 5, 2, 4] {
+        meta.commit_flush(&record(&a1, seq, 0))
+            .await
+            .expect("commit a");
+    }
+    meta.commit_flush(&record(&b1, 1, 9))
+        .await
+        .expect("commit b");
+    let a2 = stream(
+        "gw-a",
+        meta.register_gateway("gw-a", &info()).await.expect("reg"),
+    );
+    meta.commit_flush(&record(&a2, 1, 8))
+        .await
+        .expect("commit a2");
+
+    let seqs = |v: Vec<FlushRecord>| v.iter().map(|r| r.seq).collect::<Vec<_>>();
+    let all = meta.read_flushes(&a1, 0).await.expect("read");
+    assert!(all.iter().all(|r| r.stream == a1));
+    assert_eq!(all[0], record(&a1, 1, 0));
+    assert_eq!(seqs(all), vec![1, 2, 3, 4, 5]);
+    assert_eq!(
+        seqs(meta.read_flushes(&a1, 2).await.expect("read")),
+        vec![3, 4, 5]
+    );
+    assert!(meta.read_flushes(&a1, 5).await.expect("read").is_empty());
+    assert!(
+        meta.read_flushes(&a1, u64::MAX)
+            .await
+            .expect("read")
+            .is_empty()
+    );
+    assert_eq!(
+        meta.read_flushes(&b1, 0).await.expect("read"),
+        vec![record(&b1, 1, 9)]
+    );
+    assert_eq!(
+        meta.read_flushes(&a2, 0).await.expect("read"),
+        vec![record(&a2, 1, 8)]
+    );
+    assert!(
+        meta.read_flushes(&stream("nobody", 1), 0)
+            .await
+            .expect("read")
+            .is_empty()
+    );
+}
+
+pub async fn trim_flushes_and_flush_streams(meta: Arc<dyn MetaStore>) {
+    assert!(meta.flush_streams().await.expect("streams").is_empty());
+    let a1 = stream(
+        "gw-a",
+        meta.register_gateway("gw-a", &info()).await.expect("reg"),
+    );
+    for seq in 1..=4 {
+        meta.commit_flush(&record(&a1, seq, 0))
+            .await
+            .expect("commit");
+    }
+    let a2 = stream(
+        "gw-a",
+        meta.register_gateway("gw-a", &info()).await.expect("reg"),
+    );
+    meta.commit_flush(&record(&a2, 1, 0)).await.expect("commit");
+    let b1 = stream(
+        "gw-b",
+        meta.register_gateway("gw-b", &info()).await.expect("reg"),
+    );
+    meta.commit_flush(&record(&b1, 1, 0)).await.expect("commit");
+
+    let mut streams = meta.flush_streams().await.expect("streams");
+    streams.sort();
+    assert_eq!(streams, vec![a1.clone(), a2.clone(), b1.clone()]);
+
+    // Trimming needs no current epoch: a new owner trims an old stream.
+    meta.trim_flushes(&a1, 2).await.expect("trim");
+    let left: Vec<u64> = meta
+        .read_flushes(&a1, 0)
+        .await
+        .expect("read")
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(left, vec![3, 4]);
+    meta.trim_flushes(&a1, 2).await.expect("trim is idempotent");
+    meta.trim_flushes(&a1, u64::MAX).await.expect("trim all");
+    assert!(meta.read_flushes(&a1, 0).await.expect("read").is_empty());
+    let mut streams = meta.flush_streams().await.expect("streams");
+    streams.sort();
+    assert_eq!(streams, vec![a2.clone(), b1.clone()]);
+    // Other streams are untouched.
+    assert_eq!(meta.read_flushes(&a2, 0).await.expect("read").len(), 1);
+    meta.trim_flushes(&a2, 1).await.expect("trim");
+    meta.trim_flushes(&b1, 1).await.expect("trim");
+    assert!(meta.flush_streams().await.expect("streams").is_empty());
+}
+
+pub fn checkpoint(
+    p: PartitionId,
+    owner: &StreamId,
+    seq: u64,
+    entries: Vec<IndexEntry>,
+) -> PartitionCheckpoint {
+    let next = entries.iter().map(|e| e.last_offset + 1).max().unwrap_or(0);
+    PartitionCheckpoint {
+        partition: p,
+        owner: owner.clone(),
+        checkpoint_seq: seq,
+        next_offset: next,
+        log_start_offset: 0,
+        producers: BTreeMap::from([(
+            7,
+            ProducerState {
+                epoch: 2,
+                batches: vec![ProducerBatch {
+                    producer_id: 7,
+                    epoch: 2,
+                    first_seq: 0,
+                    last_seq: 4,
+                    base_offset: 0,
+                    last_offset: 4,
+                    max_timestamp: 11,
+                }],
+                last_timestamp: 11,
+            },
+        )]),
+        new_entries: entries,
+    }
+}
+
+pub async fn checkpoints_are_fenced_and_idempotent(meta: Arc<dyn MetaStore>) {
+    let p0 = pid(5, 0);
+    let p1 = pid(5, 1);
+    assert_eq!(meta.load_partition(p0).await.expect("load"), None);
+    let unregistered = stream("gw", 1);
+    let r = meta
+        .write_checkpoints(&unregistered, &[checkpoint(p0, &unregistered, 0, vec![])])
+        .await;
+    assert_eq!(err_kind(r), ErrorKind::Fenced);
+    assert_eq!(meta.load_partition(p0).await.expect("load"), None);
+
+    let s1 = stream(
+        "gw",
+        meta.register_gateway("gw", &info()).await.expect("reg"),
+    );
+    // Entries given out of order come back ordered by base offset.
+    let cp0 = checkpoint(
+        p0,
+        &s1,
+        3,
+        vec![entry(10, 19, "k2"), entry(0, 9, "k1"), entry(20, 24, "k3")],
+    );
+    let cp1 = checkpoint(p1, &s1, 3, vec![entry(0, 0, "k1")]);
+    meta.write_checkpoints(&s1, &[cp0.clone(), cp1.clone()])
+        .await
+        .expect("checkpoint");
+    let snap = meta.load_partition(p0).await.expect("load").expect("some");
+    assert_eq!(snap.owner, s1);
+    assert_eq!(snap.checkpoint_seq, 3);
+    assert_eq!(snap.next_offset, 25);
+    assert_eq!(snap.log_start_offset, 0);
+    assert_eq!(snap.producers, cp0.producers);
+    assert_eq!(
+        snap.entries,
+        vec![entry(0, 9, "k1"), entry(10, 19, "k2"), entry(20, 24, "k3")]
+    );
+    let snap1 = meta.load_partition(p1).await.expect("load").expect("some");
+    assert_eq!(snap1.entries, vec![entry(0, 0, "k1")]);
+
+    // Re-writing entries already stored is idempotent; new ones are appended.
+    let mut again = checkpoint(p0, &s1, 4, vec![entry(20, 24, "k3"), entry(25, 29, "k4")]);
+    again.log_start_offset = 10;
+    meta.write_checkpoints(&s1, &[again.clone()])
+        .await
+        .expect("checkpoint again");
+    meta.write_checkpoints(&s1, &[again])
+        .await
+        .expect("identical checkpoint again");
+    let snap = meta.load_partition(p0).await.expect("load").expect("some");
+    assert_eq!(snap.checkpoint_seq, 4);
+    assert_eq!(snap.next_offset, 30);
+    assert_eq!(snap.log_start_offset, 10);
+    assert_eq!(
+        snap.entries,
+        vec![
+            entry(0, 9, "k1"),
+            entry(10, 19, "k2"),
+            entry(20, 24, "k3"),
+            entry(25, 29, "k4")
+        ]
+    );
+
+    // A new incarnation fences the old one; a fenced write changes nothing, in
+    // any of the partitions it names.
+    let s2 = stream(
+        "gw",
+        meta.register_gateway("gw", &info()).await.expect("reg"),
+    );
+    let stale = [
+        checkpoint(p0, &s1, 9, vec![entry(30, 39, "stale")]),
+        checkpoint(pid(5, 2), &s1, 9, vec![entry(0, 1, "stale")]),
+    ];
+    assert_eq!(
+        err_kind(meta.write_checkpoints(&s1, &stale).await),
+        ErrorKind::Fenced
+    );
+    let after = meta.load_partition(p0).await.expect("load").expect("some");
+    assert_eq!(after, snap);
+    assert_eq!(meta.load_partition(pid(5, 2)).await.expect("load"), None);
+
+    // The new owner claims the partition.
+    meta.write_checkpoints(&s2, &[checkpoint(p0, &s2, 0, vec![entry(30, 34, "k5")])])
+        .await
+        .expect("claim");
+    let claimed = meta.load_partition(p0).await.expect("load").expect("some");
+    assert_eq!(claimed.owner, s2);
+    assert_eq!(claimed.checkpoint_seq, 0);
+    assert_eq!(claimed.entries.len(), 5);
+    assert_eq!(claimed.entries[4], entry(30, 34, "k5"));
+}
+
+pub async fn topic_writes_are_conditional(meta: Arc<dyn MetaStore>) {
+    let t1 = topic("orders", 1, 1);
+    meta.create_topic(&t1).await.expect("create");
+    assert_eq!(
+        err_kind(meta.create_topic(&topic("orders", 2, 1)).await),
+        ErrorKind::AlreadyExists
+    );
+    assert_eq!(
+        meta.get_topic("orders").await.expect("get"),
+        Some(t1.clone())
+    );
+    assert_eq!(meta.get_topic("missing").await.expect("get"), None);
+
+    // Version must be exactly stored + 1, and the id must match.
+    let r = meta.update_topic(&topic("orders", 1, 3)).await;
+    assert_eq!(err_kind(r), ErrorKind::Precondition);
+    let r = meta.update_topic(&topic("orders", 1, 1)).await;
+    assert_eq!(err_kind(r), ErrorKind::Precondition);
+    let r = meta.update_topic(&topic("orders", 9, 2)).await;
+    assert_eq!(err_kind(r), ErrorKind::Precondition);
+    let r = meta.update_topic(&topic("missing", 1, 2)).await;
+    assert_eq!(err_kind(r), ErrorKind::NotFound);
+    assert_eq!(meta.get_topic("orders").await.expect("get"), Some(t1));
+
+    let mut t2 = topic("orders", 1, 2);
+    t2.partitions = 6;
+    t2.configs.insert("cleanup.policy".into(), "delete".into());
+    meta.update_topic(&t2).await.expect("update");
+    assert_eq!(
+        meta.get_topic("orders").await.expect("get"),
+        Some(t2.clone())
+    );
+    // The same update again is now stale.
+    assert_eq!(
+        err_kind(meta.update_topic(&t2).await),
+        ErrorKind::Precondition
+    );
+
+    meta.create_topic(&topic("audit", 3, 1))
+        .await
+        .expect("create");
+    let mut names: Vec<String> = meta
+        .list_topics()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["audit", "orders"]);
+}
+
+pub async fn concurrent_topic_updates_have_one_winner(meta: Arc<dyn MetaStore>) {
+    meta.create_topic(&topic("t", 1, 1)).await.expect("create");
+    let start = Arc::new(tokio::sync::Barrier::new(12));
+    let tasks: Vec<_> = (0..12)
+        .map(|i| {
+            let meta = meta.clone();
+            let start = start.clone();
+            let mut t = topic("t", 1, 2);
+            t.partitions = 10 + i;
+            tokio::spawn(async move {
+                start.wait().await;
+                let r = meta.update_topic(&t).await;
+                (t, r)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for task in tasks {
+        let (t, r) = task.await.expect("task");
+        match r {
+            Ok(()) => winners.push(t),
+            Err(e) => assert_eq!(e.kind(), ErrorKind::Precondition, "{e}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one update of version 1 may win");
+    assert_eq!(
+        meta.get_topic("t").await.expect("get"),
+        Some(winners[0].clone())
+    );
+}
+
+pub async fn delete_topic_checks_the_id(meta: Arc<dyn MetaStore>) {
+    let t = topic("t", 1, 1);
+    meta.create_topic(&t).await.expect("create");
+    assert_eq!(
+        err_kind(meta.delete_topic("t", TopicId::from_u128(2)).await),
+        ErrorKind::NotFound
+    );
+    assert_eq!(meta.get_topic("t").await.expect("get"), Some(t.clone()));
+    assert_eq!(
+        err_kind(meta.delete_topic("other", t.id).await),
+        ErrorKind::NotFound
+    );
+    meta.delete_topic("t", t.id).await.expect("delete");
+    assert_eq!(meta.get_topic("t").await.expect("get"), None);
+    assert_eq!(
+        err_kind(meta.delete_topic("t", t.id).await),
+        ErrorKind::NotFound
+    );
+    // The name can be reused, under a new id.
+    let again = topic("t", 2, 1);
+    meta.create_topic(&again).await.expect("recreate");
+    assert_eq!(meta.get_topic("t").await.expect("get"), Some(again));
+    assert!(meta.list_topics().await.expect("list").len() == 1);
+}
+
+pub async fn producer_ids_are_disjoint(meta: Arc<dyn MetaStore>) {
+    let mut ranges = Vec::new();
+    for count in [1u64, 10, 5] {
+        let first = meta.allocate_producer_ids(count).await.expect("allocate");
+        assert!(first >= 0);
+        ranges.push((first, count as i64));
+    }
+    let tasks: Vec<_> = (0..16u64)
+        .map(|i| {
+            let meta = meta.clone();
+            tokio::spawn(async move {
+                let count = 50 + i;
+                (meta.allocate_producer_ids(count).await, count as i64)
+            })
+        })
+        .collect();
+    for t in tasks {
+        let (r, count) = t.await.expect("task");
+        ranges.push((r.expect("allocate"), count));
+    }
+    ranges.sort();
+    for w in ranges.windows(2) {
+        assert!(
+            w[0].0 + w[0].1 <= w[1].0,
+            "ranges overlap: {:?} and {:?}",
+            w[0],
+            w[1]
+        );
+    }
+}
