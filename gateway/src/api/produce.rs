@@ -25,6 +25,10 @@ struct Outcome {
     log_start_offset: i64,
 }
 
+/// One partition of a produce request after validation: enqueued (a ticket and
+/// the log-append time, or -1) or refused.
+type Staged = Result<(AppendTicket, i64), KafkaError>;
+
 /// Validates one partition's batches and enqueues them on the write path.
 /// Returns the ticket to wait on and the log-append time (or -1).
 async fn stage_partition(
@@ -32,7 +36,7 @@ async fn stage_partition(
     topic: &str,
     partition: i32,
     records: Option<bytes::Bytes>,
-) -> Result<(AppendTicket, i64), KafkaError> {
+) -> Staged {
     let entry = broker.topic(topic).ok_or_else(|| {
         KafkaError::new(
             Code::UnknownTopicOrPartition,
@@ -120,7 +124,7 @@ pub async fn handle(
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(req.timeout_ms.max(5000) as u64);
     turn.wait().await;
-    let mut slots: Vec<(String, Vec<(i32, Result<(AppendTicket, i64), KafkaError>)>)> = Vec::new();
+    let mut slots: Vec<(String, Vec<(i32, Staged)>)> = Vec::new();
     for t in req.topic_data {
         let name = t.name.0.to_string();
         let mut parts = Vec::new();
