@@ -9,6 +9,13 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 
+/// Which storage Floe runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    Aws,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     /// Address the Kafka listener binds.
@@ -17,6 +24,18 @@ pub struct Settings {
     pub advertised_listener: Option<String>,
     /// Where the embedded backend keeps its objects and SQLite database.
     pub data_dir: PathBuf,
+    /// `embedded` (local directory + SQLite, the default) or `aws` (S3 +
+    /// DynamoDB, standard AWS credential chain).
+    pub backend: Backend,
+    /// aws: the S3 bucket holding segment objects.
+    pub bucket: Option<String>,
+    /// aws: the DynamoDB table holding metadata.
+    pub table: Option<String>,
+    /// aws: region (else from the AWS configuration / environment).
+    pub region: Option<String>,
+    /// aws: endpoint of an S3/DynamoDB-compatible service (LocalStack, moto);
+    /// implies path-style bucket addressing.
+    pub endpoint_url: Option<String>,
     /// Longest a produced batch waits in the buffer before its segment is sealed.
     /// Shorter means lower produce latency and more object PUTs (cost on S3).
     pub flush_interval: Duration,
@@ -67,6 +86,11 @@ impl Default for Settings {
             listen: "127.0.0.1:9092".to_string(),
             advertised_listener: None,
             data_dir: PathBuf::from("./floe-data"),
+            backend: Backend::Embedded,
+            bucket: None,
+            table: None,
+            region: None,
+            endpoint_url: None,
             flush_interval: Duration::from_millis(5),
             segment_bytes: 8 * 1024 * 1024,
             max_buffer_bytes: 64 * 1024 * 1024,
@@ -94,6 +118,11 @@ pub const KEYS: &[&str] = &[
     "listen",
     "advertised-listener",
     "data-dir",
+    "backend",
+    "bucket",
+    "table",
+    "region",
+    "endpoint-url",
     "flush-interval",
     "segment-bytes",
     "max-buffer-bytes",
@@ -169,6 +198,17 @@ impl Settings {
                 self.advertised_listener = (!value.is_empty()).then(|| value.to_string())
             }
             "data-dir" => self.data_dir = PathBuf::from(value),
+            "backend" => {
+                self.backend = match value.trim() {
+                    "embedded" => Backend::Embedded,
+                    "aws" => Backend::Aws,
+                    _ => return Err(bad(&k, value, "expected embedded or aws")),
+                }
+            }
+            "bucket" => self.bucket = (!value.is_empty()).then(|| value.to_string()),
+            "table" => self.table = (!value.is_empty()).then(|| value.to_string()),
+            "region" => self.region = (!value.is_empty()).then(|| value.to_string()),
+            "endpoint-url" => self.endpoint_url = (!value.is_empty()).then(|| value.to_string()),
             "flush-interval" => self.flush_interval = parse_duration(&k, value)?,
             "segment-bytes" => self.segment_bytes = parse_size(&k, value)?,
             "max-buffer-bytes" => self.max_buffer_bytes = parse_size(&k, value)?,
@@ -269,6 +309,9 @@ impl Settings {
                 "gateway-id {:?} must be non-empty ASCII letters, digits, - or _",
                 self.gateway_id
             ));
+        }
+        if self.backend == Backend::Aws && (self.bucket.is_none() || self.table.is_none()) {
+            return fail("backend aws needs --bucket and --table".into());
         }
         if self.listen.parse::<std::net::SocketAddr>().is_err() && !self.listen.contains(':') {
             return fail(format!("listen {:?} is not host:port", self.listen));

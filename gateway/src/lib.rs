@@ -17,9 +17,11 @@ use std::sync::Arc;
 
 use floe_core::clock::{SharedClock, SystemClock};
 use floe_core::fault::{Faults, FaultyMetaStore, FaultyObjectStore};
+use floe_core::meta::DynamoMetaStore;
 use floe_core::meta::{SharedMetaStore, SqliteMetaStore};
+use floe_core::object_store::S3Store;
 use floe_core::object_store::{LocalDirStore, SharedObjectStore};
-use floe_core::settings::Settings;
+use floe_core::settings::{Backend, Settings};
 use tokio::net::TcpListener;
 
 pub use broker::Broker;
@@ -43,6 +45,80 @@ pub fn open_embedded(
         ),
         None => (objects, meta),
     })
+}
+
+/// Opens the backend `settings.backend` names, wrapped in the fault-injecting
+/// stores when `faults` is given.
+pub async fn open_backend(
+    settings: &Settings,
+    faults: Option<Arc<Faults>>,
+) -> floe_core::Result<(SharedObjectStore, SharedMetaStore)> {
+    let (objects, meta): (SharedObjectStore, SharedMetaStore) = match settings.backend {
+        Backend::Embedded => return open_embedded(settings, faults),
+        Backend::Aws => {
+            let (bucket, table) = aws_names(settings)?;
+            let config = floe_core::aws::load_sdk_config(
+                settings.endpoint_url.as_deref(),
+                settings.region.as_deref(),
+            )
+            .await;
+            let stats = Arc::new(floe_core::aws::AwsStats::default());
+            let s3 = S3Store::client(&config, settings.endpoint_url.is_some());
+            let ddb = DynamoMetaStore::client(&config);
+            (
+                Arc::new(S3Store::new(s3, bucket, None, stats.clone())),
+                Arc::new(DynamoMetaStore::new(ddb, table, stats)),
+            )
+        }
+    };
+    Ok(match faults {
+        Some(f) => (
+            Arc::new(FaultyObjectStore::new(objects, f.clone())),
+            Arc::new(FaultyMetaStore::new(meta, f)),
+        ),
+        None => (objects, meta),
+    })
+}
+
+fn aws_names(settings: &Settings) -> floe_core::Result<(String, String)> {
+    match (&settings.bucket, &settings.table) {
+        (Some(b), Some(t)) => Ok((b.clone(), t.clone())),
+        _ => Err(floe_core::Error::Config(
+            "backend aws needs --bucket and --table".into(),
+        )),
+    }
+}
+
+/// `floe init`: creates what the backend needs (for development and
+/// LocalStack; production uses the IaC templates): the data directory, or the
+/// S3 bucket and the DynamoDB table (pk/sk strings, on-demand, TTL on
+/// `expires_at`). Safe to run twice.
+pub async fn init_backend(settings: &Settings) -> floe_core::Result<String> {
+    match settings.backend {
+        Backend::Embedded => {
+            open_embedded(settings, None)?;
+            Ok(format!(
+                "embedded backend ready in {}",
+                settings.data_dir.display()
+            ))
+        }
+        Backend::Aws => {
+            let (bucket, table) = aws_names(settings)?;
+            let config = floe_core::aws::load_sdk_config(
+                settings.endpoint_url.as_deref(),
+                settings.region.as_deref(),
+            )
+            .await;
+            S3Store::create_bucket(
+                &S3Store::client(&config, settings.endpoint_url.is_some()),
+                &bucket,
+            )
+            .await?;
+            floe_core::meta::dynamodb::create_table(&DynamoMetaStore::client(&config), &table)
+                .await?;
+            Ok(format!("bucket {bucket} and table {table} ready"))
+        }
+    }
 }
 
 /// Runs a gateway on `listener` with the given stores until `shutdown`

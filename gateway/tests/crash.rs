@@ -58,8 +58,41 @@ fn consume_all(bootstrap: &str, topic: &str) -> BTreeMap<i32, Vec<(i64, String)>
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill9_under_load_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().expect("tempdir");
+    kill9_scenario(dir.path(), &[], 20_000).await;
+}
+
+/// The same drill with S3 + DynamoDB (moto) as the backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs emulators: scripts/test-all.sh starts them"]
+async fn kill9_under_load_on_the_aws_backend() {
+    let endpoint = std::env::var("FLOE_TEST_MOTO_ENDPOINT")
+        .expect("FLOE_TEST_MOTO_ENDPOINT must name the moto server (scripts/test-all.sh sets it)");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let name = format!("floe-crash-{}", uuid::Uuid::new_v4().simple());
+    let args = [
+        ("backend", "aws"),
+        ("bucket", name.as_str()),
+        ("table", name.as_str()),
+        ("endpoint-url", endpoint.as_str()),
+        ("region", "us-east-1"),
+    ];
+    let mut init = std::process::Command::new(common::floe_bin());
+    init.arg("init");
+    for (k, v) in &args {
+        init.arg(format!("--{k}")).arg(v);
+    }
+    let out = init.output().expect("floe init");
+    assert!(
+        out.status.success(),
+        "floe init: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    kill9_scenario(dir.path(), &args, 4_000).await;
+}
+
+async fn kill9_scenario(data_dir: &std::path::Path, extra: &[(&str, &str)], total: u64) {
     let port = common::free_port();
-    let mut gw = common::Process::start(dir.path(), port, &[]);
+    let mut gw = common::Process::start(data_dir, port, extra);
     let bs = gw.bootstrap();
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &bs)
@@ -86,7 +119,6 @@ async fn kill9_under_load_loses_nothing_acknowledged() {
         .expect("producer");
     let acked: Arc<Mutex<Vec<(u64, i32, i64)>>> = Arc::default();
     let failed: Arc<Mutex<Vec<String>>> = Arc::default();
-    let total: u64 = 20_000;
     let sender = {
         let producer = producer.clone();
         let acked = acked.clone();

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use floe_core::fault::Faults;
 use floe_core::settings::Settings;
 
@@ -11,66 +11,90 @@ use floe_core::settings::Settings;
 /// Every flag has a FLOE_* environment variable (e.g. FLOE_FLUSH_INTERVAL) and can
 /// be set in a TOML file given with --config. Precedence: flag, then environment,
 /// then file, then default.
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create what the backend needs (the data directory, or the S3 bucket and
+    /// DynamoDB table for development and LocalStack), then exit.
+    Init,
+}
+
 #[derive(Parser, Debug)]
 #[command(name = "floe", version, about)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// TOML file with settings (keys as below, with underscores).
-    #[arg(long, env = "FLOE_CONFIG")]
+    #[arg(long, global = true, env = "FLOE_CONFIG")]
     config: Option<std::path::PathBuf>,
     /// Address to listen on [default: 127.0.0.1:9092].
-    #[arg(long, env = "FLOE_LISTEN")]
+    #[arg(long, global = true, env = "FLOE_LISTEN")]
     listen: Option<String>,
     /// host:port announced to clients in Metadata [default: the listen address].
-    #[arg(long, env = "FLOE_ADVERTISED_LISTENER")]
+    #[arg(long, global = true, env = "FLOE_ADVERTISED_LISTENER")]
     advertised_listener: Option<String>,
+    /// Storage: embedded (local directory + SQLite) or aws (S3 + DynamoDB) [default: embedded].
+    #[arg(long, global = true, env = "FLOE_BACKEND")]
+    backend: Option<String>,
+    /// aws: S3 bucket for segment objects.
+    #[arg(long, global = true, env = "FLOE_BUCKET")]
+    bucket: Option<String>,
+    /// aws: DynamoDB table for metadata.
+    #[arg(long, global = true, env = "FLOE_TABLE")]
+    table: Option<String>,
+    /// aws: region [default: from the AWS configuration].
+    #[arg(long, global = true, env = "FLOE_REGION")]
+    region: Option<String>,
+    /// aws: endpoint of an S3/DynamoDB-compatible service (LocalStack, moto).
+    #[arg(long, global = true, env = "FLOE_ENDPOINT_URL")]
+    endpoint_url: Option<String>,
     /// Directory of the embedded backend [default: ./floe-data].
-    #[arg(long, env = "FLOE_DATA_DIR")]
+    #[arg(long, global = true, env = "FLOE_DATA_DIR")]
     data_dir: Option<String>,
     /// Longest a batch waits before its segment is sealed, e.g. 5ms, 250ms [default: 5ms].
-    #[arg(long, env = "FLOE_FLUSH_INTERVAL")]
+    #[arg(long, global = true, env = "FLOE_FLUSH_INTERVAL")]
     flush_interval: Option<String>,
     /// Seal a segment once it holds this much, e.g. 8MiB [default: 8MiB].
-    #[arg(long, env = "FLOE_SEGMENT_BYTES")]
+    #[arg(long, global = true, env = "FLOE_SEGMENT_BYTES")]
     segment_bytes: Option<String>,
     /// Produced bytes buffered before producers are slowed down [default: 64MiB].
-    #[arg(long, env = "FLOE_MAX_BUFFER_BYTES")]
+    #[arg(long, global = true, env = "FLOE_MAX_BUFFER_BYTES")]
     max_buffer_bytes: Option<String>,
     /// Create topics on first use, as Kafka does [default: true].
-    #[arg(long, env = "FLOE_AUTO_CREATE_TOPICS")]
+    #[arg(long, global = true, env = "FLOE_AUTO_CREATE_TOPICS")]
     auto_create_topics: Option<String>,
     /// Partitions of auto-created topics [default: 1].
-    #[arg(long, env = "FLOE_DEFAULT_PARTITIONS")]
+    #[arg(long, global = true, env = "FLOE_DEFAULT_PARTITIONS")]
     default_partitions: Option<String>,
     /// Log filter, e.g. info or floe_gateway=debug [default: info].
-    #[arg(long, env = "FLOE_LOG_LEVEL")]
+    #[arg(long, global = true, env = "FLOE_LOG_LEVEL")]
     log_level: Option<String>,
     /// How often partition checkpoints are written [default: 5s].
-    #[arg(long, env = "FLOE_CHECKPOINT_INTERVAL")]
+    #[arg(long, global = true, env = "FLOE_CHECKPOINT_INTERVAL")]
     checkpoint_interval: Option<String>,
     /// Bytes of object ranges cached for fetches [default: 256MiB].
-    #[arg(long, env = "FLOE_READ_CACHE_BYTES")]
+    #[arg(long, global = true, env = "FLOE_READ_CACHE_BYTES")]
     read_cache_bytes: Option<String>,
     /// Largest request accepted [default: 100MiB].
-    #[arg(long, env = "FLOE_MAX_REQUEST_BYTES")]
+    #[arg(long, global = true, env = "FLOE_MAX_REQUEST_BYTES")]
     max_request_bytes: Option<String>,
     /// Request bytes handled at once over all connections (non-produce
     /// requests count 32x) [default: 512MiB].
-    #[arg(long, env = "FLOE_MAX_INFLIGHT_REQUEST_BYTES")]
+    #[arg(long, global = true, env = "FLOE_MAX_INFLIGHT_REQUEST_BYTES")]
     max_inflight_request_bytes: Option<String>,
     /// Default max.message.bytes of topics [default: 1048588].
-    #[arg(long, env = "FLOE_MAX_MESSAGE_BYTES")]
+    #[arg(long, global = true, env = "FLOE_MAX_MESSAGE_BYTES")]
     max_message_bytes: Option<String>,
     /// Close connections idle this long [default: 10m].
-    #[arg(long, env = "FLOE_IDLE_TIMEOUT")]
+    #[arg(long, global = true, env = "FLOE_IDLE_TIMEOUT")]
     idle_timeout: Option<String>,
     /// This gateway's id in the metadata store [default: floe-0].
-    #[arg(long, env = "FLOE_GATEWAY_ID")]
+    #[arg(long, global = true, env = "FLOE_GATEWAY_ID")]
     gateway_id: Option<String>,
     /// Kafka node id reported to clients [default: 0].
-    #[arg(long, env = "FLOE_NODE_ID")]
+    #[arg(long, global = true, env = "FLOE_NODE_ID")]
     node_id: Option<String>,
     /// Fail points for drills and tests, e.g. "object.put=delay(50ms)" (see floe-core fault).
-    #[arg(long, env = "FLOE_FAILPOINTS", hide = true)]
+    #[arg(long, global = true, env = "FLOE_FAILPOINTS", hide = true)]
     failpoints: Option<String>,
 }
 
@@ -86,6 +110,11 @@ fn settings(args: &Args) -> Result<Settings, floe_core::Error> {
         ("listen", &args.listen),
         ("advertised-listener", &args.advertised_listener),
         ("data-dir", &args.data_dir),
+        ("backend", &args.backend),
+        ("bucket", &args.bucket),
+        ("table", &args.table),
+        ("region", &args.region),
+        ("endpoint-url", &args.endpoint_url),
         ("flush-interval", &args.flush_interval),
         ("segment-bytes", &args.segment_bytes),
         ("max-buffer-bytes", &args.max_buffer_bytes),
@@ -173,8 +202,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if matches!(args.command, Some(Command::Init)) {
+        return match runtime.block_on(floe_gateway::init_backend(&settings)) {
+            Ok(msg) => {
+                println!("floe init: {msg}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("floe init: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let result = runtime.block_on(async move {
-        let (objects, meta) = floe_gateway::open_embedded(&settings, faults)?;
+        let (objects, meta) = floe_gateway::open_backend(&settings, faults).await?;
         let listener = tokio::net::TcpListener::bind(&settings.listen)
             .await
             .map_err(|e| {
