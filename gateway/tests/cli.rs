@@ -131,3 +131,22 @@ fn settings_from_env_and_file_then_sigterm_drains() {
     let status = child.wait().expect("wait");
     assert_eq!(status.code(), Some(0), "SIGTERM drains and exits 0");
 }
+
+#[test]
+fn init_prepares_the_backend_and_checks_aws_settings() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = floe()
+        .arg("init")
+        .arg("--data-dir")
+        .arg(dir.path().join("d"))
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("d").join("meta.sqlite").exists());
+    refused(&["--backend", "aws"], &[], "--bucket and --table");
+    refused(&["--backend", "s3"], &[], "backend");
+}
