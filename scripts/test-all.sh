@@ -85,21 +85,44 @@ for suite in node; do
   fi
 done
 
-stage "librdkafka test suite (allow-list)"
-# The suite assumes Kafka's defaults for auto-created topics (4 partitions).
-lrk_dir=$(mktemp -d)
-lrk_port=29092
-"$FLOE_BIN" --listen "127.0.0.1:$lrk_port" --data-dir "$lrk_dir" --default-partitions 4 \
-  --log-level warn >"$logs/librdkafka-floe.log" 2>&1 &
-lrk_pid=$!
-for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$lrk_port") 2>/dev/null && break; sleep 0.1; done
-install_flag=()
-[ "$(id -u)" = 0 ] && install_flag=(--install)
-BOOTSTRAP="127.0.0.1:$lrk_port" bash tests/librdkafka/run.sh "${install_flag[@]}" 2>&1 | tee "$logs/librdkafka.log"
-kill -TERM "$lrk_pid" 2>/dev/null
-if wait "$lrk_pid"; then :; else echo "floe (librdkafka run) exited non-zero"; cat "$logs/librdkafka-floe.log" | tail -20; fi
-suite_line librdkafka "$logs/librdkafka.log"
-rm -rf "$lrk_dir"
+# librdkafka's allow-list against a fresh gateway. The suite assumes Kafka's
+# defaults for auto-created topics (4 partitions).
+run_librdkafka() { # name port extra floe args...
+  local name=$1 port=$2 dir pid
+  shift 2
+  dir=$(mktemp -d)
+  "$FLOE_BIN" --listen "127.0.0.1:$port" --data-dir "$dir" --default-partitions 4 \
+    --log-level warn "$@" >"$logs/$name-floe.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+  local install_flag=()
+  [ "$(id -u)" = 0 ] && install_flag=(--install)
+  BOOTSTRAP="127.0.0.1:$port" bash tests/librdkafka/run.sh "${install_flag[@]}" 2>&1 | tee "$logs/$name.log"
+  kill -TERM "$pid" 2>/dev/null
+  if ! wait "$pid"; then
+    echo "floe ($name) exited non-zero"; tail -20 "$logs/$name-floe.log"
+    echo "0 passed, 1 failed" >>"$logs/$name.log"
+  fi
+  suite_line "$name" "$logs/$name.log"
+  rm -rf "$dir"
+}
+
+stage "librdkafka test suite (allow-list), embedded backend"
+run_librdkafka librdkafka 29092
+
+stage "librdkafka test suite (allow-list), AWS backend on moto"
+if [ -n "${FLOE_TEST_MOTO_ENDPOINT:-}" ]; then
+  aws_name="floe-lrk-$$"
+  aws_args=(--backend aws --bucket "$aws_name" --table "$aws_name"
+    --endpoint-url "$FLOE_TEST_MOTO_ENDPOINT" --region us-east-1)
+  if "$FLOE_BIN" init "${aws_args[@]}"; then
+    run_librdkafka librdkafka-aws 29093 "${aws_args[@]}" --flush-interval 10ms
+  else
+    count librdkafka-aws x 0 1
+  fi
+else
+  echo "moto is not running"; count librdkafka-aws x 0 1
+fi
 
 echo
 echo "$passed passed, $failed failed"
