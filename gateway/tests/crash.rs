@@ -87,7 +87,7 @@ async fn kill9_under_load_on_the_aws_backend() {
         "floe init: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    kill9_scenario(dir.path(), &args, 4_000).await;
+    kill9_scenario(dir.path(), &args, 6_000).await;
 }
 
 async fn kill9_scenario(data_dir: &std::path::Path, extra: &[(&str, &str)], total: u64) {
@@ -151,7 +151,7 @@ async fn kill9_scenario(data_dir: &std::path::Path, extra: &[(&str, &str)], tota
                         Err(_) => failed.lock().expect("lock").push("cancelled".into()),
                     }
                 }));
-                if seq % 50 == 0 {
+                if seq % 20 == 0 {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             }
@@ -169,7 +169,9 @@ async fn kill9_scenario(data_dir: &std::path::Path, extra: &[(&str, &str)], tota
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let target = last + 500 + (x % 1500) as usize;
+        // Kill after another 10-30% of the records were acknowledged.
+        let step = (total / 10) as usize;
+        let target = last + step + (x % (2 * step as u64)) as usize;
         let waited = Instant::now();
         while acked.lock().expect("lock").len() < target
             && !sender.is_finished()
