@@ -15,6 +15,7 @@
 //! The SDK's own retry policy (standard mode, 3 attempts) runs first; these
 //! kinds describe what is left after it.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_sdk_s3::config::http::HttpResponse;
@@ -215,4 +216,36 @@ fn is_connect_failure(lower: &str) -> bool {
 pub(crate) async fn backoff(attempt: u32) {
     let ms = (20u64 << attempt.min(6)).min(1000);
     tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+}
+
+/// The S3 object store and DynamoDB metadata store for `bucket` / `table`, from
+/// the standard AWS configuration (path-style buckets when `endpoint` is given,
+/// as emulators need). Both count requests into one `AwsStats`.
+pub async fn open_stores(
+    bucket: &str,
+    table: &str,
+    endpoint: Option<&str>,
+    region: Option<&str>,
+) -> (crate::object_store::S3Store, crate::meta::DynamoMetaStore) {
+    let config = load_sdk_config(endpoint, region).await;
+    let stats = Arc::new(AwsStats::default());
+    let s3 = crate::object_store::S3Store::client(&config, endpoint.is_some());
+    let ddb = crate::meta::DynamoMetaStore::client(&config);
+    (
+        crate::object_store::S3Store::new(s3, bucket, None, stats.clone()),
+        crate::meta::DynamoMetaStore::new(ddb, table, stats),
+    )
+}
+
+/// Creates `bucket` and `table` (for `floe init`); safe to run twice.
+pub async fn create_resources(
+    bucket: &str,
+    table: &str,
+    endpoint: Option<&str>,
+    region: Option<&str>,
+) -> crate::Result<()> {
+    let config = load_sdk_config(endpoint, region).await;
+    let s3 = crate::object_store::S3Store::client(&config, endpoint.is_some());
+    crate::object_store::S3Store::create_bucket(&s3, bucket).await?;
+    crate::meta::dynamodb::create_table(&crate::meta::DynamoMetaStore::client(&config), table).await
 }

@@ -17,9 +17,7 @@ use std::sync::Arc;
 
 use floe_core::clock::{SharedClock, SystemClock};
 use floe_core::fault::{Faults, FaultyMetaStore, FaultyObjectStore};
-use floe_core::meta::DynamoMetaStore;
 use floe_core::meta::{SharedMetaStore, SqliteMetaStore};
-use floe_core::object_store::S3Store;
 use floe_core::object_store::{LocalDirStore, SharedObjectStore};
 use floe_core::settings::{Backend, Settings};
 use tokio::net::TcpListener;
@@ -57,18 +55,14 @@ pub async fn open_backend(
         Backend::Embedded => return open_embedded(settings, faults),
         Backend::Aws => {
             let (bucket, table) = aws_names(settings)?;
-            let config = floe_core::aws::load_sdk_config(
+            let (s3, ddb) = floe_core::aws::open_stores(
+                &bucket,
+                &table,
                 settings.endpoint_url.as_deref(),
                 settings.region.as_deref(),
             )
             .await;
-            let stats = Arc::new(floe_core::aws::AwsStats::default());
-            let s3 = S3Store::client(&config, settings.endpoint_url.is_some());
-            let ddb = DynamoMetaStore::client(&config);
-            (
-                Arc::new(S3Store::new(s3, bucket, None, stats.clone())),
-                Arc::new(DynamoMetaStore::new(ddb, table, stats)),
-            )
+            (Arc::new(s3), Arc::new(ddb))
         }
     };
     Ok(match faults {
@@ -104,18 +98,13 @@ pub async fn init_backend(settings: &Settings) -> floe_core::Result<String> {
         }
         Backend::Aws => {
             let (bucket, table) = aws_names(settings)?;
-            let config = floe_core::aws::load_sdk_config(
+            floe_core::aws::create_resources(
+                &bucket,
+                &table,
                 settings.endpoint_url.as_deref(),
                 settings.region.as_deref(),
             )
-            .await;
-            S3Store::create_bucket(
-                &S3Store::client(&config, settings.endpoint_url.is_some()),
-                &bucket,
-            )
             .await?;
-            floe_core::meta::dynamodb::create_table(&DynamoMetaStore::client(&config), &table)
-                .await?;
             Ok(format!("bucket {bucket} and table {table} ready"))
         }
     }
