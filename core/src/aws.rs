@@ -82,11 +82,30 @@ impl AwsStats {
 /// Loads the standard AWS configuration (environment, profile, web identity,
 /// ECS/IMDS credentials), optionally pointed at another endpoint (LocalStack,
 /// moto) and region.
+///
+/// Retries and timeouts suit a write path that acknowledges producers: the SDK
+/// makes at most 3 attempts with a 50 ms initial backoff (its default of 1 s
+/// would add seconds to an ack for one throttled request; longer outages are
+/// retried above it with Floe's own backoff), an attempt that takes longer than
+/// 20 s is abandoned (an 8 MiB PUT takes well under a second), and a connection
+/// attempt gives up after 3 s.
 pub async fn load_sdk_config(
     endpoint: Option<&str>,
     region: Option<&str>,
 ) -> aws_config::SdkConfig {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .retry_config(
+            aws_config::retry::RetryConfig::standard()
+                .with_max_attempts(3)
+                .with_initial_backoff(std::time::Duration::from_millis(50))
+                .with_max_backoff(std::time::Duration::from_secs(2)),
+        )
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(std::time::Duration::from_secs(3))
+                .operation_attempt_timeout(std::time::Duration::from_secs(20))
+                .build(),
+        );
     if let Some(e) = endpoint {
         loader = loader.endpoint_url(e);
     }
@@ -220,14 +239,23 @@ pub(crate) async fn backoff(attempt: u32) {
 
 /// The S3 object store and DynamoDB metadata store for `bucket` / `table`, from
 /// the standard AWS configuration (path-style buckets when `endpoint` is given,
-/// as emulators need). Both count requests into one `AwsStats`.
+/// as emulators need). Both count requests into one `AwsStats`. With `faults`,
+/// the SDK's HTTP client is wrapped in the fault-injecting one
+/// (`crate::aws_faults`).
 pub async fn open_stores(
     bucket: &str,
     table: &str,
     endpoint: Option<&str>,
     region: Option<&str>,
+    faults: Option<Arc<crate::fault::Faults>>,
 ) -> (crate::object_store::S3Store, crate::meta::DynamoMetaStore) {
-    let config = load_sdk_config(endpoint, region).await;
+    let mut config = load_sdk_config(endpoint, region).await;
+    if let (Some(f), Some(http)) = (faults, config.http_client()) {
+        config = config
+            .into_builder()
+            .http_client(crate::aws_faults::faulty_http_client(http, f))
+            .build();
+    }
     let stats = Arc::new(AwsStats::default());
     let s3 = crate::object_store::S3Store::client(&config, endpoint.is_some());
     let ddb = crate::meta::DynamoMetaStore::client(&config);

@@ -5,11 +5,21 @@
 //! Fail points: `object.put`, `object.get`, `object.delete`, `object.list`,
 //! `meta.commit`, `meta.checkpoint`, `meta.read`, `meta.topic`, `meta.register`.
 //!
-//! A spec string configures several at once: `point=action[*times];...` where
-//! action is `unavailable`, `ambiguous` (the operation runs, then reports an
-//! unknown outcome, like a timeout after the request was sent), `fenced`,
-//! `denied`, `delay(250ms)` or `crash` (abort the process: a kill -9 at that exact
-//! point). Example: `object.put=delay(50ms);meta.commit=unavailable*3`.
+//! Below the stores, `crate::aws_faults` puts the same registry around the AWS
+//! SDK's HTTP client, with points `http`, `http.s3`, `http.s3.<method>` and
+//! `http.ddb`, `http.ddb.<Operation>` (the most specific armed point decides).
+//!
+//! A spec string configures several at once:
+//! `point=action[*times|~duration][@after];...` where action is `unavailable`,
+//! `ambiguous` (the operation runs, then reports an unknown outcome, like a
+//! timeout after the request was sent), `fenced`, `denied`, `delay(250ms)`,
+//! `crash` (abort the process: a kill -9 at that exact point), or the HTTP-level
+//! `throttle` (S3 503 SlowDown / DynamoDB ThrottlingException), `conflict`
+//! (DynamoDB TransactionConflict), `timeout` (the request is sent and applied,
+//! the response is lost) and `unreachable` (connection refused, nothing sent).
+//! `*3` fires three times, `~10s` fires for ten seconds from the first hit, and
+//! `@20` lets the first twenty hits pass before the rule arms.
+//! Example: `object.put=delay(50ms);meta.commit=unavailable*3;http=unreachable~10s@40`.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -41,12 +51,39 @@ pub enum Fault {
     Delay(Duration),
     /// Abort the process at this point.
     Crash,
+    /// The service throttles (S3 503 SlowDown, DynamoDB ThrottlingException);
+    /// above the stores: `Unavailable`.
+    Throttle,
+    /// DynamoDB cancels a transaction for a conflicting one; above the stores:
+    /// `Unavailable`.
+    Conflict,
+    /// The request is sent and applied but no response arrives; above the
+    /// stores: like `Ambiguous`.
+    Timeout,
+    /// The endpoint refuses connections; above the stores: `Unavailable`.
+    Unreachable,
 }
 
 #[derive(Debug, Clone)]
 struct Rule {
     fault: Fault,
+    /// Hits that fire before the rule is removed (None: unbounded).
     remaining: Option<u32>,
+    /// Hits that pass before the rule arms.
+    skip: u32,
+    /// How long the rule fires once it first fires.
+    window: Option<Duration>,
+    until: Option<std::time::Instant>,
+}
+
+/// What a fail point does with one hit.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// No rule at this point.
+    Unarmed,
+    /// A rule, still waiting (`@after`): the operation runs untouched.
+    Pass,
+    Fire(Fault),
 }
 
 /// The fail-point registry shared by the wrappers.
@@ -63,11 +100,27 @@ impl Faults {
 
     /// Arms `point` with `fault`, for `times` hits (None: until cleared).
     pub fn set(&self, point: &str, fault: Fault, times: Option<u32>) {
+        self.arm(point, fault, times, None, 0);
+    }
+
+    /// Arms `point` with `fault` after `skip` hits pass, for `times` hits and/or
+    /// for `window` from its first firing (None: unbounded).
+    pub fn arm(
+        &self,
+        point: &str,
+        fault: Fault,
+        times: Option<u32>,
+        window: Option<Duration>,
+        skip: u32,
+    ) {
         self.lock_rules().insert(
             point.to_string(),
             Rule {
                 fault,
                 remaining: times,
+                skip,
+                window,
+                until: None,
             },
         );
     }
@@ -90,19 +143,27 @@ impl Faults {
             .unwrap_or(0)
     }
 
-    /// Parses a spec like `object.put=delay(50ms);meta.commit=unavailable*3`.
+    /// Parses a spec like `object.put=delay(50ms);meta.commit=unavailable*3;http=unreachable~10s@40`.
     pub fn parse(spec: &str) -> Result<Arc<Self>> {
         let faults = Faults::new();
         for part in spec.split(';').map(str::trim).filter(|p| !p.is_empty()) {
             let bad = || {
                 Error::Config(format!(
-                    "fail point spec {part:?}: expected point=action[*times]"
+                    "fail point spec {part:?}: expected point=action[*times|~duration][@after]"
                 ))
             };
             let (point, action) = part.split_once('=').ok_or_else(bad)?;
-            let (action, times) = match action.rsplit_once('*') {
-                Some((a, n)) => (a, Some(n.parse::<u32>().map_err(|_| bad())?)),
-                None => (action, None),
+            let point = point.trim();
+            let (action, skip) = match action.rsplit_once('@') {
+                Some((a, n)) => (a, n.parse::<u32>().map_err(|_| bad())?),
+                None => (action, 0),
+            };
+            let (action, times, window) = if let Some((a, n)) = action.rsplit_once('*') {
+                (a, Some(n.parse::<u32>().map_err(|_| bad())?), None)
+            } else if let Some((a, d)) = action.rsplit_once('~') {
+                (a, None, Some(crate::settings::parse_duration(point, d)?))
+            } else {
+                (action, None, None)
             };
             let fault = match action {
                 "unavailable" => Fault::Unavailable,
@@ -110,12 +171,16 @@ impl Faults {
                 "fenced" => Fault::Fenced,
                 "denied" => Fault::Denied,
                 "crash" => Fault::Crash,
+                "throttle" => Fault::Throttle,
+                "conflict" => Fault::Conflict,
+                "timeout" => Fault::Timeout,
+                "unreachable" => Fault::Unreachable,
                 a if a.starts_with("delay(") && a.ends_with(')') => {
                     Fault::Delay(crate::settings::parse_duration(point, &a[6..a.len() - 1])?)
                 }
                 _ => return Err(bad()),
             };
-            faults.set(point.trim(), fault, times);
+            faults.arm(point, fault, times, window, skip);
         }
         Ok(faults)
     }
@@ -125,13 +190,49 @@ impl Faults {
     }
 
     fn take(&self, point: &str) -> Option<Fault> {
+        match self.decide(point) {
+            Decision::Fire(f) => Some(f),
+            Decision::Unarmed | Decision::Pass => None,
+        }
+    }
+
+    /// The first of `points` (most specific first) with a rule decides.
+    pub fn decide_first(&self, points: &[&str]) -> (usize, Decision) {
+        for (i, p) in points.iter().enumerate() {
+            match self.decide(p) {
+                Decision::Unarmed => continue,
+                d => return (i, d),
+            }
+        }
+        (points.len(), Decision::Unarmed)
+    }
+
+    /// Counts one hit of `point` against its rule.
+    pub fn decide(&self, point: &str) -> Decision {
         let mut rules = self.lock_rules();
-        let rule = rules.get_mut(point)?;
+        let Some(rule) = rules.get_mut(point) else {
+            return Decision::Unarmed;
+        };
+        if rule.skip > 0 {
+            rule.skip -= 1;
+            return Decision::Pass;
+        }
+        let now = std::time::Instant::now();
+        if let Some(w) = rule.window {
+            match rule.until {
+                None => rule.until = Some(now + w),
+                Some(t) if now >= t => {
+                    rules.remove(point);
+                    return Decision::Pass;
+                }
+                Some(_) => {}
+            }
+        }
         let fault = rule.fault.clone();
         match &mut rule.remaining {
             Some(0) => {
                 rules.remove(point);
-                return None;
+                return Decision::Pass;
             }
             Some(n) => {
                 *n -= 1;
@@ -148,7 +249,8 @@ impl Faults {
             .unwrap_or_else(|p| p.into_inner())
             .entry(point.to_string())
             .or_default() += 1;
-        Some(fault)
+        tracing::warn!(point, fault = ?fault, "fail point fired");
+        Decision::Fire(fault)
     }
 
     /// Runs `op` through fail point `point`.
@@ -158,7 +260,9 @@ impl Faults {
     {
         match self.take(point) {
             None => op.await,
-            Some(Fault::Unavailable) => Err(Error::Unavailable(format!("injected at {point}"))),
+            Some(Fault::Unavailable | Fault::Throttle | Fault::Conflict | Fault::Unreachable) => {
+                Err(Error::Unavailable(format!("injected at {point}")))
+            }
             Some(Fault::Fenced) => Err(Error::Fenced(format!("injected at {point}"))),
             Some(Fault::Denied) => Err(Error::Denied(format!("injected at {point}"))),
             Some(Fault::Crash) => {
@@ -169,7 +273,7 @@ impl Faults {
                 tokio::time::sleep(d).await;
                 op.await
             }
-            Some(Fault::Ambiguous) => {
+            Some(Fault::Ambiguous | Fault::Timeout) => {
                 let _ = op.await;
                 Err(Error::Ambiguous(format!("injected at {point}")))
             }
@@ -324,6 +428,52 @@ mod tests {
         );
         assert_eq!(f.hits("meta.commit"), 3);
         assert!(Faults::parse("object.put").is_err());
+        assert!(Faults::parse("http.s3.put=throttle*2@1x").is_err());
+        assert!(Faults::parse("http=unreachable~soon").is_err());
+    }
+
+    #[test]
+    fn skips_then_fires_then_disarms() {
+        let f = Faults::parse("http.s3.put=throttle*2@3").unwrap();
+        let d: Vec<_> = (0..7).map(|_| f.decide("http.s3.put")).collect();
+        use Decision::*;
+        assert_eq!(
+            d,
+            vec![
+                Pass,
+                Pass,
+                Pass,
+                Fire(Fault::Throttle),
+                Fire(Fault::Throttle),
+                Unarmed,
+                Unarmed
+            ]
+        );
+        assert_eq!(f.hits("http.s3.put"), 2);
+    }
+
+    #[test]
+    fn windows_fire_for_a_duration_from_the_first_hit() {
+        let f = Faults::parse("http=unreachable~200ms@1").unwrap();
+        assert_eq!(f.decide("http"), Decision::Pass);
+        std::thread::sleep(Duration::from_millis(300)); // the window starts at the first firing
+        assert_eq!(f.decide("http"), Decision::Fire(Fault::Unreachable));
+        assert_eq!(f.decide("http"), Decision::Fire(Fault::Unreachable));
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(f.decide("http"), Decision::Pass);
+        assert_eq!(f.decide("http"), Decision::Unarmed);
+    }
+
+    #[test]
+    fn the_most_specific_armed_point_decides() {
+        let f = Faults::parse("http.s3=denied;http.s3.put=throttle*1").unwrap();
+        let pts = ["http.s3.put", "http.s3", "http"];
+        assert_eq!(f.decide_first(&pts), (0, Decision::Fire(Fault::Throttle)));
+        assert_eq!(f.decide_first(&pts), (1, Decision::Fire(Fault::Denied)));
+        assert_eq!(
+            f.decide_first(&["http.ddb.GetItem", "http.ddb", "http"]).1,
+            Decision::Unarmed
+        );
         assert!(Faults::parse("object.put=explode").is_err());
     }
 }

@@ -6,6 +6,7 @@
 //! relies on is that a batch's first 8 bytes hold its base offset.
 
 pub mod aws;
+pub mod aws_faults;
 pub mod clock;
 pub mod error;
 pub mod fault;

@@ -570,18 +570,16 @@ fn seal(inner: &Arc<Inner>, open: Open) -> Sealed {
         let body = body.clone();
         tokio::spawn(async move {
             let _permit = inner.uploads.clone().acquire_owned().await;
-            let mut attempts = 0u32;
             retry_until_definite(&inner, "upload", || {
-                attempts += 1;
                 inner.stats.put_requests.fetch_add(1, Ordering::Relaxed);
-                let first = attempts == 1;
                 let inner = inner.clone();
                 let key = key.clone();
                 let body = body.clone();
                 async move {
-                    match inner.objects.put_if_absent(&key, body).await {
-                        // A retry after an unknown outcome finds our own object.
-                        Err(e) if e.kind() == ErrorKind::AlreadyExists && !first => Ok(()),
+                    match inner.objects.put_if_absent(&key, body.clone()).await {
+                        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                            same_object(&*inner.objects, &key, &body).await
+                        }
                         r => r,
                     }
                 }
@@ -596,6 +594,27 @@ fn seal(inner: &Arc<Inner>, open: Open) -> Sealed {
         upload: Some(upload),
         logs,
         replies,
+    }
+}
+
+/// After a PUT found its key taken: keys are unique per incarnation and flush,
+/// so the object is this upload's own from an attempt whose answer was lost (a
+/// timeout, or the SDK's internal retry of one). Read it back to be sure.
+async fn same_object(
+    objects: &dyn floe_core::object_store::ObjectStore,
+    key: &str,
+    body: &Bytes,
+) -> floe_core::Result<()> {
+    let found = objects.get(key).await?;
+    if found == *body {
+        tracing::info!(key, "upload: the object from an earlier attempt is intact");
+        Ok(())
+    } else {
+        Err(Error::Corrupt(format!(
+            "upload: {key} already exists with other content ({} bytes, expected {})",
+            found.len(),
+            body.len()
+        )))
     }
 }
 

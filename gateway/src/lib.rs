@@ -60,6 +60,7 @@ pub async fn open_backend(
                 &table,
                 settings.endpoint_url.as_deref(),
                 settings.region.as_deref(),
+                faults.clone(),
             )
             .await;
             (Arc::new(s3), Arc::new(ddb))
