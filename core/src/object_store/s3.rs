@@ -68,8 +68,30 @@ impl S3Store {
         &self.stats
     }
 
-    /// Creates the bucket (for `floe init`); succeeds if this account owns it.
+    /// Creates the bucket (for `floe init`) with the settings that
+    /// `infra/cloudformation/floe-storage.json` declares (`gateway/tests/infra_template.rs`
+    /// checks they agree): all public access blocked, SSE-S3 default encryption, and
+    /// a lifecycle rule aborting multipart uploads left incomplete for a day (Floe
+    /// writes single PUTs, so only a foreign or crashed client leaves them; they cost
+    /// storage until aborted). No versioning: Floe never overwrites a key.
+    ///
+    /// Safe to run again: a bucket this account owns is accepted; a default
+    /// encryption the bucket already has is kept (it may be SSE-KMS, which is
+    /// stronger); Floe's lifecycle rule is added beside the rules already there
+    /// (a PUT replaces the whole lifecycle configuration).
     pub async fn create_bucket(client: &Client, bucket: &str) -> Result<()> {
+        use aws_sdk_s3::types::{
+            AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, ExpirationStatus,
+            LifecycleRule, LifecycleRuleFilter, PublicAccessBlockConfiguration,
+            ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration,
+            ServerSideEncryptionRule,
+        };
+        /// The lifecycle rule's id, the same as in the CloudFormation template.
+        const ABORT_RULE_ID: &str = "floe-abort-incomplete-multipart-uploads";
+        const ABORT_AFTER_DAYS: i32 = 1;
+
+        let what = |op: &str| format!("s3 {op} {bucket}");
+        let built = |e: aws_sdk_s3::error::BuildError| Error::Internal(format!("s3 request: {e}"));
         let region = client
             .config()
             .region()
@@ -86,10 +108,104 @@ impl S3Store {
             );
         }
         match req.send().await {
-            Ok(_) => Ok(()),
-            Err(e) if code(&e) == Some("BucketAlreadyOwnedByYou") => Ok(()),
-            Err(e) => Err(classify(&format!("s3 CreateBucket {bucket}"), e)),
+            Ok(_) => {}
+            Err(e) if code(&e) == Some("BucketAlreadyOwnedByYou") => {}
+            Err(e) => return Err(classify(&what("CreateBucket"), e)),
         }
+
+        client
+            .put_public_access_block()
+            .bucket(bucket)
+            .public_access_block_configuration(
+                PublicAccessBlockConfiguration::builder()
+                    .block_public_acls(true)
+                    .ignore_public_acls(true)
+                    .block_public_policy(true)
+                    .restrict_public_buckets(true)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| classify(&what("PutPublicAccessBlock"), e))?;
+
+        let encrypted = match client.get_bucket_encryption().bucket(bucket).send().await {
+            Ok(out) => out
+                .server_side_encryption_configuration()
+                .is_some_and(|c| !c.rules().is_empty()),
+            Err(e)
+                if code(&e) == Some("ServerSideEncryptionConfigurationNotFoundError")
+                    || status(&e) == Some(404) =>
+            {
+                false
+            }
+            Err(e) => return Err(classify(&what("GetBucketEncryption"), e)),
+        };
+        if !encrypted {
+            let sse = ServerSideEncryptionByDefault::builder()
+                .sse_algorithm(ServerSideEncryption::Aes256)
+                .build()
+                .map_err(built)?;
+            client
+                .put_bucket_encryption()
+                .bucket(bucket)
+                .server_side_encryption_configuration(
+                    ServerSideEncryptionConfiguration::builder()
+                        .rules(
+                            ServerSideEncryptionRule::builder()
+                                .apply_server_side_encryption_by_default(sse)
+                                .build(),
+                        )
+                        .build()
+                        .map_err(built)?,
+                )
+                .send()
+                .await
+                .map_err(|e| classify(&what("PutBucketEncryption"), e))?;
+        }
+
+        let mut rules = match client
+            .get_bucket_lifecycle_configuration()
+            .bucket(bucket)
+            .send()
+            .await
+        {
+            Ok(out) => out.rules().to_vec(),
+            Err(e)
+                if code(&e) == Some("NoSuchLifecycleConfiguration") || status(&e) == Some(404) =>
+            {
+                Vec::new()
+            }
+            Err(e) => return Err(classify(&what("GetBucketLifecycleConfiguration"), e)),
+        };
+        if !rules.iter().any(|r| r.id() == Some(ABORT_RULE_ID)) {
+            rules.push(
+                LifecycleRule::builder()
+                    .id(ABORT_RULE_ID)
+                    .status(ExpirationStatus::Enabled)
+                    // An empty prefix: every object of the bucket.
+                    .filter(LifecycleRuleFilter::builder().prefix("").build())
+                    .abort_incomplete_multipart_upload(
+                        AbortIncompleteMultipartUpload::builder()
+                            .days_after_initiation(ABORT_AFTER_DAYS)
+                            .build(),
+                    )
+                    .build()
+                    .map_err(built)?,
+            );
+            client
+                .put_bucket_lifecycle_configuration()
+                .bucket(bucket)
+                .lifecycle_configuration(
+                    BucketLifecycleConfiguration::builder()
+                        .set_rules(Some(rules))
+                        .build()
+                        .map_err(built)?,
+                )
+                .send()
+                .await
+                .map_err(|e| classify(&what("PutBucketLifecycleConfiguration"), e))?;
+        }
+        Ok(())
     }
 
     fn full_key(&self, key: &str) -> String {
