@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the tests need and runs the whole suite: formatting and lints,
 # Rust unit/contract/end-to-end tests (rdkafka), the Python client suites
-# (confluent-kafka, kafka-python), kcat, and the librdkafka test-suite allow-list.
-# Ends with one line "N passed, M failed" over every suite.
+# (confluent-kafka, kafka-python), kcat, kafkajs and the librdkafka test-suite
+# allow-list, the client suites on the embedded backend and again on the AWS
+# backend (S3 + DynamoDB on moto). Ends with one line "N passed, M failed" over
+# every suite.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$(pwd)
@@ -56,13 +58,18 @@ nf=$(echo "$line" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+' || echo 0)
 [ -n "$line" ] || nf=1
 count rust "$logs/nextest.log" "${np:-0}" "${nf:-0}"
 
+pytest_line() { # name log: pytest's "N passed, M failed, K errors in ..." line
+  local line pp pf
+  line=$(tail -5 "$2" | grep -E "passed|failed|error" | tail -1)
+  pp=$(echo "$line" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || echo 0)
+  pf=$(echo "$line" | grep -oE '[0-9]+ (failed|errors?)' | awk '{s+=$1} END {print s+0}')
+  [ -n "$line" ] || pf=1
+  count "$1" "$2" "${pp:-0}" "${pf:-0}"
+}
+
 stage "python clients (confluent-kafka, kafka-python)"
 tests/python/run.sh -q 2>&1 | tee "$logs/python.log"
-line=$(tail -5 "$logs/python.log" | grep -E "passed|failed" | tail -1)
-pp=$(echo "$line" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || echo 0)
-pf=$(echo "$line" | grep -oE '[0-9]+ (failed|errors?)' | awk '{s+=$1} END {print s+0}')
-[ -n "$line" ] || pf=1
-count python "$logs/python.log" "${pp:-0}" "${pf:-0}"
+pytest_line python "$logs/python.log"
 
 suite_line() { # name log
   local line sp sf
@@ -84,6 +91,22 @@ for suite in node; do
     suite_line "$suite" "$logs/$suite.log"
   fi
 done
+
+# The same client suites on the AWS backend: FLOE_TEST_BACKEND=aws gives every
+# broker they start its own bucket and table on moto (see their READMEs).
+aws_suite() { # name parser command...
+  local name=$1 parser=$2
+  shift 2
+  stage "$name: AWS backend on moto"
+  if [ -z "${FLOE_TEST_MOTO_ENDPOINT:-}" ]; then
+    echo "moto is not running"; count "$name" x 0 1; return
+  fi
+  FLOE_TEST_BACKEND=aws "$@" 2>&1 | tee "$logs/$name.log"
+  "$parser" "$name" "$logs/$name.log"
+}
+aws_suite python-aws pytest_line tests/python/run.sh -q
+aws_suite kcat-aws suite_line bash tests/kcat/run.sh
+if [ -x tests/node/run.sh ]; then aws_suite node-aws suite_line bash tests/node/run.sh; fi
 
 # librdkafka's allow-list against a fresh gateway. The suite assumes Kafka's
 # defaults for auto-created topics (4 partitions).

@@ -10,7 +10,16 @@
 #   - SIGTERM, and the broker exits 0.
 # Prints "N passed, M failed" last; exits non-zero on any failure.
 #
-# Environment: FLOE_BIN (default target/debug/floe), KCAT (default kcat).
+# Environment: FLOE_BIN (default target/debug/floe), KCAT (default kcat),
+# FLOE_TEST_BACKEND (embedded, the default, or aws).
+#
+# On the AWS backend (S3 + DynamoDB on the moto server):
+#   eval "$(localstack/emulators.sh start)"   # exports FLOE_TEST_MOTO_ENDPOINT
+#   FLOE_TEST_BACKEND=aws tests/kcat/run.sh
+# The broker then gets its own bucket and table (floe-kcat-<hex>), created with
+# `floe init` first. FLOE_TEST_BACKEND=aws without FLOE_TEST_MOTO_ENDPOINT is a
+# failure, not a skip. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_REGION
+# default to test / test / us-east-1.
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 floe=${FLOE_BIN:-$root/target/debug/floe}
@@ -37,6 +46,29 @@ if [ ! -x "$floe" ]; then
   finish
 fi
 
+backend=${FLOE_TEST_BACKEND:-embedded}
+backend_args=()
+case "$backend" in
+  embedded) ;;
+  aws)
+    if [ -z "${FLOE_TEST_MOTO_ENDPOINT:-}" ]; then
+      echo "FLOE_TEST_BACKEND=aws needs FLOE_TEST_MOTO_ENDPOINT (eval \"\$(localstack/emulators.sh start)\")"
+      fail "moto endpoint set"
+      finish
+    fi
+    export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-test} AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-test} \
+      AWS_REGION=${AWS_REGION:-us-east-1}
+    aws_name="floe-kcat-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
+    backend_args=(--backend aws --bucket "$aws_name" --table "$aws_name"
+      --endpoint-url "$FLOE_TEST_MOTO_ENDPOINT" --region us-east-1)
+    ;;
+  *)
+    echo "FLOE_TEST_BACKEND=$backend: expected embedded or aws"
+    fail "known backend"
+    finish
+    ;;
+esac
+
 work=$(mktemp -d)
 broker_pid=
 cleanup() {
@@ -54,8 +86,18 @@ free_port() {
 port=$(free_port)
 bootstrap="127.0.0.1:$port"
 
+if [ "$backend" = aws ]; then
+  if timeout 60 "$floe" init "${backend_args[@]}" >"$work/init.log" 2>&1; then
+    cat "$work/init.log"
+  else
+    fail "floe init ${backend_args[*]}"
+    cat "$work/init.log"
+    finish
+  fi
+fi
+
 "$floe" --listen "$bootstrap" --advertised-listener "$bootstrap" \
-  --data-dir "$work/data" --flush-interval 2ms --log-level warn \
+  --data-dir "$work/data" --flush-interval 2ms --log-level warn "${backend_args[@]}" \
   >"$work/floe.log" 2>&1 &
 broker_pid=$!
 for _ in $(seq 1 300); do
@@ -68,7 +110,7 @@ if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
   cat "$work/floe.log"
   finish
 fi
-echo "floe pid $broker_pid on $bootstrap; $("$kcat" -V 2>&1 | grep -m1 -o 'librdkafka [0-9.]*')"
+echo "floe pid $broker_pid on $bootstrap ($backend backend); $("$kcat" -V 2>&1 | grep -m1 -o 'librdkafka [0-9.]*')"
 
 # kcat with a wall-clock limit, so a stuck client fails the check instead of
 # hanging the suite.

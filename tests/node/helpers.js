@@ -16,6 +16,25 @@ const { Kafka, logLevel, CompressionTypes, CompressionCodecs, Partitioners } = r
 const REPO_ROOT = path.resolve(__dirname, '..', '..')
 const START_TIMEOUT_MS = 30_000
 const STOP_TIMEOUT_MS = 20_000
+const INIT_TIMEOUT_MS = 60_000
+const AWS_REGION = 'us-east-1'
+const AWS_ENV_DEFAULTS = { AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test', AWS_REGION }
+
+// Backend of the brokers under test: embedded by default; FLOE_TEST_BACKEND=aws gives every
+// Floe its own S3 bucket and DynamoDB table (`floe-node-<hex>`) on the moto server named by
+// FLOE_TEST_MOTO_ENDPOINT, created by `floe init` before the first start and reused by every
+// restart (same durable state, as on the embedded backend's data dir).
+function testBackend () {
+  const backend = process.env.FLOE_TEST_BACKEND || 'embedded'
+  if (backend !== 'embedded' && backend !== 'aws') {
+    throw new Error(`FLOE_TEST_BACKEND=${backend}: expected 'embedded' or 'aws'`)
+  }
+  if (backend === 'aws' && !process.env.FLOE_TEST_MOTO_ENDPOINT) {
+    throw new Error('FLOE_TEST_BACKEND=aws needs FLOE_TEST_MOTO_ENDPOINT (the moto server): ' +
+      'eval "$(localstack/emulators.sh start)"')
+  }
+  return backend
+}
 
 // ---------------------------------------------------------------- codecs
 // kafkajs ships GZIP only; the others are plug-ins. All three install without a native
@@ -93,9 +112,23 @@ class Floe {
     this.logPath = path.join(this.workdir, 'floe.log')
     this.proc = null
     this.starts = 0
+    this.backend = testBackend()
+    this.awsName = this.backend === 'aws' ? `floe-node-${crypto.randomBytes(6).toString('hex')}` : null
+    this.awsInitialized = false
   }
 
   get bootstrap () { return `127.0.0.1:${this.port}` }
+
+  backendArgs () {
+    if (this.backend !== 'aws') return []
+    return [
+      '--backend', 'aws',
+      '--bucket', this.awsName,
+      '--table', this.awsName,
+      '--endpoint-url', process.env.FLOE_TEST_MOTO_ENDPOINT,
+      '--region', AWS_REGION,
+    ]
+  }
 
   args () {
     return [
@@ -104,8 +137,34 @@ class Floe {
       '--data-dir', this.dataDir,
       '--flush-interval', '2ms',
       '--log-level', 'warn',
+      ...this.backendArgs(),
       ...this.extraArgs,
     ]
+  }
+
+  // FLOE_* variables would override floe's settings (and FLOE_BIN is ours): flags alone decide.
+  childEnv () {
+    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('FLOE_')))
+    if (this.backend === 'aws') {
+      for (const [k, v] of Object.entries(AWS_ENV_DEFAULTS)) if (!env[k]) env[k] = v
+    }
+    return env
+  }
+
+  // aws: create this broker's bucket and table (`floe init`), once.
+  async initBackend () {
+    if (this.backend !== 'aws' || this.awsInitialized) return
+    const args = ['init', ...this.backendArgs()]
+    const cmd = `${this.bin} ${args.join(' ')}`
+    const { status, out } = await new Promise(resolve => {
+      execFile(this.bin, args, { env: this.childEnv(), timeout: INIT_TIMEOUT_MS }, (err, stdout, stderr) => {
+        const status = !err ? 'exit 0' : err.killed ? `killed after ${INIT_TIMEOUT_MS} ms` : `exit ${err.code ?? err.signal}`
+        resolve({ status, out: `${stdout}${stderr}` })
+      })
+    })
+    fs.appendFileSync(this.logPath, `\n===== init: ${cmd} (${status})\n${out}`)
+    if (status !== 'exit 0') throw new Error(`floe init failed (${status}): ${cmd}\n${out}`)
+    this.awsInitialized = true
   }
 
   logTail (lines = 60) {
@@ -121,12 +180,11 @@ class Floe {
   async start () {
     assert.ok(!this.running(), 'broker already running')
     if (this.port === undefined) this.port = await pickPort()
+    await this.initBackend()
     this.starts++
     fs.appendFileSync(this.logPath, `\n===== start #${this.starts}: ${this.bin} ${this.args().join(' ')}\n`)
     const log = fs.openSync(this.logPath, 'a')
-    // FLOE_* variables would override floe's settings (and FLOE_BIN is ours): flags alone decide.
-    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('FLOE_')))
-    const proc = spawn(this.bin, this.args(), { stdio: ['ignore', log, log], cwd: this.workdir, env })
+    const proc = spawn(this.bin, this.args(), { stdio: ['ignore', log, log], cwd: this.workdir, env: this.childEnv() })
     fs.closeSync(log)
     this.proc = proc
     this.exited = new Promise(resolve => proc.once('exit', (code, signal) => resolve({ code, signal })))

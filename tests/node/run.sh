@@ -44,6 +44,9 @@ rc=$?
 set -e
 pass="$(sed -n 's/^# pass \([0-9][0-9]*\)$/\1/p' "$tap" | tail -n 1)"
 fail="$(sed -n 's/^# fail \([0-9][0-9]*\)$/\1/p' "$tap" | tail -n 1)"
+# Tests cancelled because a before() hook threw (e.g. floe did not start) count as failed.
+cancelled="$(sed -n 's/^# cancelled \([0-9][0-9]*\)$/\1/p' "$tap" | tail -n 1)"
+[ -z "$fail" ] || fail=$((fail + ${cancelled:-0}))
 if [ -z "$pass" ] || [ -z "$fail" ]; then
   echo "node --test printed no summary (exit $rc)" >&2
   echo "${pass:-0} passed, $(( ${fail:-0} + 1 )) failed"

@@ -8,11 +8,18 @@ Fixtures:
   bootstrap   -> "127.0.0.1:PORT" of the `floe` fixture's broker
 
 Extra broker flags for one test:  @pytest.mark.floe_args("--auto-create-topics", "true")
+
+Backend: embedded by default. With FLOE_TEST_BACKEND=aws every broker gets its own S3 bucket and
+DynamoDB table (`floe-py-<hex>`) on the moto server named by FLOE_TEST_MOTO_ENDPOINT, created
+with `floe init` before its first start and reused by every restart, so restarts see the same
+durable state. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_REGION default to test / test /
+us-east-1.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -24,6 +31,23 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 20.0
+INIT_TIMEOUT_S = 60.0
+AWS_REGION = "us-east-1"
+AWS_ENV_DEFAULTS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": AWS_REGION}
+
+
+def selected_backend() -> str:
+    """"embedded" or "aws", from FLOE_TEST_BACKEND; anything else fails the test."""
+    backend = os.environ.get("FLOE_TEST_BACKEND", "") or "embedded"
+    if backend not in ("embedded", "aws"):
+        pytest.fail(f"FLOE_TEST_BACKEND={backend!r}: expected 'embedded' or 'aws'", pytrace=False)
+    if backend == "aws" and not os.environ.get("FLOE_TEST_MOTO_ENDPOINT"):
+        pytest.fail(
+            "FLOE_TEST_BACKEND=aws needs FLOE_TEST_MOTO_ENDPOINT (the moto server): "
+            'eval "$(localstack/emulators.sh start)"',
+            pytrace=False,
+        )
+    return backend
 
 
 def find_floe_bin() -> Path:
@@ -66,10 +90,25 @@ class FloeBroker:
         self.proc: subprocess.Popen | None = None
         self.starts = 0
         self.killed = False  # True after kill9() until the next start()
+        self.backend = selected_backend()
+        # aws: one bucket and table per broker, kept across restarts (see the module docstring).
+        self.aws_name = f"floe-py-{secrets.token_hex(6)}" if self.backend == "aws" else None
+        self.aws_initialized = False
 
     @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
+
+    def backend_args(self) -> list[str]:
+        if self.backend != "aws":
+            return []
+        return [
+            "--backend", "aws",
+            "--bucket", self.aws_name,
+            "--table", self.aws_name,
+            "--endpoint-url", os.environ["FLOE_TEST_MOTO_ENDPOINT"],
+            "--region", AWS_REGION,
+        ]
 
     def command(self) -> list[str]:
         addr = self.bootstrap
@@ -81,8 +120,40 @@ class FloeBroker:
             "--flush-interval", "5ms",
             "--default-partitions", "1",
             "--log-level", "info",
+            *self.backend_args(),
             *self.extra_args,
         ]
+
+    def child_env(self) -> dict[str, str]:
+        # FLOE_* variables would override floe's settings (and FLOE_BIN is ours): the flags alone decide.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLOE_")}
+        env.setdefault("RUST_BACKTRACE", "1")
+        if self.backend == "aws":
+            for k, v in AWS_ENV_DEFAULTS.items():
+                if not env.get(k):
+                    env[k] = v
+        return env
+
+    def init_backend(self) -> None:
+        """aws: create this broker's bucket and table (`floe init`), once."""
+        if self.backend != "aws" or self.aws_initialized:
+            return
+        cmd = [str(self.binary), "init", *self.backend_args()]
+        try:
+            res = subprocess.run(
+                cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
+                env=self.child_env(), timeout=INIT_TIMEOUT_S,
+            )
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"floe init did not finish within {INIT_TIMEOUT_S:.0f}s: {' '.join(cmd)}", pytrace=False)
+        with open(self.log_path, "a") as log:
+            log.write(f"\n===== init: {' '.join(cmd)} (exit {res.returncode})\n{res.stdout}{res.stderr}")
+        if res.returncode != 0:
+            pytest.fail(
+                f"floe init failed (exit {res.returncode}): {' '.join(cmd)}\n{res.stdout}{res.stderr}",
+                pytrace=False,
+            )
+        self.aws_initialized = True
 
     def log_tail(self, lines: int = 80) -> str:
         try:
@@ -96,17 +167,15 @@ class FloeBroker:
 
     def start(self) -> None:
         assert not self.is_running(), "broker already running"
+        self.init_backend()
         self.starts += 1
         self.killed = False
         log = open(self.log_path, "ab")
         log.write(f"\n===== start #{self.starts}: {' '.join(self.command())}\n".encode())
         log.flush()
-        # FLOE_* variables would override floe's settings (and FLOE_BIN is ours): the flags alone decide.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FLOE_")}
-        env.setdefault("RUST_BACKTRACE", "1")
         self.proc = subprocess.Popen(
             self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            cwd=str(self.data_dir.parent), env=env,
+            cwd=str(self.data_dir.parent), env=self.child_env(),
         )
         log.close()
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -162,8 +231,8 @@ class FloeBroker:
         self.killed = True
 
     def restart(self) -> None:
-        """Restart on the same port and data dir. Graceful (SIGTERM, must exit 0) if it is
-        running; after kill9() it is simply started again."""
+        """Restart on the same port and data dir (aws: the same bucket and table). Graceful
+        (SIGTERM, must exit 0) if it is running; after kill9() it is simply started again."""
         if self.is_running():
             self.stop_ok()
         self.start()
