@@ -100,6 +100,12 @@ pub struct FlusherStats {
     pub commit_requests: AtomicU64,
     pub failed_flushes: AtomicU64,
     pub appended_batches: AtomicU64,
+    /// Record batch bytes of appends made durable (idempotent duplicates not
+    /// counted): the produced bytes, whether the producer waited (acks=1/all)
+    /// or not (acks=0).
+    pub appended_bytes: AtomicU64,
+    /// Records of those appends.
+    pub appended_records: AtomicU64,
 }
 
 struct Pending {
@@ -145,7 +151,7 @@ struct Inner {
     committed_through: AtomicU64,
     fenced: AtomicBool,
     abandon: AtomicBool,
-    stats: FlusherStats,
+    stats: Arc<FlusherStats>,
 }
 
 /// Handle to the write path; cheap to clone.
@@ -203,7 +209,7 @@ impl Flusher {
             committed_through: AtomicU64::new(0),
             fenced: AtomicBool::new(false),
             abandon: AtomicBool::new(false),
-            stats: FlusherStats::default(),
+            stats: Arc::default(),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let (commit_tx, commit_rx) = mpsc::unbounded_channel();
@@ -220,7 +226,8 @@ impl Flusher {
         &self.inner.stream
     }
 
-    pub fn stats(&self) -> &FlusherStats {
+    /// The write path's counters; shared so a metrics exporter can hold them.
+    pub fn stats(&self) -> &Arc<FlusherStats> {
         &self.inner.stats
     }
 
@@ -781,11 +788,17 @@ fn apply_committed(inner: &Arc<Inner>, s: Sealed) {
     }
     inner.committed_through.store(s.seq, Ordering::SeqCst);
     for (p, r) in s.replies {
-        if r.is_ok() {
-            inner
-                .stats
-                .appended_batches
+        if let Ok(ok) = &r {
+            let st = &inner.stats;
+            st.appended_batches
                 .fetch_add(p.batches.len() as u64, Ordering::Relaxed);
+            // A duplicate (idempotent retry) was counted when it was first appended.
+            if !ok.duplicate {
+                let records: u64 = p.batches.iter().map(|b| b.records.max(0) as u64).sum();
+                st.appended_bytes
+                    .fetch_add(p.bytes as u64, Ordering::Relaxed);
+                st.appended_records.fetch_add(records, Ordering::Relaxed);
+            }
         }
         let _ = p.reply.send(r);
     }

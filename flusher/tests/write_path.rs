@@ -570,6 +570,14 @@ async fn idempotent_producer_dedups_and_checks_sequences() {
     assert_eq!((old_retry.base_offset, old_retry.duplicate), (0, true));
     let p = ok(append(plain(1, 9)).await);
     assert_eq!(p.base_offset, 5);
+    // Produced volume counts each append once, duplicates not again.
+    let stats = f.stats();
+    assert_eq!(stats.appended_records.load(Ordering::Relaxed), 3 + 2 + 1);
+    let sizes = [idem(10, 0, 0, 3), idem(10, 0, 3, 2), plain(1, 9)].map(|b| b.bytes.len() as u64);
+    assert_eq!(
+        stats.appended_bytes.load(Ordering::Relaxed),
+        sizes.iter().sum::<u64>()
+    );
 
     assert_eq!(
         append(idem(10, 0, 7, 1)).await,
