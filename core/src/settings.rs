@@ -78,6 +78,10 @@ pub struct Settings {
     pub cluster_id: String,
     /// tracing filter, e.g. `info` or `floe_gateway=debug,info`.
     pub log_level: String,
+    /// Address of the Prometheus metrics endpoint (`GET /metrics`); `None`
+    /// (the default) serves no endpoint. Counters are kept either way, for the
+    /// summary logged at shutdown.
+    pub metrics_listen: Option<String>,
 }
 
 impl Default for Settings {
@@ -108,6 +112,7 @@ impl Default for Settings {
             node_id: 0,
             cluster_id: "floe-cluster".to_string(),
             log_level: "info".to_string(),
+            metrics_listen: None,
         }
     }
 }
@@ -140,6 +145,7 @@ pub const KEYS: &[&str] = &[
     "node-id",
     "cluster-id",
     "log-level",
+    "metrics-listen",
 ];
 
 fn bad(key: &str, value: &str, why: impl std::fmt::Display) -> Error {
@@ -228,6 +234,9 @@ impl Settings {
             "node-id" => self.node_id = parse_int(&k, value)?,
             "cluster-id" => self.cluster_id = value.to_string(),
             "log-level" => self.log_level = value.to_string(),
+            "metrics-listen" => {
+                self.metrics_listen = (!value.is_empty()).then(|| value.to_string())
+            }
             _ => {
                 return Err(Error::Config(format!(
                     "unknown setting {key:?}; known settings: {}",
@@ -316,6 +325,12 @@ impl Settings {
         if self.listen.parse::<std::net::SocketAddr>().is_err() && !self.listen.contains(':') {
             return fail(format!("listen {:?} is not host:port", self.listen));
         }
+        if let Some(m) = &self.metrics_listen
+            && m.parse::<std::net::SocketAddr>().is_err()
+            && !m.contains(':')
+        {
+            return fail(format!("metrics-listen {m:?} is not host:port"));
+        }
         if let Some(a) = &self.advertised_listener
             && a.rsplit_once(':')
                 .and_then(|(_, p)| p.parse::<u16>().ok())
@@ -360,6 +375,15 @@ mod tests {
         s.validate().unwrap();
         s.default_partitions = 0;
         assert!(s.validate().is_err());
+        s.default_partitions = 1;
+        s.apply("metrics_listen", "127.0.0.1:9464").unwrap();
+        assert_eq!(s.metrics_listen.as_deref(), Some("127.0.0.1:9464"));
+        s.validate().unwrap();
+        s.apply("metrics-listen", "nohost").unwrap();
+        let e = s.validate().unwrap_err();
+        assert!(e.to_string().contains("metrics-listen"), "{e}");
+        s.apply("metrics-listen", "").unwrap();
+        assert_eq!(s.metrics_listen, None);
         assert!(Settings::default().apply_toml("x = [1]", "t").is_err());
     }
 }

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use floe_core::settings::Settings;
+use floe_gateway::metrics::cost::S3_PUT_PER_1000;
 use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
 use rdkafka::config::ClientConfig;
@@ -18,7 +19,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-const S3_PUT_PER_1000: f64 = 0.005;
 const PARTITIONS: i32 = 8;
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {

@@ -16,6 +16,7 @@ use floe_flusher::{Flusher, FlusherConfig, PartitionLog, ReadCache};
 
 use crate::configs;
 use crate::error::{Code, KafkaError};
+use crate::metrics::Metrics;
 
 /// Which partitions this gateway serves as leader.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +66,8 @@ pub struct Broker {
     stopping: tokio::sync::watch::Sender<bool>,
     /// Bytes of requests being read or handled (`max_inflight_request_bytes`).
     pub request_budget: Arc<tokio::sync::Semaphore>,
+    /// Request accounting: the metrics endpoint and the shutdown summary.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Topic names Kafka accepts.
@@ -90,13 +93,14 @@ pub const MAX_PARTITIONS: i32 = 10_000;
 
 impl Broker {
     /// Registers a new incarnation, recovers every partition and starts the
-    /// write path.
+    /// write path. `aws` are the stores' request counters on the AWS backend.
     pub async fn open(
         settings: Settings,
         meta: SharedMetaStore,
         objects: SharedObjectStore,
         clock: SharedClock,
         advertised: String,
+        aws: Option<Arc<floe_core::aws::AwsStats>>,
     ) -> floe_core::Result<Arc<Broker>> {
         let (host, port) = advertised
             .rsplit_once(':')
@@ -155,6 +159,7 @@ impl Broker {
             clock.clone(),
             cache.clone(),
         );
+        let metrics = Arc::new(Metrics::new(flusher.stats().clone(), aws));
         tracing::info!(gateway = %stream, topics = topics.by_name.len(), "gateway registered");
         Ok(Arc::new(Broker {
             meta,
@@ -173,6 +178,7 @@ impl Broker {
             request_budget: Arc::new(tokio::sync::Semaphore::new(
                 settings.max_inflight_request_bytes.min(u32::MAX as u64) as usize,
             )),
+            metrics,
             settings,
         }))
     }

@@ -9,12 +9,14 @@ pub mod broker;
 pub mod configs;
 pub mod error;
 pub mod frame;
+pub mod metrics;
 pub mod read;
 pub mod records;
 pub mod server;
 
 use std::sync::Arc;
 
+use floe_core::aws::AwsStats;
 use floe_core::clock::{SharedClock, SystemClock};
 use floe_core::fault::{Faults, FaultyMetaStore, FaultyObjectStore};
 use floe_core::meta::{SharedMetaStore, SqliteMetaStore};
@@ -23,6 +25,23 @@ use floe_core::settings::{Backend, Settings};
 use tokio::net::TcpListener;
 
 pub use broker::Broker;
+
+/// What a gateway runs on: its object and metadata stores and, on the AWS
+/// backend, the request counters they share (for metrics and the cost summary).
+#[derive(Clone)]
+pub struct Stores {
+    pub objects: SharedObjectStore,
+    pub meta: SharedMetaStore,
+    pub aws_stats: Option<Arc<AwsStats>>,
+}
+
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stores")
+            .field("aws_stats", &self.aws_stats)
+            .finish_non_exhaustive()
+    }
+}
 
 /// Opens the embedded backend under `settings.data_dir`: objects in
 /// `objects/`, metadata in `meta.sqlite`. With `faults`, both are wrapped in the
@@ -50,9 +69,17 @@ pub fn open_embedded(
 pub async fn open_backend(
     settings: &Settings,
     faults: Option<Arc<Faults>>,
-) -> floe_core::Result<(SharedObjectStore, SharedMetaStore)> {
+) -> floe_core::Result<Stores> {
+    let mut aws_stats = None;
     let (objects, meta): (SharedObjectStore, SharedMetaStore) = match settings.backend {
-        Backend::Embedded => return open_embedded(settings, faults),
+        Backend::Embedded => {
+            let (objects, meta) = open_embedded(settings, faults)?;
+            return Ok(Stores {
+                objects,
+                meta,
+                aws_stats,
+            });
+        }
         Backend::Aws => {
             let (bucket, table) = aws_names(settings)?;
             let (s3, ddb) = floe_core::aws::open_stores(
@@ -63,15 +90,21 @@ pub async fn open_backend(
                 faults.clone(),
             )
             .await;
+            aws_stats = Some(s3.stats().clone());
             (Arc::new(s3), Arc::new(ddb))
         }
     };
-    Ok(match faults {
+    let (objects, meta): (SharedObjectStore, SharedMetaStore) = match faults {
         Some(f) => (
             Arc::new(FaultyObjectStore::new(objects, f.clone())),
             Arc::new(FaultyMetaStore::new(meta, f)),
         ),
         None => (objects, meta),
+    };
+    Ok(Stores {
+        objects,
+        meta,
+        aws_stats,
     })
 }
 
@@ -112,7 +145,8 @@ pub async fn init_backend(settings: &Settings) -> floe_core::Result<String> {
 }
 
 /// Runs a gateway on `listener` with the given stores until `shutdown`
-/// resolves, then drains and returns.
+/// resolves, then drains and returns. Without AWS request counters; see
+/// [`run_stores`].
 pub async fn run(
     listener: TcpListener,
     settings: Settings,
@@ -120,16 +154,59 @@ pub async fn run(
     meta: SharedMetaStore,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> floe_core::Result<()> {
+    let stores = Stores {
+        objects,
+        meta,
+        aws_stats: None,
+    };
+    run_stores(listener, settings, stores, shutdown).await
+}
+
+/// Runs a gateway on `listener` until `shutdown` resolves, then drains, stops
+/// the metrics endpoint (`settings.metrics_listen`, bound before anything else
+/// starts so a bad address fails fast) and logs the request summary.
+pub async fn run_stores(
+    listener: TcpListener,
+    settings: Settings,
+    stores: Stores,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> floe_core::Result<()> {
     let local = listener
         .local_addr()
         .map_err(|e| floe_core::Error::Config(format!("listener address: {e}")))?;
+    let metrics_listener = match &settings.metrics_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+            floe_core::Error::Config(format!("metrics-listen: cannot listen on {addr}: {e}"))
+        })?),
+        None => None,
+    };
     let advertised = settings
         .advertised_listener
         .clone()
         .unwrap_or_else(|| local.to_string());
     let clock: SharedClock = Arc::new(SystemClock);
-    let broker = Broker::open(settings, meta, objects, clock, advertised).await?;
+    let broker = Broker::open(
+        settings,
+        stores.meta,
+        stores.objects,
+        clock,
+        advertised,
+        stores.aws_stats,
+    )
+    .await?;
+    let (stop_metrics, stopped) = tokio::sync::watch::channel(false);
+    let endpoint = metrics_listener.map(|l| {
+        if let Ok(addr) = l.local_addr() {
+            tracing::info!(listen = %addr, "serving metrics at /metrics");
+        }
+        tokio::spawn(metrics::endpoint::serve(l, broker.metrics.clone(), stopped))
+    });
     tracing::info!(listen = %local, "floe is serving Kafka");
-    server::serve(listener, broker, shutdown).await;
+    server::serve(listener, broker.clone(), shutdown).await;
+    let _ = stop_metrics.send(true);
+    if let Some(e) = endpoint {
+        let _ = e.await;
+    }
+    tracing::info!("{}", broker.metrics.summary());
     Ok(())
 }

@@ -7,7 +7,7 @@
 //! are bounded, so a client that pipelines without reading stalls only itself.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
@@ -44,7 +44,12 @@ pub async fn serve(
                     next_id += 1;
                     let _ = socket.set_nodelay(true);
                     let span = tracing::info_span!("conn", id = next_id, %peer);
-                    connections.spawn(handle_connection(broker.clone(), socket, stop_rx.clone()).instrument(span));
+                    let open = broker.metrics.connection_opened();
+                    let conn = handle_connection(broker.clone(), socket, stop_rx.clone());
+                    connections.spawn(async move {
+                        let _open = open;
+                        conn.await
+                    }.instrument(span));
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -121,6 +126,7 @@ async fn handle_connection(
         let next = async {
             let n = read_size(&mut reader, max).await?;
             let body = read_body(&mut reader, n).await?;
+            let received = Instant::now();
             // Admission after the bytes are in (a slow sender holds no budget)
             // and before decoding, which for non-produce requests can take ~32x
             // their size in memory. A flood of large requests waits here.
@@ -131,7 +137,7 @@ async fn handle_connection(
                 .acquire_many_owned(n.saturating_mul(weight).min(budget_total) as u32)
                 .await
                 .map_err(|_| FrameError::Closed)?;
-            Ok::<_, FrameError>((body, permit))
+            Ok::<_, FrameError>((body, permit, received, produce))
         };
         let frame = tokio::select! {
             r = tokio::time::timeout(idle, next) => r,
@@ -150,7 +156,7 @@ async fn handle_connection(
             }
             Ok(Ok(f)) => f,
         };
-        let (frame, permit) = frame;
+        let (frame, permit, received, produce) = frame;
         let (done_tx, done_rx) = oneshot::channel();
         if tx.send(done_rx).await.is_err() {
             break;
@@ -163,6 +169,9 @@ async fn handle_connection(
                 let _permit = permit;
                 match api::handle_frame(&broker, frame, turn).await {
                     Ok(resp) => {
+                        if produce && resp.is_some() {
+                            broker.metrics.produce_acked(received.elapsed());
+                        }
                         let _ = done_tx.send(resp);
                     }
                     Err(reason) => {

@@ -122,13 +122,16 @@ pub async fn handle(broker: &Arc<Broker>, _version: i16, req: FetchRequest) -> F
         let (resp, bytes, errors) = build(broker, &req, &logs).await;
         tracing::trace!(bytes, errors, remaining = ?deadline.saturating_duration_since(Instant::now()), "fetch pass");
         if bytes >= min_bytes || errors || Instant::now() >= deadline {
+            broker.metrics.fetched(bytes as u64);
             return resp;
         }
         if tokio::time::timeout_at(deadline, notify.notified())
             .await
             .is_err()
         {
-            return build(broker, &req, &logs).await.0;
+            let (resp, bytes, _) = build(broker, &req, &logs).await;
+            broker.metrics.fetched(bytes as u64);
+            return resp;
         }
     }
 }

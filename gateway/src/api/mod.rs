@@ -12,10 +12,12 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use tracing::Instrument;
 
 use crate::broker::Broker;
+use error_codes::ErrorCodes;
 
 pub mod api_versions;
 pub mod configs;
 pub mod describe_cluster;
+pub mod error_codes;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod init_producer_id;
@@ -160,6 +162,18 @@ fn encode_response<R: Encodable>(
     Ok(buf)
 }
 
+/// Counts the response's error codes, then encodes it.
+fn answer<R: Encodable + ErrorCodes>(
+    broker: &Broker,
+    correlation_id: i32,
+    header_version: i16,
+    body: &R,
+    version: i16,
+) -> Result<Option<BytesMut>, Close> {
+    body.error_codes(&mut |code| broker.metrics.error_code(code));
+    encode_response(correlation_id, header_version, body, version).map(Some)
+}
+
 fn decode<T: Decodable>(body: &mut Bytes, version: i16, what: &str) -> Result<T, Close> {
     T::decode(body, version).map_err(|e| Close(format!("malformed {what} v{version} request: {e}")))
 }
@@ -284,17 +298,19 @@ pub async fn handle_frame(
         Decoded::UnsupportedApiVersions { correlation_id } => {
             // KIP-511: answer with a v0 response carrying UNSUPPORTED_VERSION and
             // our ranges, so the client can retry with a version we speak.
+            broker.metrics.request(ApiKey::ApiVersions);
             let resp = api_versions::unsupported_version_response();
-            return encode_response(correlation_id, 0, &resp, 0).map(Some);
+            return answer(broker, correlation_id, 0, &resp, 0);
         }
         Decoded::FindCoordinator {
             correlation_id,
             version,
             req,
         } => {
+            broker.metrics.request(ApiKey::FindCoordinator);
             let resp = find_coordinator::not_available(version, &req);
             let hv = ApiKey::FindCoordinator.response_header_version(version);
-            return encode_response(correlation_id, hv, &resp, version).map(Some);
+            return answer(broker, correlation_id, hv, &resp, version);
         }
         Decoded::Request {
             api,
@@ -304,6 +320,7 @@ pub async fn handle_frame(
             trailing,
         } => (api, header, version, body, trailing),
     };
+    broker.metrics.request(api);
     let correlation_id = header.correlation_id;
     let span = tracing::debug_span!("request", api = ?api, version, correlation_id);
     if trailing > 0 {
@@ -335,13 +352,13 @@ async fn dispatch(
     };
     macro_rules! respond {
         ($resp:expr) => {
-            encode_response(correlation_id, rv, &$resp, v).map(Some)
+            answer(broker, correlation_id, rv, &$resp, v)
         };
     }
     match body {
         Body::ApiVersions(_) => {
             // ApiVersions responses always use header v0.
-            encode_response(correlation_id, 0, &api_versions::response(), v).map(Some)
+            answer(broker, correlation_id, 0, &api_versions::response(), v)
         }
         Body::Metadata(req) => respond!(metadata::handle(broker, v, req).await),
         Body::Produce(req) => match produce::handle(broker, v, req, turn.unwrap_or_default()).await

@@ -93,6 +93,9 @@ struct Args {
     /// Kafka node id reported to clients [default: 0].
     #[arg(long, global = true, env = "FLOE_NODE_ID")]
     node_id: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 [default: off].
+    #[arg(long, global = true, env = "FLOE_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<String>,
     /// Fail points for drills and tests, e.g. "object.put=delay(50ms)" (see floe-core fault).
     #[arg(long, global = true, env = "FLOE_FAILPOINTS", hide = true)]
     failpoints: Option<String>,
@@ -132,6 +135,7 @@ fn settings(args: &Args) -> Result<Settings, floe_core::Error> {
         ("idle-timeout", &args.idle_timeout),
         ("gateway-id", &args.gateway_id),
         ("node-id", &args.node_id),
+        ("metrics-listen", &args.metrics_listen),
     ];
     for (key, value) in flags {
         if let Some(v) = value {
@@ -215,13 +219,13 @@ fn main() -> ExitCode {
         };
     }
     let result = runtime.block_on(async move {
-        let (objects, meta) = floe_gateway::open_backend(&settings, faults).await?;
+        let stores = floe_gateway::open_backend(&settings, faults).await?;
         let listener = tokio::net::TcpListener::bind(&settings.listen)
             .await
             .map_err(|e| {
                 floe_core::Error::Config(format!("cannot listen on {}: {e}", settings.listen))
             })?;
-        floe_gateway::run(listener, settings, objects, meta, shutdown_signal()).await
+        floe_gateway::run_stores(listener, settings, stores, shutdown_signal()).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
