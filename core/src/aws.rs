@@ -250,7 +250,16 @@ pub async fn open_stores(
     faults: Option<Arc<crate::fault::Faults>>,
 ) -> (crate::object_store::S3Store, crate::meta::DynamoMetaStore) {
     let mut config = load_sdk_config(endpoint, region).await;
-    if let (Some(f), Some(http)) = (faults, config.http_client()) {
+    if let Some(f) = faults {
+        // The SDK picks its default client only when it builds a service client;
+        // this is the same one (hyper 1 with rustls on aws-lc), made explicitly.
+        let http = config.http_client().unwrap_or_else(|| {
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::AwsLc,
+                ))
+                .build_https()
+        });
         config = config
             .into_builder()
             .http_client(crate::aws_faults::faulty_http_client(http, f))

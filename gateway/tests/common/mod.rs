@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod batches;
+pub mod kafka;
 pub mod wire;
 
 use std::net::SocketAddr;
@@ -106,18 +107,36 @@ pub struct Process {
     pub data_dir: PathBuf,
     pub child: Option<Child>,
     extra: Vec<(String, String)>,
+    env: Vec<(String, String)>,
+    /// Where stderr (the log) goes; None: inherited.
+    log: Option<PathBuf>,
 }
 
 impl Process {
     pub fn start(data_dir: &Path, port: u16, extra: &[(&str, &str)]) -> Self {
+        Self::start_logged(data_dir, port, extra, &[], None)
+    }
+
+    /// Like `start`, with environment variables and the log appended to `log`.
+    pub fn start_logged(
+        data_dir: &Path,
+        port: u16,
+        extra: &[(&str, &str)],
+        env: &[(&str, &str)],
+        log: Option<&Path>,
+    ) -> Self {
+        let own = |kv: &[(&str, &str)]| -> Vec<(String, String)> {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
         let mut p = Process {
             port,
             data_dir: data_dir.to_path_buf(),
             child: None,
-            extra: extra
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            extra: own(extra),
+            env: own(env),
+            log: log.map(Path::to_path_buf),
         };
         p.spawn();
         p
@@ -135,6 +154,15 @@ impl Process {
             .stderr(Stdio::inherit());
         for (k, v) in &self.extra {
             cmd.arg(format!("--{k}")).arg(v);
+        }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        if let Some(path) = &self.log {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .expect("open the gateway log");
+            cmd.stderr(f);
         }
         let mut child = cmd.spawn().expect("spawn floe");
         wait_for_port(self.port, Duration::from_secs(30));
