@@ -36,6 +36,10 @@ pub struct Settings {
     /// aws: endpoint of an S3/DynamoDB-compatible service (LocalStack, moto);
     /// implies path-style bucket addressing.
     pub endpoint_url: Option<String>,
+    /// aws: how long DynamoDB keeps a flush record before its TTL deletes it.
+    /// Checkpoints make records obsolete within seconds; the TTL must outlast
+    /// the longest time a crashed gateway's records may wait for recovery.
+    pub flush_record_ttl: Duration,
     /// Longest a produced batch waits in the buffer before its segment is sealed.
     /// Shorter means lower produce latency and more object PUTs (cost on S3).
     pub flush_interval: Duration,
@@ -96,6 +100,7 @@ impl Default for Settings {
             region: None,
             endpoint_url: None,
             flush_interval: Duration::from_millis(5),
+            flush_record_ttl: crate::meta::dynamodb::DEFAULT_FLUSH_RECORD_TTL,
             segment_bytes: 8 * 1024 * 1024,
             max_buffer_bytes: 64 * 1024 * 1024,
             upload_concurrency: 4,
@@ -128,6 +133,7 @@ pub const KEYS: &[&str] = &[
     "table",
     "region",
     "endpoint-url",
+    "flush-record-ttl",
     "flush-interval",
     "segment-bytes",
     "max-buffer-bytes",
@@ -216,6 +222,7 @@ impl Settings {
             "region" => self.region = (!value.is_empty()).then(|| value.to_string()),
             "endpoint-url" => self.endpoint_url = (!value.is_empty()).then(|| value.to_string()),
             "flush-interval" => self.flush_interval = parse_duration(&k, value)?,
+            "flush-record-ttl" => self.flush_record_ttl = parse_duration(&k, value)?,
             "segment-bytes" => self.segment_bytes = parse_size(&k, value)?,
             "max-buffer-bytes" => self.max_buffer_bytes = parse_size(&k, value)?,
             "upload-concurrency" => self.upload_concurrency = parse_int(&k, value)?,
@@ -285,6 +292,12 @@ impl Settings {
             return fail(format!(
                 "max-buffer-bytes ({}) must be at least segment-bytes ({})",
                 self.max_buffer_bytes, self.segment_bytes
+            ));
+        }
+        if self.flush_record_ttl < Duration::from_secs(3600) {
+            return fail(format!(
+                "flush-record-ttl {:?} is too short: at least 1h (it must outlast any outage)",
+                self.flush_record_ttl
             ));
         }
         if self.flush_interval.is_zero() {
@@ -360,6 +373,18 @@ mod tests {
         assert!(s.apply("segment-bytes", "lots").is_err());
         assert!(s.apply("auto-create-topics", "maybe").is_err());
         assert!(s.apply("no-such-key", "1").is_err());
+    }
+
+    #[test]
+    fn flush_record_ttl_has_a_floor() {
+        let mut s = Settings::default();
+        assert_eq!(s.flush_record_ttl, Duration::from_secs(7 * 24 * 3600));
+        s.apply("flush-record-ttl", "2d").unwrap();
+        assert_eq!(s.flush_record_ttl, Duration::from_secs(2 * 24 * 3600));
+        assert!(s.validate().is_ok());
+        s.apply("flush-record-ttl", "10m").unwrap();
+        let e = s.validate().unwrap_err();
+        assert!(e.to_string().contains("flush-record-ttl"), "{e}");
     }
 
     #[test]

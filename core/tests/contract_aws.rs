@@ -488,3 +488,96 @@ async fn dynamodb_checkpoints_and_trims_in_chunks() {
     );
     t.cleanup().await;
 }
+
+/// Flush items expire by TTL instead of being deleted: each carries
+/// `expires_at` (commit time + the configured TTL), a trim costs one write
+/// whatever the number of records it covers, and trimmed items stay in the
+/// table (until DynamoDB's TTL removes them) but are invisible to readers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs emulators: scripts/test-all.sh starts them"]
+async fn dynamodb_flush_records_expire_by_ttl_once_trimmed() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let t = Table::new().await;
+    let ttl = std::time::Duration::from_secs(3 * 24 * 3600);
+    let store = DynamoMetaStore::new(t.client.clone(), t.name.clone(), t.stats.clone())
+        .with_flush_record_ttl(ttl);
+    let s = stream(
+        "gw",
+        store.register_gateway("gw", &info()).await.expect("reg"),
+    );
+    for seq in 1..=30 {
+        store
+            .commit_flush(&wide_record(&s, seq, 3))
+            .await
+            .expect("commit");
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let flush_pk = format!("flush#gw#{:020}", s.epoch);
+    let item = t
+        .client
+        .get_item()
+        .table_name(&t.name)
+        .key("pk", AttributeValue::S(flush_pk.clone()))
+        .key("sk", AttributeValue::S(format!("{:020}", 7)))
+        .send()
+        .await
+        .expect("get")
+        .item
+        .expect("the flush item");
+    let expires: u64 = item
+        .get("expires_at")
+        .and_then(|v| v.as_n().ok())
+        .expect("expires_at")
+        .parse()
+        .expect("number");
+    assert!(
+        expires >= now + ttl.as_secs() - 60 && expires <= now + ttl.as_secs() + 60,
+        "expires_at {expires} is commit time + TTL (now {now})"
+    );
+
+    let before = t.stats.snapshot().ddb_requests;
+    store.trim_flushes(&s, 25).await.expect("trim");
+    assert_eq!(
+        t.stats.snapshot().ddb_requests - before,
+        1,
+        "a trim is one request whatever it covers"
+    );
+    store
+        .trim_flushes(&s, 10)
+        .await
+        .expect("a lower mark is a no-op");
+    let left: Vec<u64> = store
+        .read_flushes(&s, 0)
+        .await
+        .expect("read")
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(left, vec![26, 27, 28, 29, 30], "the mark did not go down");
+    let stored = t
+        .client
+        .query()
+        .table_name(&t.name)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(":pk", AttributeValue::S(flush_pk))
+        .send()
+        .await
+        .expect("query")
+        .count;
+    assert_eq!(stored, 30, "trimmed items stay until the TTL removes them");
+
+    // A second incarnation that never committed is not a stream to recover;
+    // fully trimming the first leaves nothing.
+    store.register_gateway("gw", &info()).await.expect("reg");
+    assert_eq!(
+        store.flush_streams().await.expect("streams"),
+        vec![s.clone()]
+    );
+    store.trim_flushes(&s, u64::MAX).await.expect("trim all");
+    assert!(store.flush_streams().await.expect("streams").is_empty());
+    assert!(store.read_flushes(&s, 0).await.expect("read").is_empty());
+    t.cleanup().await;
+}

@@ -91,6 +91,7 @@ pub async fn open_backend(
             )
             .await;
             aws_stats = Some(s3.stats().clone());
+            let ddb = ddb.with_flush_record_ttl(settings.flush_record_ttl);
             (Arc::new(s3), Arc::new(ddb))
         }
     };

@@ -6,7 +6,8 @@
 //! |---|---|---|---|
 //! | `gw#<gateway>` | `epoch` | `epoch` N, `fenced` BOOL, `info` B (GatewayInfo JSON) | `register_gateway` (UpdateItem ADD epoch 1) and fencing only, so a commit's ConditionCheck never conflicts with a heartbeat |
 //! | `topics` | `<name>` | `id` S, `version` N, `t` B (TopicMeta JSON) | topic create/update/delete, conditional on `id` and `version`; one partition key so `list_topics` is one Query (topic writes are rare, far below one partition's 1,000 WCU/s) |
-//! | `flush#<gateway>#<epoch, 20 digits>` | `<seq, 20 digits>` | `r` B (compact flush record, see `CompactFlush`) | `commit_flush` |
+//! | `streams` | `<gateway>#<epoch, 20 digits>` | `trimmed` N (flush seqs at or below it are checkpointed), `expires_at` N once fully trimmed | `register_gateway` (before the incarnation can commit), `trim_flushes` (one UpdateItem per checkpoint round) |
+//! | `flush#<gateway>#<epoch, 20 digits>` | `<seq, 20 digits>` | `r` B (compact flush record, see `CompactFlush`), `expires_at` N | `commit_flush` |
 //! | `part#<topic id>#<partition>` | `state` | `s` B (owner, checkpoint seq, next offset, log start, producer states; JSON) | `write_checkpoints` |
 //! | `part#<topic id>#<partition>` | `idx#<base offset, 20 digits>` | `e` B (IndexEntry JSON) | `write_checkpoints` |
 //! | `counter` | `producer_id` | `v` N | `allocate_producer_ids` (UpdateItem ADD) |
@@ -27,10 +28,19 @@
 //!   400 KB (the write then fails `Internal` with DynamoDB's message).
 //! - an index item is ~200 bytes: 1 WRU each, written with BatchWriteItem.
 //!
-//! `expires_at` (epoch seconds) is the table's TTL attribute. No item sets it yet:
-//! flush records are deleted explicitly by `trim_flushes` once checkpointed (a
-//! TTL that fired before a dead gateway's records were recovered would lose
-//! acknowledged data). It is reserved for `gw#…/live` heartbeats and group items.
+//! `expires_at` (epoch seconds) is the table's TTL attribute. Flush items carry
+//! it from the start (commit time + `flush_record_ttl`, default 7 days), so
+//! DynamoDB deletes them for free; nothing deletes them one by one. A checkpoint
+//! instead raises its stream's `trimmed` mark (one small write per round, not
+//! one per flush: a delete would add 1 WRU to every flush's 4), and readers
+//! ignore flush items at or below the mark. The TTL must outlast the longest time
+//! a crashed incarnation's records can wait for recovery: records a gateway
+//! acknowledged in its last checkpoint interval (5 s) before a crash are only in
+//! flush items until the next incarnation (or, with several gateways, another
+//! owner) folds them into a checkpoint, which happens at its start. A deployment
+//! left with no gateway at all for longer than the TTL after a crash would lose
+//! them; size `flush_record_ttl` above the worst outage you plan for.
+//! A fully trimmed stream's registry item expires with the records.
 //!
 //! Atomicity: `write_checkpoints` writes index items first (plain idempotent
 //! overwrites, not fenced), then the state items in TransactWriteItems of at most
@@ -44,10 +54,12 @@
 //! `next_offset` with the same (replayed) content; entry swaps must be
 //! conditional on the entry they replace.
 //!
-//! `flush_streams` is a Scan (reads the whole table, ~1 RRU per 4 KiB scanned);
-//! it runs only at recovery.
+//! `flush_streams` reads the `streams` registry (one Query) plus one
+//! single-item Query per stream not yet fully trimmed; it runs only at recovery.
+//! Every incarnation is registered before it can commit, so no stream with
+//! flush items is missed.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Display;
 use std::sync::Arc;
 
@@ -57,7 +69,7 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, ConsumedCapacity,
-    DeleteRequest, KeySchemaElement, KeyType, Put, PutRequest, ReturnConsumedCapacity, ReturnValue,
+    KeySchemaElement, KeyType, Put, PutRequest, ReturnConsumedCapacity, ReturnValue,
     ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus, TimeToLiveSpecification,
     TimeToLiveStatus, TransactWriteItem, WriteRequest,
 };
@@ -87,7 +99,15 @@ pub struct DynamoMetaStore {
     client: Client,
     table: String,
     stats: Arc<AwsStats>,
+    flush_ttl: std::time::Duration,
 }
+
+/// How long flush items live by default (see the module docs).
+pub const DEFAULT_FLUSH_RECORD_TTL: std::time::Duration =
+    std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// The partition key of the stream registry.
+const STREAMS_PK: &str = "streams";
 
 /// The `state` item's payload.
 #[derive(Debug, Serialize, Deserialize)]
@@ -166,6 +186,26 @@ fn seq_sk(seq: u64) -> String {
     format!("{seq:020}")
 }
 
+fn stream_sk(stream: &StreamId) -> String {
+    format!("{}#{:020}", stream.gateway, stream.epoch)
+}
+
+/// Parses `<gateway>#<epoch>` (the gateway may contain `#`).
+fn parse_stream_sk(sk: &str) -> Option<StreamId> {
+    let (gateway, epoch) = sk.rsplit_once('#')?;
+    Some(StreamId {
+        gateway: gateway.to_string(),
+        epoch: epoch.parse().ok()?,
+    })
+}
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 fn part_pk(p: PartitionId) -> String {
     format!("part#{}#{}", p.topic, p.partition)
 }
@@ -181,12 +221,7 @@ fn idx_sk(base_offset: i64) -> Result<String> {
 
 /// Parses `flush#<gateway>#<epoch>` (the gateway may contain `#`).
 fn parse_flush_pk(pk: &str) -> Option<StreamId> {
-    let rest = pk.strip_prefix("flush#")?;
-    let (gateway, epoch) = rest.rsplit_once('#')?;
-    Some(StreamId {
-        gateway: gateway.to_string(),
-        epoch: epoch.parse().ok()?,
-    })
+    parse_stream_sk(pk.strip_prefix("flush#")?)
 }
 
 /// The ClientRequestToken of a commit: a 128-bit FNV-1a hash of (stream, seq),
@@ -353,10 +388,12 @@ fn decode_flush(item: &Item) -> Result<FlushRecord> {
     })
 }
 
-/// The flush item `commit_flush` writes for `record`.
-fn flush_item(record: &FlushRecord) -> Result<Item> {
+/// The flush item `commit_flush` writes for `record`, expiring at `expires_at`
+/// (epoch seconds).
+fn flush_item(record: &FlushRecord, expires_at: u64) -> Result<Item> {
     let mut item = key(flush_pk(&record.stream), seq_sk(record.seq));
     item.insert("r".into(), b(encode_flush(record)?));
+    item.insert(TTL_ATTRIBUTE.into(), n(expires_at));
     Ok(item)
 }
 
@@ -364,7 +401,7 @@ fn flush_item(record: &FlushRecord) -> Result<Item> {
 /// bills 2 WRU per started KiB of each item, the ConditionCheck on the (< 1 KiB)
 /// epoch item included. (Emulators do not report transactional capacity.)
 pub fn commit_flush_write_units(record: &FlushRecord) -> Result<u64> {
-    let flush_kib = item_size(&flush_item(record)?).div_ceil(1024) as u64;
+    let flush_kib = item_size(&flush_item(record, unix_secs())?).div_ceil(1024) as u64;
     Ok(2 * (1 + flush_kib.max(1)))
 }
 
@@ -374,7 +411,50 @@ impl DynamoMetaStore {
             client,
             table: table.into(),
             stats,
+            flush_ttl: DEFAULT_FLUSH_RECORD_TTL,
         }
+    }
+
+    /// How long flush items live before DynamoDB's TTL deletes them.
+    pub fn with_flush_record_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.flush_ttl = ttl;
+        self
+    }
+
+    fn expiry(&self) -> u64 {
+        unix_secs().saturating_add(self.flush_ttl.as_secs())
+    }
+
+    /// The stream's trim mark: its flush items at or below it are checkpointed.
+    async fn trimmed(&self, stream: &StreamId) -> Result<u64> {
+        match self
+            .get_item(STREAMS_PK.to_string(), stream_sk(stream))
+            .await?
+        {
+            Some(item) if item.contains_key("trimmed") => num(&item, "trimmed"),
+            _ => Ok(0),
+        }
+    }
+
+    /// Whether `stream` has a flush item above `seq` (one single-item Query).
+    async fn any_flush_after(&self, stream: &StreamId, seq: u64) -> Result<bool> {
+        self.request();
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND sk > :v")
+            .expression_attribute_values(":pk", s(flush_pk(stream)))
+            .expression_attribute_values(":v", s(seq_sk(seq)))
+            .projection_expression("pk")
+            .limit(1)
+            .consistent_read(true)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(|e| classify(&self.what("Query (flush items)"), e))?;
+        self.account(out.consumed_capacity(), false);
+        Ok(out.count > 0)
     }
 
     pub fn client(config: &aws_config::SdkConfig) -> Client {
@@ -794,7 +874,27 @@ impl MetaStore for DynamoMetaStore {
             .map_err(|e| classify(&self.what("UpdateItem (register gateway)"), e))?;
         self.account(out.consumed_capacity(), true);
         let attrs = out.attributes.unwrap_or_default();
-        num(&attrs, "epoch")
+        let epoch: u64 = num(&attrs, "epoch")?;
+        // Register the incarnation before it can commit anything, so recovery
+        // finds every stream that may hold flush items.
+        let stream = StreamId {
+            gateway: gateway.to_string(),
+            epoch,
+        };
+        let mut item = key(STREAMS_PK, stream_sk(&stream));
+        item.insert("trimmed".into(), n(0));
+        self.request();
+        let out = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(|e| classify(&self.what("PutItem (register stream)"), e))?;
+        self.account(out.consumed_capacity(), true);
+        Ok(epoch)
     }
 
     async fn create_topic(&self, topic: &TopicMeta) -> Result<()> {
@@ -905,7 +1005,7 @@ impl MetaStore for DynamoMetaStore {
     async fn commit_flush(&self, record: &FlushRecord) -> Result<()> {
         let put = Put::builder()
             .table_name(&self.table)
-            .set_item(Some(flush_item(record)?))
+            .set_item(Some(flush_item(record, self.expiry())?))
             .condition_expression("attribute_not_exists(pk)")
             .build()
             .map_err(build_err)?;
@@ -967,9 +1067,13 @@ impl MetaStore for DynamoMetaStore {
     }
 
     async fn read_flushes(&self, stream: &StreamId, after_seq: u64) -> Result<Vec<FlushRecord>> {
+        let after = after_seq.max(self.trimmed(stream).await?);
+        if after == u64::MAX {
+            return Ok(Vec::new());
+        }
         self.query(
             &flush_pk(stream),
-            Some(("sk > :v", s(seq_sk(after_seq)))),
+            Some(("sk > :v", s(seq_sk(after)))),
             false,
         )
         .await?
@@ -979,55 +1083,52 @@ impl MetaStore for DynamoMetaStore {
     }
 
     async fn trim_flushes(&self, stream: &StreamId, through_seq: u64) -> Result<()> {
-        let keys = self
-            .query(
-                &flush_pk(stream),
-                Some(("sk <= :v", s(seq_sk(through_seq)))),
-                true,
-            )
-            .await?;
-        let mut requests = Vec::with_capacity(keys.len());
-        for k in keys {
-            let del = DeleteRequest::builder()
-                .set_key(Some(k))
-                .build()
-                .map_err(build_err)?;
-            requests.push(WriteRequest::builder().delete_request(del).build());
+        // The mark only rises. A fully trimmed stream's registry item expires
+        // with its last flush items.
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(STREAMS_PK, stream_sk(stream))))
+            .condition_expression("attribute_not_exists(#t) OR #t < :t")
+            .expression_attribute_names("#t", "trimmed")
+            .expression_attribute_values(":t", n(through_seq))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total);
+        req = if through_seq == u64::MAX {
+            req.update_expression("SET #t = :t, #x = :x")
+                .expression_attribute_names("#x", TTL_ATTRIBUTE)
+                .expression_attribute_values(":x", n(self.expiry()))
+        } else {
+            req.update_expression("SET #t = :t")
+        };
+        self.request();
+        match req.send().await {
+            Ok(out) => {
+                self.account(out.consumed_capacity(), true);
+                Ok(())
+            }
+            Err(e) if is_condition_failed(&e) => Ok(()),
+            Err(e) => Err(classify(&self.what("UpdateItem (trim mark)"), e)),
         }
-        self.batch_write(requests).await
     }
 
     async fn flush_streams(&self) -> Result<Vec<StreamId>> {
-        let mut streams = BTreeSet::new();
-        let mut start: Option<Item> = None;
-        loop {
-            self.request();
-            let page = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .filter_expression("begins_with(pk, :p)")
-                .expression_attribute_values(":p", s("flush#"))
-                .projection_expression("pk")
-                .consistent_read(true)
-                .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| classify(&self.what("Scan (flush streams)"), e))?;
-            self.account(page.consumed_capacity(), false);
-            for item in page.items() {
-                let pk = string(item, "pk")?;
-                let stream = parse_flush_pk(pk)
-                    .ok_or_else(|| Error::Corrupt(format!("flush item key {pk:?}")))?;
-                streams.insert(stream);
-            }
-            match page.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => break,
+        let mut streams = Vec::new();
+        for item in self.query(STREAMS_PK, None, false).await? {
+            let sk = string(&item, "sk")?;
+            let stream = parse_stream_sk(sk)
+                .ok_or_else(|| Error::Corrupt(format!("stream registry key {sk:?}")))?;
+            let trimmed: u64 = if item.contains_key("trimmed") {
+                num(&item, "trimmed")?
+            } else {
+                0
+            };
+            if trimmed < u64::MAX && self.any_flush_after(&stream, trimmed).await? {
+                streams.push(stream);
             }
         }
-        Ok(streams.into_iter().collect())
+        streams.sort();
+        Ok(streams)
     }
 
     async fn write_checkpoints(
@@ -1215,7 +1316,7 @@ mod tests {
                 part(t1, 1, 7, Vec::new()),
             ],
         };
-        let item = flush_item(&r).expect("encode");
+        let item = flush_item(&r, 1_800_000_000).expect("encode");
         assert_eq!(decode_flush(&item).expect("decode"), r);
         let full_json = serde_json::to_vec(&r).expect("json").len();
         assert!(item_size(&item) * 2 < full_json, "compact form is small");

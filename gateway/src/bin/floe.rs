@@ -50,6 +50,9 @@ struct Args {
     /// Directory of the embedded backend [default: ./floe-data].
     #[arg(long, global = true, env = "FLOE_DATA_DIR")]
     data_dir: Option<String>,
+    /// aws: how long DynamoDB keeps flush records (TTL) [default: 7d].
+    #[arg(long, global = true, env = "FLOE_FLUSH_RECORD_TTL")]
+    flush_record_ttl: Option<String>,
     /// Longest a batch waits before its segment is sealed, e.g. 5ms, 250ms [default: 5ms].
     #[arg(long, global = true, env = "FLOE_FLUSH_INTERVAL")]
     flush_interval: Option<String>,
@@ -119,6 +122,7 @@ fn settings(args: &Args) -> Result<Settings, floe_core::Error> {
         ("region", &args.region),
         ("endpoint-url", &args.endpoint_url),
         ("flush-interval", &args.flush_interval),
+        ("flush-record-ttl", &args.flush_record_ttl),
         ("segment-bytes", &args.segment_bytes),
         ("max-buffer-bytes", &args.max_buffer_bytes),
         ("auto-create-topics", &args.auto_create_topics),
@@ -188,6 +192,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal, not for files and log collectors.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let faults = match args.failpoints.as_deref().map(Faults::parse).transpose() {
         Ok(f) => f,
