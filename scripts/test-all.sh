@@ -37,6 +37,21 @@ stage "format and lints"
 if cargo fmt --all -- --check; then count fmt x 1 0; else count fmt x 0 1; fi
 if cargo clippy --workspace --all-targets --locked -- -D warnings; then count clippy x 1 0; else count clippy x 0 1; fi
 
+stage "IaC lint (cfn-lint)"
+# cfn-lint from PATH, else a pinned copy in a cached venv.
+cfn_lint=$(command -v cfn-lint || true)
+if [ -z "$cfn_lint" ]; then
+  cfn_venv="$HOME/.cache/floe-cfn-lint"
+  { [ -x "$cfn_venv/bin/cfn-lint" ] || { python3 -m venv "$cfn_venv" &&
+    "$cfn_venv/bin/pip" install -q --disable-pip-version-check "cfn-lint==1.51.0"; }; } \
+    && cfn_lint="$cfn_venv/bin/cfn-lint"
+fi
+if [ -n "$cfn_lint" ] && "$cfn_lint" infra/cloudformation/*.json; then
+  count cfn-lint x 1 0
+else
+  count cfn-lint x 0 1
+fi
+
 stage "build"
 cargo build --workspace --all-targets --locked || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
 export FLOE_BIN="$root/target/debug/floe"
