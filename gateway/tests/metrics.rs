@@ -13,10 +13,7 @@ use std::time::{Duration, Instant};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 
 const PARTITIONS: i32 = 3;
 const RECORDS: usize = 1000;
@@ -134,23 +131,11 @@ async fn scenario(extra: &[(&str, &str)]) -> Seen {
     let mut child = spawn_floe(&dir.path().join("data"), port, metrics_port, &log, extra);
     let bs = format!("127.0.0.1:{port}");
 
+    common::kafka::create_topic(&bs, "metered", PARTITIONS).await;
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &bs)
         .create()
         .expect("admin");
-    admin
-        .create_topics(
-            [&NewTopic::new(
-                "metered",
-                PARTITIONS,
-                TopicReplication::Fixed(1),
-            )],
-            &AdminOptions::new(),
-        )
-        .await
-        .expect("create_topics")[0]
-        .as_ref()
-        .expect("topic created");
     // One known error response.
     let again = admin
         .create_topics(
@@ -202,32 +187,15 @@ async fn scenario(extra: &[(&str, &str)]) -> Seen {
     }
     drop(producer);
 
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &bs)
-        .set("group.id", "assign-only")
-        .set("enable.auto.commit", "false")
-        .set("session.timeout.ms", "6000")
-        .set("fetch.wait.max.ms", "100")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset("metered", p, Offset::Beginning)
-            .expect("tpl");
-    }
-    consumer.assign(&tpl).expect("assign");
-    let (mut consumed, mut consumed_bytes) = (0usize, 0u64);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while consumed < RECORDS && Instant::now() < deadline {
-        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
-            let m = m.expect("consume");
-            consumed_bytes += m.payload().map_or(0, |p| p.len() as u64);
-            consumed += 1;
-        }
-    }
+    let records = common::kafka::consume_all(&bs, "metered", PARTITIONS);
+    let consumed: usize = records.values().map(Vec::len).sum();
+    let consumed_bytes: u64 = records
+        .values()
+        .flatten()
+        .map(|(_, v)| v.len() as u64)
+        .sum();
     assert_eq!(consumed, RECORDS, "every record read back");
     assert_eq!(consumed_bytes, payload_bytes);
-    drop(consumer);
 
     let (status, head, text) = http_get(metrics_port, "/metrics", "");
     assert_eq!(status, 200, "{head}\n{text}");
