@@ -65,13 +65,29 @@ else
   echo "warning: emulators did not start; the AWS contract tests will fail"
 fi
 
+nextest_line() { # name log
+  local line np nf
+  line=$(grep -E "Summary \[" "$2" | tail -1)
+  np=$(echo "$line" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || echo 0)
+  nf=$(echo "$line" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+' || echo 0)
+  [ -n "$line" ] || nf=1
+  count "$1" "$2" "${np:-0}" "${nf:-0}"
+}
+
 stage "rust tests (nextest), emulator tests included"
 cargo nextest run --workspace --locked --no-fail-fast --run-ignored all -E 'not test(write_fuzz_seeds)' 2>&1 | tee "$logs/nextest.log"
-line=$(grep -E "Summary \[" "$logs/nextest.log" | tail -1)
-np=$(echo "$line" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || echo 0)
-nf=$(echo "$line" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+' || echo 0)
-[ -n "$line" ] || nf=1
-count rust "$logs/nextest.log" "${np:-0}" "${nf:-0}"
+nextest_line rust "$logs/nextest.log"
+
+# The in-process end-to-end suites again, each gateway on a fresh bucket and
+# table on moto (tests/common/mod.rs reads FLOE_TEST_BACKEND).
+stage "rust end-to-end suites on the AWS backend (moto)"
+if [ -n "${FLOE_TEST_MOTO_ENDPOINT:-}" ]; then
+  FLOE_TEST_BACKEND=aws cargo nextest run -p floe-gateway --locked --no-fail-fast \
+    --test e2e_rdkafka --test wire_apis --test versions 2>&1 | tee "$logs/nextest-aws.log"
+  nextest_line rust-aws "$logs/nextest-aws.log"
+else
+  echo "moto is not running"; count rust-aws x 0 1
+fi
 
 pytest_line() { # name log: pytest's "N passed, M failed, K errors in ..." line
   local line pp pf

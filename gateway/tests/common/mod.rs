@@ -37,17 +37,19 @@ impl InProcess {
             ..Settings::default()
         };
         tune(&mut settings);
+        use_test_backend(&mut settings).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let (objects, meta) = floe_gateway::open_embedded(&settings, None).expect("open backend");
+        let stores = floe_gateway::open_backend(&settings, None)
+            .await
+            .expect("open backend");
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(floe_gateway::run(
+        let task = tokio::spawn(floe_gateway::run_stores(
             listener,
             settings,
-            objects,
-            meta,
+            stores,
             async {
                 let _ = rx.await;
             },
@@ -76,6 +78,30 @@ impl InProcess {
                 .expect("server task");
             r.expect("server exits cleanly");
         }
+    }
+}
+
+/// With `FLOE_TEST_BACKEND=aws`, in-process gateways run on a fresh bucket and
+/// table on the moto server of `FLOE_TEST_MOTO_ENDPOINT` (created as `floe init`
+/// does); otherwise on the embedded backend in their temporary directory.
+async fn use_test_backend(settings: &mut Settings) {
+    match std::env::var("FLOE_TEST_BACKEND").as_deref() {
+        Err(_) | Ok("") | Ok("embedded") => {}
+        Ok("aws") => {
+            let endpoint = std::env::var("FLOE_TEST_MOTO_ENDPOINT").expect(
+                "FLOE_TEST_BACKEND=aws needs FLOE_TEST_MOTO_ENDPOINT (localstack/emulators.sh env)",
+            );
+            let name = format!("floe-it-{}", uuid::Uuid::new_v4().simple());
+            settings.backend = floe_core::settings::Backend::Aws;
+            settings.bucket = Some(name.clone());
+            settings.table = Some(name);
+            settings.endpoint_url = Some(endpoint);
+            settings.region = Some("us-east-1".into());
+            floe_gateway::init_backend(settings)
+                .await
+                .expect("create the test bucket and table");
+        }
+        Ok(other) => panic!("FLOE_TEST_BACKEND={other:?}: expected embedded or aws"),
     }
 }
 
