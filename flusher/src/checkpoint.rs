@@ -4,6 +4,7 @@
 //! whatever the number of partitions it touched.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use floe_core::meta::SharedMetaStore;
 use floe_core::types::StreamId;
@@ -15,13 +16,15 @@ use crate::log::PartitionLog;
 pub const CHECKPOINT_CHUNK: usize = 50;
 
 /// Checkpoints every changed partition of `logs` as of `committed_through`, then
-/// trims the stream's flush records up to it. Returns how many partitions were
-/// written.
+/// trims the stream's flush records up to it unless `trimmed` (the stream's
+/// highest trim so far, kept by the caller) is already there: an idle gateway
+/// writes nothing. Returns how many partitions were written.
 pub async fn checkpoint_once(
     meta: &SharedMetaStore,
     stream: &StreamId,
     logs: &[Arc<PartitionLog>],
     committed_through: u64,
+    trimmed: &AtomicU64,
 ) -> floe_core::Result<usize> {
     // Read the commit position before snapshotting: every flush at or below it is
     // already applied to each snapshot. A snapshot may also include later flushes;
@@ -41,8 +44,9 @@ pub async fn checkpoint_once(
             log.mark_checkpointed(*version, *entries);
         }
     }
-    if through > 0 {
+    if through > trimmed.load(Ordering::SeqCst) {
         meta.trim_flushes(stream, through).await?;
+        trimmed.fetch_max(through, Ordering::SeqCst);
     }
     Ok(written)
 }

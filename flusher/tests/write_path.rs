@@ -910,6 +910,7 @@ async fn crash_recovery_restores_logs_and_producer_state() {
             &rig.stream,
             &all,
             rig.flusher.committed_through(),
+            &std::sync::atomic::AtomicU64::new(0),
         )
         .await
         .expect("checkpoint");

@@ -57,6 +57,8 @@ pub struct Broker {
     pub flusher: Flusher,
     pub cache: Arc<ReadCache>,
     pub stream: StreamId,
+    /// The highest flush seq of `stream` trimmed after a checkpoint.
+    trimmed_through: std::sync::atomic::AtomicU64,
     pub ownership: Ownership,
     pub advertised_host: String,
     pub advertised_port: i32,
@@ -168,6 +170,7 @@ impl Broker {
             flusher,
             cache,
             stream,
+            trimmed_through: std::sync::atomic::AtomicU64::new(0),
             ownership: Ownership::All,
             advertised_host: host,
             advertised_port: port,
@@ -441,6 +444,7 @@ impl Broker {
             &self.stream,
             &logs,
             self.flusher.committed_through(),
+            &self.trimmed_through,
         )
         .await;
         if let Err(e) = &r
