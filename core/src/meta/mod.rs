@@ -46,11 +46,13 @@ pub trait MetaStore: Send + Sync + Debug {
 
     /// Commits a flush record, fenced on `record.stream`.
     async fn commit_flush(&self, record: &FlushRecord) -> Result<()>;
-    /// Flush records of `stream` with seq > `after_seq`, in seq order.
+    /// Flush records of `stream` with seq > `after_seq` not yet trimmed, in seq order.
     async fn read_flushes(&self, stream: &StreamId, after_seq: u64) -> Result<Vec<FlushRecord>>;
-    /// Drops flush records of `stream` with seq <= `through_seq` (folded into checkpoints).
+    /// Drops flush records of `stream` with seq <= `through_seq` (folded into
+    /// checkpoints): from then on no reader sees them. The embedded stores
+    /// delete them; DynamoDB raises a trim mark and lets the TTL delete them.
     async fn trim_flushes(&self, stream: &StreamId, through_seq: u64) -> Result<()>;
-    /// Every stream that still has flush records.
+    /// Every stream that still has untrimmed flush records.
     async fn flush_streams(&self) -> Result<Vec<StreamId>>;
 
     /// Writes partition checkpoints (and claims ownership for `fence`), atomically.
