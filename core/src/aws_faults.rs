@@ -185,14 +185,9 @@ fn service_error(target: &Target, fault: &Fault, request: &HttpRequest) -> HttpR
                         "Code": "TransactionConflict",
                         "Message": "Transaction is ongoing for the item"
                     });
-                    let codes: Vec<&str> = (0..items)
-                        .map(|i| {
-                            if i + 1 == items {
-                                "TransactionConflict"
-                            } else {
-                                "None"
-                            }
-                        })
+                    let codes: Vec<&str> = reasons
+                        .iter()
+                        .map(|r| r["Code"].as_str().unwrap_or("None"))
                         .collect();
                     (
                         400,

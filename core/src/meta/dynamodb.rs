@@ -77,6 +77,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{MetaStore, check_topic_update};
 use crate::aws::{AwsStats, backoff, classify, code};
+use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::types::{
     FlushPartition, FlushRecord, GatewayInfo, IndexEntry, PartitionCheckpoint, PartitionId,
@@ -200,10 +201,16 @@ fn parse_stream_sk(sk: &str) -> Option<StreamId> {
 }
 
 fn unix_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    (SystemClock.now_ms() / 1000).max(0) as u64
+}
+
+/// A registry item's trim mark (0 if it has none yet).
+fn trim_mark(item: &Item) -> Result<u64> {
+    if item.contains_key("trimmed") {
+        num(item, "trimmed")
+    } else {
+        Ok(0)
+    }
 }
 
 fn part_pk(p: PartitionId) -> String {
@@ -431,8 +438,8 @@ impl DynamoMetaStore {
             .get_item(STREAMS_PK.to_string(), stream_sk(stream))
             .await?
         {
-            Some(item) if item.contains_key("trimmed") => num(&item, "trimmed"),
-            _ => Ok(0),
+            Some(item) => trim_mark(&item),
+            None => Ok(0),
         }
     }
 
@@ -1118,11 +1125,7 @@ impl MetaStore for DynamoMetaStore {
             let sk = string(&item, "sk")?;
             let stream = parse_stream_sk(sk)
                 .ok_or_else(|| Error::Corrupt(format!("stream registry key {sk:?}")))?;
-            let trimmed: u64 = if item.contains_key("trimmed") {
-                num(&item, "trimmed")?
-            } else {
-                0
-            };
+            let trimmed = trim_mark(&item)?;
             if trimmed < u64::MAX && self.any_flush_after(&stream, trimmed).await? {
                 streams.push(stream);
             }

@@ -37,7 +37,7 @@ impl InProcess {
             ..Settings::default()
         };
         tune(&mut settings);
-        use_test_backend(&mut settings).await;
+        use_test_backend(&mut settings);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -82,24 +82,17 @@ impl InProcess {
 }
 
 /// With `FLOE_TEST_BACKEND=aws`, in-process gateways run on a fresh bucket and
-/// table on the moto server of `FLOE_TEST_MOTO_ENDPOINT` (created as `floe init`
-/// does); otherwise on the embedded backend in their temporary directory.
-async fn use_test_backend(settings: &mut Settings) {
+/// table on the moto server of `FLOE_TEST_MOTO_ENDPOINT` (created by `floe
+/// init`); otherwise on the embedded backend in their temporary directory.
+fn use_test_backend(settings: &mut Settings) {
     match std::env::var("FLOE_TEST_BACKEND").as_deref() {
         Err(_) | Ok("") | Ok("embedded") => {}
         Ok("aws") => {
-            let endpoint = std::env::var("FLOE_TEST_MOTO_ENDPOINT").expect(
-                "FLOE_TEST_BACKEND=aws needs FLOE_TEST_MOTO_ENDPOINT (localstack/emulators.sh env)",
-            );
-            let name = format!("floe-it-{}", uuid::Uuid::new_v4().simple());
-            settings.backend = floe_core::settings::Backend::Aws;
-            settings.bucket = Some(name.clone());
-            settings.table = Some(name);
-            settings.endpoint_url = Some(endpoint);
-            settings.region = Some("us-east-1".into());
-            floe_gateway::init_backend(settings)
-                .await
-                .expect("create the test bucket and table");
+            for (key, value) in kafka::fresh_aws_backend("floe-it") {
+                settings
+                    .apply(key, &value)
+                    .expect("the test backend's settings");
+            }
         }
         Ok(other) => panic!("FLOE_TEST_BACKEND={other:?}: expected embedded or aws"),
     }
