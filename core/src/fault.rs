@@ -3,7 +3,8 @@
 //! environment variable of the gateway binary.
 //!
 //! Fail points: `object.put`, `object.get`, `object.delete`, `object.list`,
-//! `meta.commit`, `meta.checkpoint`, `meta.read`, `meta.topic`, `meta.register`.
+//! `meta.commit`, `meta.checkpoint`, `meta.read`, `meta.topic`, `meta.register`,
+//! `meta.heartbeat`, `meta.fence`, `meta.claim`.
 //!
 //! Below the stores, `crate::aws_faults` puts the same registry around the AWS
 //! SDK's HTTP client, with points `http`, `http.s3`, `http.s3.<method>` and
@@ -33,8 +34,8 @@ use crate::error::{Error, Result};
 use crate::meta::MetaStore;
 use crate::object_store::{ObjectInfo, ObjectStore};
 use crate::types::{
-    FlushRecord, GatewayInfo, PartitionCheckpoint, PartitionId, PartitionSnapshot, StreamId,
-    TopicId, TopicMeta,
+    FlushRecord, GatewayInfo, Member, PartitionCheckpoint, PartitionId, PartitionSnapshot,
+    StreamId, TopicId, TopicMeta,
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -339,6 +340,46 @@ impl MetaStore for FaultyMetaStore {
     async fn register_gateway(&self, gateway: &str, info: &GatewayInfo) -> Result<u64> {
         self.faults
             .run("meta.register", self.inner.register_gateway(gateway, info))
+            .await
+    }
+    async fn heartbeat(&self, me: &StreamId) -> Result<u64> {
+        self.faults
+            .run("meta.heartbeat", self.inner.heartbeat(me))
+            .await
+    }
+    async fn list_members(&self) -> Result<Vec<Member>> {
+        self.faults
+            .run("meta.read", self.inner.list_members())
+            .await
+    }
+    async fn fence_gateway(&self, target: &StreamId, observed: u64) -> Result<()> {
+        self.faults
+            .run("meta.fence", self.inner.fence_gateway(target, observed))
+            .await
+    }
+    async fn claim_partition(
+        &self,
+        me: &StreamId,
+        previous: Option<&StreamId>,
+        checkpoint: &PartitionCheckpoint,
+    ) -> Result<()> {
+        self.faults
+            .run(
+                "meta.claim",
+                self.inner.claim_partition(me, previous, checkpoint),
+            )
+            .await
+    }
+    async fn release_partitions(
+        &self,
+        me: &StreamId,
+        checkpoints: &[PartitionCheckpoint],
+    ) -> Result<()> {
+        self.faults
+            .run(
+                "meta.checkpoint",
+                self.inner.release_partitions(me, checkpoints),
+            )
             .await
     }
     async fn create_topic(&self, topic: &TopicMeta) -> Result<()> {

@@ -76,8 +76,16 @@ pub struct Settings {
     pub max_message_bytes: u64,
     /// This gateway's stable id in the MetaStore.
     pub gateway_id: String,
-    /// Kafka node id this gateway reports in Metadata.
+    /// Kafka node id this gateway reports in Metadata; unique among the
+    /// gateways sharing a backend.
     pub node_id: i32,
+    /// This gateway's availability zone (Kafka's rack), reported in Metadata.
+    pub zone: Option<String>,
+    /// How often the gateway proves it is alive and re-reads the membership.
+    pub heartbeat_interval: Duration,
+    /// A gateway whose heartbeat counter has not moved for this long (on the
+    /// observer's own clock) is fenced and its partitions are taken over.
+    pub session_timeout: Duration,
     /// Kafka cluster id reported in Metadata and DescribeCluster.
     pub cluster_id: String,
     /// tracing filter, e.g. `info` or `floe_gateway=debug,info`.
@@ -115,6 +123,9 @@ impl Default for Settings {
             max_message_bytes: 1024 * 1024 + 12,
             gateway_id: "floe-0".to_string(),
             node_id: 0,
+            zone: None,
+            heartbeat_interval: Duration::from_secs(1),
+            session_timeout: Duration::from_secs(6),
             cluster_id: "floe-cluster".to_string(),
             log_level: "info".to_string(),
             metrics_listen: None,
@@ -149,6 +160,9 @@ pub const KEYS: &[&str] = &[
     "max-message-bytes",
     "gateway-id",
     "node-id",
+    "zone",
+    "heartbeat-interval",
+    "session-timeout",
     "cluster-id",
     "log-level",
     "metrics-listen",
@@ -239,6 +253,9 @@ impl Settings {
             "max-message-bytes" => self.max_message_bytes = parse_size(&k, value)?,
             "gateway-id" => self.gateway_id = value.to_string(),
             "node-id" => self.node_id = parse_int(&k, value)?,
+            "zone" => self.zone = (!value.is_empty()).then(|| value.to_string()),
+            "heartbeat-interval" => self.heartbeat_interval = parse_duration(&k, value)?,
+            "session-timeout" => self.session_timeout = parse_duration(&k, value)?,
             "cluster-id" => self.cluster_id = value.to_string(),
             "log-level" => self.log_level = value.to_string(),
             "metrics-listen" => {
@@ -330,6 +347,14 @@ impl Settings {
             return fail(format!(
                 "gateway-id {:?} must be non-empty ASCII letters, digits, - or _",
                 self.gateway_id
+            ));
+        }
+        if self.heartbeat_interval < Duration::from_millis(50)
+            || self.session_timeout < 3 * self.heartbeat_interval
+        {
+            return fail(format!(
+                "session-timeout ({:?}) must be at least 3 x heartbeat-interval ({:?}, at least 50ms)",
+                self.session_timeout, self.heartbeat_interval
             ));
         }
         if self.backend == Backend::Aws && (self.bucket.is_none() || self.table.is_none()) {

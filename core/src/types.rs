@@ -154,6 +154,9 @@ pub struct PartitionCheckpoint {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionSnapshot {
     pub owner: StreamId,
+    /// The owner handed the partition back (drained and checkpointed first):
+    /// any live gateway may claim it without fencing the owner.
+    pub released: bool,
     pub checkpoint_seq: u64,
     pub next_offset: i64,
     pub log_start_offset: i64,
@@ -166,5 +169,23 @@ pub struct PartitionSnapshot {
 pub struct GatewayInfo {
     pub advertised: String,
     pub zone: Option<String>,
+    /// Wall-clock time of registration, for operators only: liveness never
+    /// compares clocks (see `Member::heartbeat`).
     pub heartbeat_ms: i64,
+    /// The Kafka node id clients see for this gateway.
+    #[serde(default)]
+    pub node_id: i32,
+}
+
+/// A gateway's current incarnation as every gateway reads it from the MetaStore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub stream: StreamId,
+    pub info: GatewayInfo,
+    /// A counter the incarnation raises with every heartbeat. Observers judge
+    /// liveness by whether it moves, timed on their own monotonic clock, so no
+    /// two gateways' clocks are ever compared.
+    pub heartbeat: u64,
+    /// Declared dead by another gateway: its commits and checkpoints fail.
+    pub fenced: bool,
 }

@@ -157,6 +157,8 @@ meta_store_contract!(
     read_flushes_is_ordered_and_filtered,
     trim_flushes_and_flush_streams,
     checkpoints_are_fenced_and_idempotent,
+    membership_heartbeat_and_fencing,
+    claims_move_ownership_safely,
     topic_writes_are_conditional,
     concurrent_topic_updates_have_one_winner,
     delete_topic_checks_the_id,

@@ -47,6 +47,7 @@ fn info() -> GatewayInfo {
         advertised: "127.0.0.1:9092".into(),
         zone: None,
         heartbeat_ms: 0,
+        node_id: 0,
     }
 }
 

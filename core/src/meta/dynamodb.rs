@@ -4,12 +4,13 @@
 //!
 //! | pk | sk | attributes | written by |
 //! |---|---|---|---|
-//! | `gw#<gateway>` | `epoch` | `epoch` N, `fenced` BOOL, `info` B (GatewayInfo JSON) | `register_gateway` (UpdateItem ADD epoch 1) and fencing only, so a commit's ConditionCheck never conflicts with a heartbeat |
+//! | `gw#<gateway>` | `epoch` | `epoch` N, `fenced` BOOL, `hb` N (heartbeat counter), `info` B (GatewayInfo JSON) | `register_gateway` (UpdateItem ADD epoch 1, resets `fenced` and `hb`), `heartbeat` (UpdateItem ADD hb 1 if current and unfenced), `fence_gateway` (UpdateItem SET fenced if `epoch` and `hb` are the observed ones) |
+//! | `members` | `<gateway>` | (none) | `register_gateway` (Put, never expires): the gateways `list_members` reads, each then read at its `gw#` item |
 //! | `topics` | `<name>` | `id` S, `version` N, `t` B (TopicMeta JSON) | topic create/update/delete, conditional on `id` and `version`; one partition key so `list_topics` is one Query (topic writes are rare, far below one partition's 1,000 WCU/s) |
 //! | `streams` | `<gateway>#<epoch, 20 digits>` | `trimmed` N (flush seqs at or below it are checkpointed), `expires_at` N once fully trimmed | `register_gateway` (before the incarnation can commit), `trim_flushes` (one UpdateItem per checkpoint round) |
 //! | `flush#<gateway>#<epoch, 20 digits>` | `<seq, 20 digits>` | `r` B (compact flush record, see `CompactFlush`), `expires_at` N | `commit_flush` |
-//! | `part#<topic id>#<partition>` | `state` | `s` B (owner, checkpoint seq, next offset, log start, producer states; JSON) | `write_checkpoints` |
-//! | `part#<topic id>#<partition>` | `idx#<base offset, 20 digits>` | `e` B (IndexEntry JSON) | `write_checkpoints` |
+//! | `part#<topic id>#<partition>` | `state` | `s` B (owner, checkpoint seq, next offset, log start, producer states; JSON), `own` S (owning stream, `<gateway>@<epoch>`), `rel` BOOL (released) | `write_checkpoints`, `release_partitions`, `claim_partition`, each conditional on `own` (and `rel`) |
+//! | `part#<topic id>#<partition>` | `idx#<base offset, 20 digits>` | `e` B (IndexEntry JSON) | `write_checkpoints`, `release_partitions`, `claim_partition` |
 //! | `counter` | `producer_id` | `v` N | `allocate_producer_ids` (UpdateItem ADD) |
 //!
 //! Zero-padded numbers make `sk` order numeric order. The gateway name is parsed
@@ -27,6 +28,20 @@
 //!   (at most 5 per producer); producers beyond ~3,000 per partition would exceed
 //!   400 KB (the write then fails `Internal` with DynamoDB's message).
 //! - an index item is ~200 bytes: 1 WRU each, written with BatchWriteItem.
+//! - `heartbeat` is one UpdateItem of the (< 1 KiB) epoch item: 1 WRU.
+//!   `fence_gateway` likewise 1 WRU (plus a strongly consistent read, 1 RCU, when
+//!   its condition fails). `list_members` is one Query of `members` plus one
+//!   strongly consistent GetItem per gateway (1 RCU each).
+//! - `claim_partition` is one transaction per partition: the claimer's epoch
+//!   ConditionCheck + the state Put, plus, taking over from a live-looking
+//!   owner of another gateway, a ConditionCheck on that owner's epoch item:
+//!   2 × (1 + ⌈state KiB⌉ [+ 1]) WRU, after one strongly consistent read of the
+//!   state item (when a previous owner is expected) and the index items.
+//!
+//! Heartbeats write the epoch item that every commit's ConditionCheck reads, so
+//! the two can collide: DynamoDB then cancels the transaction (or rejects the
+//! UpdateItem) with `TransactionConflict`, and both sides retry within a budget.
+//! At one heartbeat per second or slower this costs a commit a retry rarely.
 //!
 //! `expires_at` (epoch seconds) is the table's TTL attribute. Flush items carry
 //! it from the start (commit time + `flush_record_ttl`, default 7 days), so
@@ -42,17 +57,31 @@
 //! them; size `flush_record_ttl` above the worst outage you plan for.
 //! A fully trimmed stream's registry item expires with the records.
 //!
-//! Atomicity: `write_checkpoints` writes index items first (plain idempotent
-//! overwrites, not fenced), then the state items in TransactWriteItems of at most
-//! 99 Puts + the epoch ConditionCheck. Each chunk is atomic; a call with more than
-//! 99 partitions is atomic per chunk only, which is safe because each partition's
-//! state item is self-contained. `load_partition` returns only index entries with
-//! `base_offset < next_offset`, so entries written by a failed or fenced
-//! checkpoint beyond the state are invisible (replaying the flush records
+//! Atomicity: `write_checkpoints` and `release_partitions` write index items
+//! first (plain idempotent overwrites, not fenced), then the state items in
+//! TransactWriteItems of at most 99 Puts + the epoch ConditionCheck. Each Put is
+//! conditional on the writer owning the partition (`own`; `write_checkpoints`
+//! also accepts a partition never claimed, or last written by a version without
+//! `own`). Each chunk is atomic; a call with more than 99 partitions is atomic
+//! per chunk only, which is safe because each partition's state item is
+//! self-contained. `claim_partition` writes its index items, then ONE
+//! transaction: the claimer's epoch ConditionCheck + the state Put conditional
+//! on the owner it read (released: `own` and `rel` unchanged; not released: `own`
+//! unchanged and a ConditionCheck that the owner's epoch item moved on or is
+//! fenced, skipped when the owner is an older epoch of the claimer's own gateway,
+//! which the claimer's epoch check already proves superseded). Two claimers
+//! conditioned on the same owner cannot both win: the first changes `own`.
+//!
+//! `load_partition` returns only index entries with `base_offset <
+//! next_offset`, so entries written by a failed, fenced or non-owner checkpoint
+//! (or claim) beyond the state are invisible (replaying the flush records
 //! recreates them identically, overwriting them). Caveat for the compactor: a
 //! fenced gateway's index write may still overwrite an existing entry below
 //! `next_offset` with the same (replayed) content; entry swaps must be
 //! conditional on the entry they replace.
+//!
+//! `list_members` lists gateways from the `members` items, not from the
+//! `streams` registry, whose items expire once their stream is fully trimmed.
 //!
 //! `flush_streams` reads the `streams` registry (one Query) plus one
 //! single-item Query per stream not yet fully trimmed; it runs only at recovery.
@@ -66,6 +95,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, ConsumedCapacity,
@@ -75,12 +106,12 @@ use aws_sdk_dynamodb::types::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{MetaStore, check_topic_update};
+use super::{MetaStore, check_topic_update, claim_conflict, fenced_by_peer, not_owner};
 use crate::aws::{AwsStats, backoff, classify, code};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::types::{
-    FlushPartition, FlushRecord, GatewayInfo, IndexEntry, PartitionCheckpoint, PartitionId,
+    FlushPartition, FlushRecord, GatewayInfo, IndexEntry, Member, PartitionCheckpoint, PartitionId,
     PartitionSnapshot, ProducerBatch, ProducerState, StreamId, TopicId, TopicMeta,
 };
 
@@ -109,6 +140,8 @@ pub const DEFAULT_FLUSH_RECORD_TTL: std::time::Duration =
 
 /// The partition key of the stream registry.
 const STREAMS_PK: &str = "streams";
+/// The partition key of the gateway list.
+const MEMBERS_PK: &str = "members";
 
 /// The `state` item's payload.
 #[derive(Debug, Serialize, Deserialize)]
@@ -215,6 +248,47 @@ fn trim_mark(item: &Item) -> Result<u64> {
 
 fn part_pk(p: PartitionId) -> String {
     format!("part#{}#{}", p.topic, p.partition)
+}
+
+/// Whether a boolean attribute is present and true.
+fn flag(item: &Item, attr: &str) -> bool {
+    matches!(item.get(attr), Some(AttributeValue::Bool(true)))
+}
+
+/// The state item `owner` writes for `cp`.
+fn state_item(owner: &StreamId, cp: &PartitionCheckpoint, released: bool) -> Result<Item> {
+    let state = StoredState {
+        owner: owner.clone(),
+        checkpoint_seq: cp.checkpoint_seq,
+        next_offset: cp.next_offset,
+        log_start_offset: cp.log_start_offset,
+        producers: cp.producers.clone(),
+    };
+    let mut item = key(part_pk(cp.partition), "state");
+    item.insert("s".into(), b(json(&state)?));
+    item.insert("own".into(), s(owner.to_string()));
+    item.insert("rel".into(), AttributeValue::Bool(released));
+    Ok(item)
+}
+
+/// A state item's owner and released flag. Items written before `own` existed
+/// name the owner in `s` only, and are not released.
+fn stored_owner(item: &Item) -> Result<(StreamId, bool)> {
+    if !item.contains_key("own") {
+        let state: StoredState = blob(item, "s")?;
+        return Ok((state.owner, false));
+    }
+    let own = string(item, "own")?;
+    let owner = own
+        .rsplit_once('@')
+        .and_then(|(gateway, epoch)| {
+            Some(StreamId {
+                gateway: gateway.to_string(),
+                epoch: epoch.parse().ok()?,
+            })
+        })
+        .ok_or_else(|| Error::Corrupt(format!("partition owner {own:?}")))?;
+    Ok((owner, flag(item, "rel")))
 }
 
 fn idx_sk(base_offset: i64) -> Result<String> {
@@ -616,20 +690,11 @@ impl DynamoMetaStore {
     fn fenced(&self, stream: &StreamId, epoch_item: Option<&Item>) -> Error {
         match epoch_item {
             None => Error::Fenced(format!("{stream} is not registered")),
-            Some(item) => {
-                let epoch = num::<u64>(item, "epoch").ok();
-                let is_fenced = matches!(item.get("fenced"), Some(AttributeValue::Bool(true)));
-                match epoch {
-                    Some(e) if e == stream.epoch && is_fenced => {
-                        Error::Fenced(format!("{stream} was fenced"))
-                    }
-                    Some(e) => Error::Fenced(format!(
-                        "{stream} is stale: gateway {} is at epoch {e}",
-                        stream.gateway
-                    )),
-                    None => Error::Fenced(format!("{stream} is not current")),
-                }
-            }
+            Some(item) => match num::<u64>(item, "epoch").ok() {
+                Some(e) if e == stream.epoch && flag(item, "fenced") => fenced_by_peer(stream),
+                Some(e) => super::fenced(stream, Some(e)),
+                None => Error::Fenced(format!("{stream} is not current")),
+            },
         }
     }
 
@@ -639,8 +704,7 @@ impl DynamoMetaStore {
             .get_item(gw_pk(&stream.gateway), "epoch".to_string())
             .await?;
         let current = item.as_ref().is_some_and(|i| {
-            num::<u64>(i, "epoch").ok() == Some(stream.epoch)
-                && !matches!(i.get("fenced"), Some(AttributeValue::Bool(true)))
+            num::<u64>(i, "epoch").ok() == Some(stream.epoch) && !flag(i, "fenced")
         });
         if current {
             Ok(())
@@ -665,6 +729,188 @@ impl DynamoMetaStore {
                 }
             }
         }
+    }
+
+    /// Sends a conditional UpdateItem of a gateway's epoch item; `Ok(Err(old))`
+    /// if the condition failed (`old`: the item then, if DynamoDB returned it).
+    /// An update that meets a commit's transaction on the item is rejected
+    /// `TransactionConflict`; it is retried here, within a budget.
+    async fn update_epoch_item(
+        &self,
+        req: UpdateItemFluentBuilder,
+        op: &str,
+    ) -> Result<std::result::Result<Item, Option<Item>>> {
+        let req = req
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total);
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                backoff(attempt).await;
+            }
+            self.request();
+            let e = match req.clone().send().await {
+                Ok(out) => {
+                    self.account(out.consumed_capacity(), true);
+                    return Ok(Ok(out.attributes.unwrap_or_default()));
+                }
+                Err(e) => e,
+            };
+            match e.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(c)) => {
+                    return Ok(Err(c.item().cloned()));
+                }
+                Some(UpdateItemError::TransactionConflictException(_)) => {}
+                _ => return Err(classify(&self.what(op), e)),
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "{}: still conflicting with transactions after {ATTEMPTS} attempts",
+            self.what(op)
+        )))
+    }
+
+    /// Writes index items (idempotent overwrites, not fenced; see the module docs).
+    async fn write_index(&self, entries: &BTreeMap<(PartitionId, i64), &IndexEntry>) -> Result<()> {
+        let mut requests = Vec::with_capacity(entries.len());
+        for ((p, base), e) in entries {
+            let mut item = key(part_pk(*p), idx_sk(*base)?);
+            item.insert("e".into(), b(json(e)?));
+            let put = PutRequest::builder()
+                .set_item(Some(item))
+                .build()
+                .map_err(build_err)?;
+            requests.push(WriteRequest::builder().put_request(put).build());
+        }
+        self.batch_write(requests).await
+    }
+
+    /// A transactional Put of `item` under `condition` (with the `#o` = `own`,
+    /// `#r` = `rel` names when it uses them), returning the old item on failure.
+    fn state_put(
+        &self,
+        item: Item,
+        condition: &str,
+        values: Vec<(&str, AttributeValue)>,
+    ) -> Result<TransactWriteItem> {
+        let mut put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(condition)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        if condition.contains("#o") {
+            put = put.expression_attribute_names("#o", "own");
+        }
+        if condition.contains("#r") {
+            put = put.expression_attribute_names("#r", "rel");
+        }
+        for (name, v) in values {
+            put = put.expression_attribute_values(name, v);
+        }
+        Ok(TransactWriteItem::builder()
+            .put(put.build().map_err(build_err)?)
+            .build())
+    }
+
+    /// A partition's stored owner and released flag: from `item` if given, else
+    /// read (strongly consistent).
+    async fn partition_owner(
+        &self,
+        p: PartitionId,
+        item: Option<Item>,
+    ) -> Result<Option<(StreamId, bool)>> {
+        let item = match item {
+            Some(i) => Some(i),
+            None => self.get_item(part_pk(p), "state".into()).await?,
+        };
+        item.as_ref().map(stored_owner).transpose()
+    }
+
+    /// The `Fenced` error for `me` writing `p` it does not own.
+    async fn ownership_error(
+        &self,
+        me: &StreamId,
+        p: PartitionId,
+        item: Option<Item>,
+    ) -> Result<Error> {
+        Ok(match self.partition_owner(p, item).await? {
+            Some((owner, _)) => not_owner(me, p, &owner),
+            None => Error::Fenced(format!("{me} cannot release {p}: never claimed")),
+        })
+    }
+
+    /// `write_checkpoints` (`release` false) and `release_partitions` (true):
+    /// index items, then state items owned by `me`, in fenced transactions.
+    async fn store_checkpoints(
+        &self,
+        me: &StreamId,
+        checkpoints: &[PartitionCheckpoint],
+        release: bool,
+    ) -> Result<()> {
+        // One state item per partition (the last checkpoint given wins) and one
+        // index item per (partition, base offset): a batch may not name a key twice.
+        let mut states: BTreeMap<PartitionId, &PartitionCheckpoint> = BTreeMap::new();
+        let mut entries: BTreeMap<(PartitionId, i64), &IndexEntry> = BTreeMap::new();
+        for cp in checkpoints {
+            states.insert(cp.partition, cp);
+            for e in &cp.new_entries {
+                entries.insert((cp.partition, e.base_offset), e);
+            }
+        }
+        if states.is_empty() {
+            return self.check_fence(me).await;
+        }
+        self.write_index(&entries).await?;
+
+        // Releasing needs an owner; a checkpoint may also claim a partition never
+        // claimed, or one last written by a version that did not record `own`.
+        let condition = if release {
+            "#o = :me"
+        } else {
+            "attribute_not_exists(pk) OR attribute_not_exists(#o) OR #o = :me"
+        };
+        let what = if release { "release" } else { "checkpoint" };
+        let states: Vec<_> = states.into_values().collect();
+        for chunk in states.chunks(TX_CHUNK) {
+            let mut items = vec![self.epoch_check(me)?];
+            for cp in chunk {
+                items.push(self.state_put(
+                    state_item(me, cp, release)?,
+                    condition,
+                    vec![(":me", s(me.to_string()))],
+                )?);
+            }
+            match self.transact(items, None).await? {
+                Ok(()) => {}
+                Err(TxFailure::Fenced(item)) => return Err(self.fenced(me, item.as_ref())),
+                Err(TxFailure::Condition(i, item)) => {
+                    let cp = chunk.get(i - 1).ok_or_else(|| {
+                        Error::Internal(format!(
+                            "{what} of {me}: cancellation reason {i} out of range"
+                        ))
+                    })?;
+                    return Err(self.ownership_error(me, cp.partition, item).await?);
+                }
+                Err(TxFailure::Unknown) => {
+                    self.check_fence(me).await?;
+                    for cp in chunk {
+                        match self.partition_owner(cp.partition, None).await? {
+                            Some((owner, _)) if &owner == me => {}
+                            None if !release => {}
+                            _ => return Err(self.ownership_error(me, cp.partition, None).await?),
+                        }
+                    }
+                    return Err(Error::Unavailable(format!(
+                        "{what} of {me}: transaction cancelled without a reason"
+                    )));
+                }
+                Err(TxFailure::TokenMismatch) => {
+                    return Err(Error::Internal(format!(
+                        "{what} of {me}: idempotency token mismatch without a token"
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Runs one TransactWriteItems whose item 0 is an epoch check.
@@ -711,7 +957,8 @@ impl DynamoMetaStore {
                     if let Some(i) =
                         (1..reasons.len()).find(|&i| code_of(i) == "ConditionalCheckFailed")
                     {
-                        return Ok(Err(TxFailure::Condition(i)));
+                        let item = reasons.get(i).and_then(|r| r.item()).cloned();
+                        return Ok(Err(TxFailure::Condition(i, item)));
                     }
                     let retriable = reasons.iter().any(|r| {
                         matches!(
@@ -752,8 +999,8 @@ impl DynamoMetaStore {
 enum TxFailure {
     /// The epoch ConditionCheck failed; the epoch item as it was, if returned.
     Fenced(Option<Item>),
-    /// The condition of item `i` (≥ 1) failed.
-    Condition(usize),
+    /// The condition of item `i` (≥ 1) failed; the item as it was, if returned.
+    Condition(usize, Option<Item>),
     /// The same ClientRequestToken was used with different parameters.
     TokenMismatch,
     /// Cancelled without reasons (an emulator may omit them).
@@ -867,12 +1114,14 @@ impl MetaStore for DynamoMetaStore {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(gw_pk(gateway), "epoch")))
-            .update_expression("ADD #e :one SET #f = :false, #i = :info")
+            .update_expression("ADD #e :one SET #f = :false, #h = :zero, #i = :info")
             .expression_attribute_names("#e", "epoch")
             .expression_attribute_names("#f", "fenced")
+            .expression_attribute_names("#h", "hb")
             .expression_attribute_names("#i", "info")
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":false", AttributeValue::Bool(false))
+            .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":info", b(json(info)?))
             .return_values(ReturnValue::UpdatedNew)
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
@@ -883,25 +1132,126 @@ impl MetaStore for DynamoMetaStore {
         let attrs = out.attributes.unwrap_or_default();
         let epoch: u64 = num(&attrs, "epoch")?;
         // Register the incarnation before it can commit anything, so recovery
-        // finds every stream that may hold flush items.
+        // finds every stream that may hold flush items; and list the gateway
+        // (again) in `members`, which never expires. One BatchWriteItem.
         let stream = StreamId {
             gateway: gateway.to_string(),
             epoch,
         };
-        let mut item = key(STREAMS_PK, stream_sk(&stream));
-        item.insert("trimmed".into(), n(0));
-        self.request();
-        let out = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await
-            .map_err(|e| classify(&self.what("PutItem (register stream)"), e))?;
-        self.account(out.consumed_capacity(), true);
+        let mut registry = key(STREAMS_PK, stream_sk(&stream));
+        registry.insert("trimmed".into(), n(0));
+        let mut requests = Vec::with_capacity(2);
+        for item in [registry, key(MEMBERS_PK, gateway)] {
+            let put = PutRequest::builder()
+                .set_item(Some(item))
+                .build()
+                .map_err(build_err)?;
+            requests.push(WriteRequest::builder().put_request(put).build());
+        }
+        self.batch_write(requests).await?;
         Ok(epoch)
+    }
+
+    async fn heartbeat(&self, me: &StreamId) -> Result<u64> {
+        let req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(gw_pk(&me.gateway), "epoch")))
+            .update_expression("ADD #h :one")
+            .condition_expression("#e = :e AND (attribute_not_exists(#f) OR #f = :false)")
+            .expression_attribute_names("#h", "hb")
+            .expression_attribute_names("#e", "epoch")
+            .expression_attribute_names("#f", "fenced")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":e", n(me.epoch))
+            .expression_attribute_values(":false", AttributeValue::Bool(false))
+            .return_values(ReturnValue::UpdatedNew);
+        match self
+            .update_epoch_item(req, "UpdateItem (heartbeat)")
+            .await?
+        {
+            Ok(attrs) => num(&attrs, "hb"),
+            Err(old) => {
+                let item = match old {
+                    Some(i) => Some(i),
+                    None => self.get_item(gw_pk(&me.gateway), "epoch".into()).await?,
+                };
+                Err(self.fenced(me, item.as_ref()))
+            }
+        }
+    }
+
+    async fn list_members(&self) -> Result<Vec<Member>> {
+        let mut members = Vec::new();
+        for listed in self.query(MEMBERS_PK, None, true).await? {
+            let gateway = string(&listed, "sk")?;
+            // Listed but never registered (a registration that failed halfway).
+            let Some(item) = self.get_item(gw_pk(gateway), "epoch".into()).await? else {
+                continue;
+            };
+            members.push(Member {
+                stream: StreamId {
+                    gateway: gateway.to_string(),
+                    epoch: num(&item, "epoch")?,
+                },
+                info: blob(&item, "info")?,
+                heartbeat: if item.contains_key("hb") {
+                    num(&item, "hb")?
+                } else {
+                    0
+                },
+                fenced: flag(&item, "fenced"),
+            });
+        }
+        members.sort_by(|a, b| a.stream.gateway.cmp(&b.stream.gateway));
+        Ok(members)
+    }
+
+    async fn fence_gateway(&self, target: &StreamId, observed: u64) -> Result<()> {
+        // An incarnation that never heartbeated may lack `hb` (older versions).
+        let condition = if observed == 0 {
+            "#e = :e AND (attribute_not_exists(#h) OR #h = :seen)"
+        } else {
+            "#e = :e AND #h = :seen"
+        };
+        let req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(gw_pk(&target.gateway), "epoch")))
+            .update_expression("SET #f = :true")
+            .condition_expression(condition)
+            .expression_attribute_names("#f", "fenced")
+            .expression_attribute_names("#e", "epoch")
+            .expression_attribute_names("#h", "hb")
+            .expression_attribute_values(":true", AttributeValue::Bool(true))
+            .expression_attribute_values(":e", n(target.epoch))
+            .expression_attribute_values(":seen", n(observed));
+        let old = match self.update_epoch_item(req, "UpdateItem (fence)").await? {
+            Ok(_) => return Ok(()),
+            Err(old) => old,
+        };
+        let item = match old {
+            Some(i) => Some(i),
+            None => {
+                self.get_item(gw_pk(&target.gateway), "epoch".into())
+                    .await?
+            }
+        };
+        // Never registered: there is nothing to fence.
+        let Some(item) = item else { return Ok(()) };
+        if num::<u64>(&item, "epoch")? != target.epoch || flag(&item, "fenced") {
+            return Ok(());
+        }
+        let hb: u64 = if item.contains_key("hb") {
+            num(&item, "hb")?
+        } else {
+            0
+        };
+        Err(Error::Precondition(format!(
+            "{target} heartbeat moved from {observed} to {hb}: it is alive"
+        )))
     }
 
     async fn create_topic(&self, topic: &TopicMeta) -> Result<()> {
@@ -1037,7 +1387,7 @@ impl MetaStore for DynamoMetaStore {
                     };
                     return Err(self.fenced(&record.stream, item.as_ref()));
                 }
-                TxFailure::Condition(_) => {
+                TxFailure::Condition(..) => {
                     return match self.resolve_existing(record).await? {
                         Some(()) => Ok(()),
                         // Trimmed between the write and the read.
@@ -1139,74 +1489,104 @@ impl MetaStore for DynamoMetaStore {
         fence: &StreamId,
         checkpoints: &[PartitionCheckpoint],
     ) -> Result<()> {
-        // One state item per partition (the last checkpoint given wins) and one
-        // index item per (partition, base offset): a batch may not name a key twice.
-        let mut states: BTreeMap<PartitionId, &PartitionCheckpoint> = BTreeMap::new();
-        let mut entries: BTreeMap<(PartitionId, i64), &IndexEntry> = BTreeMap::new();
-        for cp in checkpoints {
-            states.insert(cp.partition, cp);
-            for e in &cp.new_entries {
-                entries.insert((cp.partition, e.base_offset), e);
+        self.store_checkpoints(fence, checkpoints, false).await
+    }
+
+    async fn claim_partition(
+        &self,
+        me: &StreamId,
+        previous: Option<&StreamId>,
+        checkpoint: &PartitionCheckpoint,
+    ) -> Result<()> {
+        let p = checkpoint.partition;
+        let item = state_item(me, checkpoint, false)?;
+        let mut items = vec![self.epoch_check(me)?];
+        match previous {
+            None => items.push(self.state_put(item, "attribute_not_exists(pk)", Vec::new())?),
+            Some(prev) => {
+                let stored = self.get_item(part_pk(p), "state".into()).await?;
+                let tagged = stored.as_ref().is_some_and(|i| i.contains_key("own"));
+                let owner = stored.as_ref().map(stored_owner).transpose()?;
+                match &owner {
+                    Some((o, true)) if o == prev && tagged => {
+                        items.push(self.state_put(
+                            item,
+                            "#o = :p AND #r = :true",
+                            vec![
+                                (":p", s(prev.to_string())),
+                                (":true", AttributeValue::Bool(true)),
+                            ],
+                        )?);
+                    }
+                    // Taking over from a live owner, even from itself, is refused.
+                    Some((o, false)) if o == prev && prev != me => {
+                        items.push(if tagged {
+                            self.state_put(item, "#o = :p", vec![(":p", s(prev.to_string()))])?
+                        } else {
+                            self.state_put(item, "attribute_not_exists(#o)", Vec::new())?
+                        });
+                        // An older epoch of my own gateway is superseded (my epoch
+                        // check proves it); DynamoDB allows one check per item.
+                        if prev.gateway != me.gateway {
+                            let cc = ConditionCheck::builder()
+                                .table_name(&self.table)
+                                .set_key(Some(key(gw_pk(&prev.gateway), "epoch")))
+                                .condition_expression(
+                                    "attribute_not_exists(#e) OR #e <> :pe OR #f = :true",
+                                )
+                                .expression_attribute_names("#e", "epoch")
+                                .expression_attribute_names("#f", "fenced")
+                                .expression_attribute_values(":pe", n(prev.epoch))
+                                .expression_attribute_values(":true", AttributeValue::Bool(true))
+                                .build()
+                                .map_err(build_err)?;
+                            items.push(TransactWriteItem::builder().condition_check(cc).build());
+                        }
+                    }
+                    _ => {
+                        self.check_fence(me).await?;
+                        return Err(claim_conflict(me, p, previous, owner.as_ref()));
+                    }
+                }
             }
-        }
-        if states.is_empty() {
-            return self.check_fence(fence).await;
         }
 
-        let mut requests = Vec::with_capacity(entries.len());
-        for ((p, base), e) in &entries {
-            let mut item = key(part_pk(*p), idx_sk(*base)?);
-            item.insert("e".into(), b(json(e)?));
-            let put = PutRequest::builder()
-                .set_item(Some(item))
-                .build()
-                .map_err(build_err)?;
-            requests.push(WriteRequest::builder().put_request(put).build());
+        let entries = checkpoint
+            .new_entries
+            .iter()
+            .map(|e| ((p, e.base_offset), e))
+            .collect();
+        self.write_index(&entries).await?;
+        match self.transact(items, None).await? {
+            Ok(()) => Ok(()),
+            Err(TxFailure::Fenced(item)) => Err(self.fenced(me, item.as_ref())),
+            // The state item changed since it was read.
+            Err(TxFailure::Condition(1, item)) => {
+                let stored = self.partition_owner(p, item).await?;
+                Err(claim_conflict(me, p, previous, stored.as_ref()))
+            }
+            // The previous owner's epoch is current and not fenced.
+            Err(TxFailure::Condition(..)) => {
+                let stored = previous.map(|prev| (prev.clone(), false));
+                Err(claim_conflict(me, p, previous, stored.as_ref()))
+            }
+            Err(TxFailure::Unknown) => {
+                self.check_fence(me).await?;
+                let stored = self.partition_owner(p, None).await?;
+                Err(claim_conflict(me, p, previous, stored.as_ref()))
+            }
+            Err(TxFailure::TokenMismatch) => Err(Error::Internal(format!(
+                "claim of {p} by {me}: idempotency token mismatch without a token"
+            ))),
         }
-        self.batch_write(requests).await?;
+    }
 
-        let states: Vec<_> = states.into_values().collect();
-        for chunk in states.chunks(TX_CHUNK) {
-            let mut items = vec![self.epoch_check(fence)?];
-            for cp in chunk {
-                let state = StoredState {
-                    owner: fence.clone(),
-                    checkpoint_seq: cp.checkpoint_seq,
-                    next_offset: cp.next_offset,
-                    log_start_offset: cp.log_start_offset,
-                    producers: cp.producers.clone(),
-                };
-                let mut item = key(part_pk(cp.partition), "state");
-                item.insert("s".into(), b(json(&state)?));
-                let put = Put::builder()
-                    .table_name(&self.table)
-                    .set_item(Some(item))
-                    .build()
-                    .map_err(build_err)?;
-                items.push(TransactWriteItem::builder().put(put).build());
-            }
-            match self.transact(items, None).await? {
-                Ok(()) => {}
-                Err(TxFailure::Fenced(item)) => return Err(self.fenced(fence, item.as_ref())),
-                Err(TxFailure::Unknown) => {
-                    self.check_fence(fence).await?;
-                    return Err(Error::Unavailable(format!(
-                        "checkpoint of {fence}: transaction cancelled without a reason"
-                    )));
-                }
-                Err(TxFailure::Condition(i)) => {
-                    return Err(Error::Internal(format!(
-                        "checkpoint of {fence}: unconditional put {i} failed its condition"
-                    )));
-                }
-                Err(TxFailure::TokenMismatch) => {
-                    return Err(Error::Internal(format!(
-                        "checkpoint of {fence}: idempotency token mismatch without a token"
-                    )));
-                }
-            }
-        }
-        Ok(())
+    async fn release_partitions(
+        &self,
+        me: &StreamId,
+        checkpoints: &[PartitionCheckpoint],
+    ) -> Result<()> {
+        self.store_checkpoints(me, checkpoints, true).await
     }
 
     async fn load_partition(&self, partition: PartitionId) -> Result<Option<PartitionSnapshot>> {
@@ -1218,6 +1598,7 @@ impl MetaStore for DynamoMetaStore {
             return Ok(None);
         };
         let state: StoredState = blob(state_item, "s")?;
+        let (_, released) = stored_owner(state_item)?;
         let mut entries = Vec::new();
         for item in &items {
             if string(item, "sk")?.starts_with("idx#") {
@@ -1231,6 +1612,7 @@ impl MetaStore for DynamoMetaStore {
         }
         Ok(Some(PartitionSnapshot {
             owner: state.owner,
+            released,
             checkpoint_seq: state.checkpoint_seq,
             next_offset: state.next_offset,
             log_start_offset: state.log_start_offset,

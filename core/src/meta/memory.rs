@@ -3,20 +3,64 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{MetaStore, check_topic_update, fenced};
+use super::{MetaStore, check_topic_update, claim_conflict, fenced, fenced_by_peer, not_owner};
 use crate::error::{Error, Result};
 use crate::types::{
-    FlushRecord, GatewayInfo, IndexEntry, PartitionCheckpoint, PartitionId, PartitionSnapshot,
-    StreamId, TopicId, TopicMeta,
+    FlushRecord, GatewayInfo, IndexEntry, Member, PartitionCheckpoint, PartitionId,
+    PartitionSnapshot, StreamId, TopicId, TopicMeta,
 };
 
 #[derive(Debug, Default)]
 struct State {
-    epochs: HashMap<String, u64>,
+    members: BTreeMap<String, Member>,
     topics: BTreeMap<String, TopicMeta>,
     flushes: BTreeMap<(StreamId, u64), FlushRecord>,
-    partitions: HashMap<PartitionId, (PartitionCheckpoint, BTreeMap<i64, IndexEntry>)>,
+    partitions: HashMap<PartitionId, Partition>,
     next_producer_id: i64,
+}
+
+#[derive(Debug)]
+struct Partition {
+    checkpoint: PartitionCheckpoint,
+    index: BTreeMap<i64, IndexEntry>,
+    released: bool,
+}
+
+impl State {
+    fn owner(&self, p: PartitionId) -> Option<(StreamId, bool)> {
+        self.partitions
+            .get(&p)
+            .map(|x| (x.checkpoint.owner.clone(), x.released))
+    }
+
+    fn store(&mut self, owner: &StreamId, cp: &PartitionCheckpoint, released: bool) {
+        let entry = self
+            .partitions
+            .entry(cp.partition)
+            .or_insert_with(|| Partition {
+                checkpoint: cp.clone(),
+                index: BTreeMap::new(),
+                released,
+            });
+        for e in &cp.new_entries {
+            entry
+                .index
+                .entry(e.base_offset)
+                .or_insert_with(|| e.clone());
+        }
+        entry.checkpoint = PartitionCheckpoint {
+            owner: owner.clone(),
+            new_entries: Vec::new(),
+            ..cp.clone()
+        };
+        entry.released = released;
+    }
+
+    fn live(&self, s: &StreamId) -> bool {
+        self.members
+            .get(&s.gateway)
+            .is_some_and(|m| m.stream == *s && !m.fenced)
+    }
 }
 
 /// In-process MetaStore for unit tests.
@@ -35,19 +79,60 @@ impl MemoryMetaStore {
 }
 
 fn check_fence(s: &State, stream: &StreamId) -> Result<()> {
-    match s.epochs.get(&stream.gateway) {
-        Some(&e) if e == stream.epoch => Ok(()),
-        other => Err(fenced(stream, other.copied())),
+    match s.members.get(&stream.gateway) {
+        Some(m) if m.stream == *stream && !m.fenced => Ok(()),
+        Some(m) if m.stream == *stream => Err(fenced_by_peer(stream)),
+        other => Err(fenced(stream, other.map(|m| m.stream.epoch))),
     }
 }
 
 #[async_trait]
 impl MetaStore for MemoryMetaStore {
-    async fn register_gateway(&self, gateway: &str, _info: &GatewayInfo) -> Result<u64> {
+    async fn register_gateway(&self, gateway: &str, info: &GatewayInfo) -> Result<u64> {
         let mut s = self.lock();
-        let e = s.epochs.entry(gateway.to_string()).or_insert(0);
-        *e += 1;
-        Ok(*e)
+        let epoch = s.members.get(gateway).map_or(0, |m| m.stream.epoch) + 1;
+        s.members.insert(
+            gateway.to_string(),
+            Member {
+                stream: StreamId {
+                    gateway: gateway.to_string(),
+                    epoch,
+                },
+                info: info.clone(),
+                heartbeat: 0,
+                fenced: false,
+            },
+        );
+        Ok(epoch)
+    }
+
+    async fn heartbeat(&self, me: &StreamId) -> Result<u64> {
+        let mut s = self.lock();
+        check_fence(&s, me)?;
+        let m = s.members.get_mut(&me.gateway).expect("checked above");
+        m.heartbeat += 1;
+        Ok(m.heartbeat)
+    }
+
+    async fn list_members(&self) -> Result<Vec<Member>> {
+        Ok(self.lock().members.values().cloned().collect())
+    }
+
+    async fn fence_gateway(&self, target: &StreamId, observed: u64) -> Result<()> {
+        let mut s = self.lock();
+        match s.members.get_mut(&target.gateway) {
+            Some(m) if m.stream == *target && !m.fenced => {
+                if m.heartbeat != observed {
+                    return Err(Error::Precondition(format!(
+                        "{target} heartbeated since ({observed} -> {}): it is alive",
+                        m.heartbeat
+                    )));
+                }
+                m.fenced = true;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
 
     async fn create_topic(&self, topic: &TopicMeta) -> Result<()> {
@@ -132,34 +217,80 @@ impl MetaStore for MemoryMetaStore {
         let mut s = self.lock();
         check_fence(&s, fence)?;
         for cp in checkpoints {
-            let entry = s
-                .partitions
-                .entry(cp.partition)
-                .or_insert_with(|| (cp.clone(), BTreeMap::new()));
-            for e in &cp.new_entries {
-                entry.1.entry(e.base_offset).or_insert_with(|| e.clone());
+            if let Some((owner, _)) = s.owner(cp.partition)
+                && owner != *fence
+            {
+                return Err(not_owner(fence, cp.partition, &owner));
             }
-            entry.0 = PartitionCheckpoint {
-                owner: fence.clone(),
-                new_entries: Vec::new(),
-                ..cp.clone()
-            };
+        }
+        for cp in checkpoints {
+            s.store(fence, cp, false);
+        }
+        Ok(())
+    }
+
+    async fn claim_partition(
+        &self,
+        me: &StreamId,
+        previous: Option<&StreamId>,
+        checkpoint: &PartitionCheckpoint,
+    ) -> Result<()> {
+        let mut s = self.lock();
+        check_fence(&s, me)?;
+        let stored = s.owner(checkpoint.partition);
+        let ok = match (&stored, previous) {
+            (None, None) => true,
+            (Some((owner, released)), Some(prev)) => owner == prev && (*released || !s.live(prev)),
+            _ => false,
+        };
+        if !ok {
+            return Err(claim_conflict(
+                me,
+                checkpoint.partition,
+                previous,
+                stored.as_ref(),
+            ));
+        }
+        s.store(me, checkpoint, false);
+        Ok(())
+    }
+
+    async fn release_partitions(
+        &self,
+        me: &StreamId,
+        checkpoints: &[PartitionCheckpoint],
+    ) -> Result<()> {
+        let mut s = self.lock();
+        check_fence(&s, me)?;
+        for cp in checkpoints {
+            match s.owner(cp.partition) {
+                Some((owner, _)) if owner == *me => {}
+                Some((owner, _)) => return Err(not_owner(me, cp.partition, &owner)),
+                None => {
+                    return Err(Error::Fenced(format!(
+                        "{me} cannot release {}: never claimed",
+                        cp.partition
+                    )));
+                }
+            }
+        }
+        for cp in checkpoints {
+            s.store(me, cp, true);
         }
         Ok(())
     }
 
     async fn load_partition(&self, partition: PartitionId) -> Result<Option<PartitionSnapshot>> {
         let s = self.lock();
-        Ok(s.partitions
-            .get(&partition)
-            .map(|(cp, idx)| PartitionSnapshot {
-                owner: cp.owner.clone(),
-                checkpoint_seq: cp.checkpoint_seq,
-                next_offset: cp.next_offset,
-                log_start_offset: cp.log_start_offset,
-                producers: cp.producers.clone(),
-                entries: idx.values().cloned().collect(),
-            }))
+        Ok(s.partitions.get(&partition).map(|x| PartitionSnapshot {
+            owner: x.checkpoint.owner.clone(),
+            released: x.released,
+            checkpoint_seq: x.checkpoint.checkpoint_seq,
+            next_offset: x.checkpoint.next_offset,
+            log_start_offset: x.checkpoint.log_start_offset,
+            producers: x.checkpoint.producers.clone(),
+            entries: x.index.values().cloned().collect(),
+        }))
     }
 
     async fn allocate_producer_ids(&self, count: u64) -> Result<i64> {

@@ -9,6 +9,15 @@
 //!   stale epoch fails with `Fenced`.
 //! - `write_checkpoints` is atomic over all given partitions, fenced the same way,
 //!   and idempotent for index entries already written.
+//! - Ownership: a partition's state names one owning stream. `write_checkpoints`
+//!   and `release_partitions` succeed only for its owner (or, for
+//!   `write_checkpoints`, a partition never claimed); `claim_partition` moves it
+//!   only away from an owner that released it or is no longer live (fenced by
+//!   `fence_gateway`, or superseded by a newer epoch of its gateway), conditional
+//!   on the owner the claimer read, so two claimers never both win.
+//! - Membership: `heartbeat` raises the caller's counter and fails `Fenced` once
+//!   it is fenced or superseded; `fence_gateway` succeeds only if the target's
+//!   counter is still the one the caller observed (it did not heartbeat since).
 //! - Topic writes are conditional: create fails with `AlreadyExists`, update with
 //!   `Precondition` unless the stored version is the one the caller read.
 
@@ -19,8 +28,8 @@ use async_trait::async_trait;
 
 use crate::error::Result;
 use crate::types::{
-    FlushRecord, GatewayInfo, PartitionCheckpoint, PartitionId, PartitionSnapshot, StreamId,
-    TopicId, TopicMeta,
+    FlushRecord, GatewayInfo, Member, PartitionCheckpoint, PartitionId, PartitionSnapshot,
+    StreamId, TopicId, TopicMeta,
 };
 
 pub mod dynamodb;
@@ -35,6 +44,16 @@ pub use sqlite::SqliteMetaStore;
 pub trait MetaStore: Send + Sync + Debug {
     /// Starts a new incarnation of `gateway`; returns its epoch.
     async fn register_gateway(&self, gateway: &str, info: &GatewayInfo) -> Result<u64>;
+    /// Proves `me` alive: raises its heartbeat counter and returns the new value.
+    /// `Fenced` once `me` was fenced or its gateway registered a newer epoch.
+    async fn heartbeat(&self, me: &StreamId) -> Result<u64>;
+    /// The current incarnation of every registered gateway, fenced ones
+    /// included (flagged). Strongly consistent.
+    async fn list_members(&self) -> Result<Vec<Member>>;
+    /// Fences `target` if its heartbeat counter is still `observed`: from then on
+    /// its commits, checkpoints and heartbeats fail `Fenced`. `Ok` if it already
+    /// is fenced or superseded; `Precondition` if it heartbeated since.
+    async fn fence_gateway(&self, target: &StreamId, observed: u64) -> Result<()>;
 
     async fn create_topic(&self, topic: &TopicMeta) -> Result<()>;
     /// Replaces the topic if the stored one has the same id and `topic.version - 1`.
@@ -55,10 +74,29 @@ pub trait MetaStore: Send + Sync + Debug {
     /// Every stream that still has untrimmed flush records.
     async fn flush_streams(&self) -> Result<Vec<StreamId>>;
 
-    /// Writes partition checkpoints (and claims ownership for `fence`), atomically.
+    /// Writes partition checkpoints, atomically, fenced on `fence`. Each
+    /// partition must be owned by `fence` or never claimed (then `fence` claims
+    /// it); one owned by another stream fails the call `Fenced`.
     async fn write_checkpoints(
         &self,
         fence: &StreamId,
+        checkpoints: &[PartitionCheckpoint],
+    ) -> Result<()>;
+    /// Takes `checkpoint.partition` over for `me`, storing `checkpoint` (its
+    /// `new_entries` are the entries not yet stored). The stored owner must be
+    /// `previous` (`None`: never claimed) and must have released the partition
+    /// or no longer be live; `Precondition` otherwise, `Fenced` if `me` is not live.
+    async fn claim_partition(
+        &self,
+        me: &StreamId,
+        previous: Option<&StreamId>,
+        checkpoint: &PartitionCheckpoint,
+    ) -> Result<()>;
+    /// Hands partitions back: stores their final checkpoints marked released.
+    /// Atomic like `write_checkpoints`; `Fenced` unless `me` owns each.
+    async fn release_partitions(
+        &self,
+        me: &StreamId,
         checkpoints: &[PartitionCheckpoint],
     ) -> Result<()>;
     /// A partition's checkpoint and full index, if it was ever claimed.
@@ -93,5 +131,34 @@ pub(crate) fn fenced(stream: &StreamId, current: Option<u64>) -> crate::Error {
             stream.gateway
         ),
         None => format!("{stream} is not registered"),
+    })
+}
+
+/// `me` was fenced by another gateway that found its heartbeat stopped.
+pub(crate) fn fenced_by_peer(me: &StreamId) -> crate::Error {
+    crate::Error::Fenced(format!(
+        "{me} was fenced: another gateway saw its heartbeat stop and took over its partitions"
+    ))
+}
+
+/// A write by `me` to a partition another stream owns.
+pub(crate) fn not_owner(me: &StreamId, p: PartitionId, owner: &StreamId) -> crate::Error {
+    crate::Error::Fenced(format!("{me} no longer owns partition {p}: {owner} does"))
+}
+
+/// A claim whose expected previous owner is not what is stored, or is still live.
+pub(crate) fn claim_conflict(
+    me: &StreamId,
+    p: PartitionId,
+    expected: Option<&StreamId>,
+    stored: Option<&(StreamId, bool)>,
+) -> crate::Error {
+    let expected = expected.map_or("no owner".to_string(), |s| s.to_string());
+    crate::Error::Precondition(match stored {
+        None => format!("{me} cannot claim {p}: expected {expected}, but it was never claimed"),
+        Some((owner, released)) if expected == owner.to_string() && !released => {
+            format!("{me} cannot claim {p}: {owner} is live and has not released it")
+        }
+        Some((owner, _)) => format!("{me} cannot claim {p}: expected {expected}, owned by {owner}"),
     })
 }

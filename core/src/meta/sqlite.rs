@@ -4,12 +4,15 @@
 //!
 //! | table | key | holds |
 //! |---|---|---|
-//! | `gateways` | gateway | current epoch |
+//! | `gateways` | gateway | current epoch, fenced flag, heartbeat counter, advertised address, zone, node id |
 //! | `topics` | name | id, partitions, configs (JSON), version |
 //! | `flushes` | gateway, epoch, seq | flush record (JSON) |
-//! | `partitions` | topic id, partition | owner stream, checkpoint seq, next offset, log start, producer state (JSON) |
+//! | `partitions` | topic id, partition | owner stream, released flag, checkpoint seq, next offset, log start, producer state (JSON) |
 //! | `partition_index` | topic id, partition, base offset | one index entry |
 //! | `counters` | name | producer id allocation |
+//!
+//! Several gateway processes on one machine may share the file: every call is
+//! one `BEGIN IMMEDIATE` transaction, so checks and writes never interleave.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -17,11 +20,11 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{MetaStore, check_topic_update, fenced};
+use super::{MetaStore, check_topic_update, claim_conflict, fenced, fenced_by_peer, not_owner};
 use crate::error::{Error, Result};
 use crate::types::{
-    FlushRecord, GatewayInfo, IndexEntry, PartitionCheckpoint, PartitionId, PartitionSnapshot,
-    StreamId, TopicId, TopicMeta,
+    FlushRecord, GatewayInfo, IndexEntry, Member, PartitionCheckpoint, PartitionId,
+    PartitionSnapshot, StreamId, TopicId, TopicMeta,
 };
 
 const SCHEMA: &str = "
@@ -46,6 +49,33 @@ CREATE TABLE IF NOT EXISTS partition_index (
     PRIMARY KEY (topic_id, partition, base_offset));
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 ";
+
+/// Columns added after the first release: (table, column, declaration).
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("gateways", "node_id", "INTEGER NOT NULL DEFAULT 0"),
+    ("gateways", "hb", "INTEGER NOT NULL DEFAULT 0"),
+    ("gateways", "fenced", "INTEGER NOT NULL DEFAULT 0"),
+    ("partitions", "released", "INTEGER NOT NULL DEFAULT 0"),
+];
+
+/// Brings a file written by an earlier release up to `SCHEMA` + `ADDED_COLUMNS`.
+fn migrate(conn: &Connection) -> Result<()> {
+    for (table, column, decl) in ADDED_COLUMNS {
+        let present: bool = conn
+            .query_row(
+                &format!("SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE name = ?1"),
+                params![column],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(db_err)?
+            > 0;
+        if !present {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))
+                .map_err(db_err)?;
+        }
+    }
+    Ok(())
+}
 
 #[derive(Debug, Clone)]
 pub struct SqliteMetaStore {
@@ -82,19 +112,110 @@ fn unjson<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
     serde_json::from_str(s).map_err(|e| Error::Corrupt(format!("decode stored metadata: {e}")))
 }
 
+/// The gateway's current epoch and whether it is fenced.
+fn gateway_epoch(tx: &Connection, gateway: &str) -> Result<Option<(u64, bool)>> {
+    tx.query_row(
+        "SELECT epoch, fenced FROM gateways WHERE gateway = ?1",
+        params![gateway],
+        |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, bool>(1)?)),
+    )
+    .optional()
+    .map_err(db_err)
+}
+
 fn check_fence(tx: &Connection, stream: &StreamId) -> Result<()> {
-    let current: Option<i64> = tx
-        .query_row(
-            "SELECT epoch FROM gateways WHERE gateway = ?1",
-            params![stream.gateway],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(db_err)?;
-    match current {
-        Some(e) if e as u64 == stream.epoch => Ok(()),
-        other => Err(fenced(stream, other.map(|e| e as u64))),
+    match gateway_epoch(tx, &stream.gateway)? {
+        Some((e, false)) if e == stream.epoch => Ok(()),
+        Some((e, true)) if e == stream.epoch => Err(fenced_by_peer(stream)),
+        other => Err(fenced(stream, other.map(|(e, _)| e))),
     }
+}
+
+/// A partition's stored owner and released flag.
+fn partition_owner(tx: &Connection, p: PartitionId) -> Result<Option<(StreamId, bool)>> {
+    tx.query_row(
+        "SELECT owner_gateway, owner_epoch, released FROM partitions
+         WHERE topic_id = ?1 AND partition = ?2",
+        params![p.topic.as_bytes().to_vec(), p.partition],
+        |r| {
+            Ok((
+                StreamId {
+                    gateway: r.get(0)?,
+                    epoch: r.get::<_, i64>(1)? as u64,
+                },
+                r.get::<_, bool>(2)?,
+            ))
+        },
+    )
+    .optional()
+    .map_err(db_err)
+}
+
+/// Stores checkpoints with `owner` as owner (the caller checked it may).
+fn store_checkpoints(
+    tx: &Connection,
+    owner: &StreamId,
+    rows: &[(PartitionCheckpoint, String)],
+    released: bool,
+) -> Result<()> {
+    let mut upsert = tx
+        .prepare_cached(
+            "INSERT INTO partitions (topic_id, partition, owner_gateway, owner_epoch,
+               checkpoint_seq, next_offset, log_start_offset, producers, released)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (topic_id, partition) DO UPDATE SET owner_gateway = ?3,
+               owner_epoch = ?4, checkpoint_seq = ?5, next_offset = ?6,
+               log_start_offset = ?7, producers = ?8, released = ?9",
+        )
+        .map_err(db_err)?;
+    let mut index = tx
+        .prepare_cached(
+            "INSERT INTO partition_index (topic_id, partition, base_offset, last_offset,
+               max_timestamp, object_key, position, length)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (topic_id, partition, base_offset) DO NOTHING",
+        )
+        .map_err(db_err)?;
+    for (cp, producers) in rows {
+        let tid = cp.partition.topic.as_bytes().to_vec();
+        upsert
+            .execute(params![
+                tid,
+                cp.partition.partition,
+                owner.gateway,
+                owner.epoch as i64,
+                cp.checkpoint_seq as i64,
+                cp.next_offset,
+                cp.log_start_offset,
+                producers,
+                released
+            ])
+            .map_err(db_err)?;
+        for e in &cp.new_entries {
+            index
+                .execute(params![
+                    tid,
+                    cp.partition.partition,
+                    e.base_offset,
+                    e.last_offset,
+                    e.max_timestamp,
+                    e.object_key,
+                    e.position as i64,
+                    e.length as i64
+                ])
+                .map_err(db_err)?;
+        }
+    }
+    Ok(())
+}
+
+fn checkpoint_rows(
+    checkpoints: &[PartitionCheckpoint],
+) -> Result<Vec<(PartitionCheckpoint, String)>> {
+    checkpoints
+        .iter()
+        .map(|cp| Ok((cp.clone(), json(&cp.producers)?)))
+        .collect()
 }
 
 fn read_topic(
@@ -143,6 +264,7 @@ impl SqliteMetaStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(db_err)?;
         conn.execute_batch(SCHEMA).map_err(db_err)?;
+        migrate(&conn)?;
         Ok(SqliteMetaStore {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -184,20 +306,97 @@ impl MetaStore for SqliteMetaStore {
                 .map_err(db_err)?;
             let epoch = current.unwrap_or(0) + 1;
             tx.execute(
-                "INSERT INTO gateways (gateway, epoch, advertised, zone, heartbeat_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
+                "INSERT INTO gateways (gateway, epoch, advertised, zone, heartbeat_ms, node_id,
+                   hb, fenced)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 0)
                  ON CONFLICT (gateway) DO UPDATE SET epoch = ?2, advertised = ?3, zone = ?4,
-                 heartbeat_ms = ?5",
+                 heartbeat_ms = ?5, node_id = ?6, hb = 0, fenced = 0",
                 params![
                     gateway,
                     epoch,
                     info.advertised,
                     info.zone,
-                    info.heartbeat_ms
+                    info.heartbeat_ms,
+                    info.node_id
                 ],
             )
             .map_err(db_err)?;
             Ok(epoch as u64)
+        })
+        .await
+    }
+
+    async fn heartbeat(&self, me: &StreamId) -> Result<u64> {
+        let me = me.clone();
+        self.tx(move |tx| {
+            check_fence(tx, &me)?;
+            tx.query_row(
+                "UPDATE gateways SET hb = hb + 1 WHERE gateway = ?1 RETURNING hb",
+                params![me.gateway],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|hb| hb as u64)
+            .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn list_members(&self) -> Result<Vec<Member>> {
+        self.tx(|tx| {
+            let mut st = tx
+                .prepare(
+                    "SELECT gateway, epoch, advertised, zone, heartbeat_ms, node_id, hb, fenced
+                     FROM gateways ORDER BY gateway",
+                )
+                .map_err(db_err)?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok(Member {
+                        stream: StreamId {
+                            gateway: r.get(0)?,
+                            epoch: r.get::<_, i64>(1)? as u64,
+                        },
+                        info: GatewayInfo {
+                            advertised: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                            zone: r.get(3)?,
+                            heartbeat_ms: r.get(4)?,
+                            node_id: r.get(5)?,
+                        },
+                        heartbeat: r.get::<_, i64>(6)? as u64,
+                        fenced: r.get(7)?,
+                    })
+                })
+                .map_err(db_err)?;
+            rows.map(|r| r.map_err(db_err)).collect()
+        })
+        .await
+    }
+
+    async fn fence_gateway(&self, target: &StreamId, observed: u64) -> Result<()> {
+        let target = target.clone();
+        self.tx(move |tx| {
+            let hb: Option<i64> = tx
+                .query_row(
+                    "SELECT hb FROM gateways WHERE gateway = ?1 AND epoch = ?2 AND fenced = 0",
+                    params![target.gateway, target.epoch as i64],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_err)?;
+            match hb {
+                None => Ok(()), // already fenced or superseded
+                Some(hb) if hb as u64 == observed => {
+                    tx.execute(
+                        "UPDATE gateways SET fenced = 1 WHERE gateway = ?1",
+                        params![target.gateway],
+                    )
+                    .map_err(db_err)?;
+                    Ok(())
+                }
+                Some(hb) => Err(Error::Precondition(format!(
+                    "{target} heartbeated since ({observed} -> {hb}): it is alive"
+                ))),
+            }
         })
         .await
     }
@@ -398,60 +597,76 @@ impl MetaStore for SqliteMetaStore {
         checkpoints: &[PartitionCheckpoint],
     ) -> Result<()> {
         let fence = fence.clone();
-        let mut rows = Vec::with_capacity(checkpoints.len());
-        for cp in checkpoints {
-            rows.push((cp.clone(), json(&cp.producers)?));
-        }
+        let rows = checkpoint_rows(checkpoints)?;
         self.tx(move |tx| {
             check_fence(tx, &fence)?;
-            let mut upsert = tx
-                .prepare_cached(
-                    "INSERT INTO partitions (topic_id, partition, owner_gateway, owner_epoch,
-                       checkpoint_seq, next_offset, log_start_offset, producers)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                     ON CONFLICT (topic_id, partition) DO UPDATE SET owner_gateway = ?3,
-                       owner_epoch = ?4, checkpoint_seq = ?5, next_offset = ?6,
-                       log_start_offset = ?7, producers = ?8",
-                )
-                .map_err(db_err)?;
-            let mut index = tx
-                .prepare_cached(
-                    "INSERT INTO partition_index (topic_id, partition, base_offset, last_offset,
-                       max_timestamp, object_key, position, length)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                     ON CONFLICT (topic_id, partition, base_offset) DO NOTHING",
-                )
-                .map_err(db_err)?;
-            for (cp, producers) in &rows {
-                let tid = cp.partition.topic.as_bytes().to_vec();
-                upsert
-                    .execute(params![
-                        tid,
-                        cp.partition.partition,
-                        fence.gateway,
-                        fence.epoch as i64,
-                        cp.checkpoint_seq as i64,
-                        cp.next_offset,
-                        cp.log_start_offset,
-                        producers
-                    ])
-                    .map_err(db_err)?;
-                for e in &cp.new_entries {
-                    index
-                        .execute(params![
-                            tid,
-                            cp.partition.partition,
-                            e.base_offset,
-                            e.last_offset,
-                            e.max_timestamp,
-                            e.object_key,
-                            e.position as i64,
-                            e.length as i64
-                        ])
-                        .map_err(db_err)?;
+            for (cp, _) in &rows {
+                match partition_owner(tx, cp.partition)? {
+                    Some((owner, _)) if owner != fence => {
+                        return Err(not_owner(&fence, cp.partition, &owner));
+                    }
+                    _ => {}
                 }
             }
-            Ok(())
+            store_checkpoints(tx, &fence, &rows, false)
+        })
+        .await
+    }
+
+    async fn claim_partition(
+        &self,
+        me: &StreamId,
+        previous: Option<&StreamId>,
+        checkpoint: &PartitionCheckpoint,
+    ) -> Result<()> {
+        let me = me.clone();
+        let previous = previous.cloned();
+        let rows = checkpoint_rows(std::slice::from_ref(checkpoint))?;
+        self.tx(move |tx| {
+            check_fence(tx, &me)?;
+            let p = rows[0].0.partition;
+            let stored = partition_owner(tx, p)?;
+            let ok = match (&stored, &previous) {
+                (None, None) => true,
+                (Some((owner, released)), Some(prev)) if owner == prev => {
+                    *released
+                        || match gateway_epoch(tx, &prev.gateway)? {
+                            Some((e, fenced)) => e != prev.epoch || fenced,
+                            None => true,
+                        }
+                }
+                _ => false,
+            };
+            if !ok {
+                return Err(claim_conflict(&me, p, previous.as_ref(), stored.as_ref()));
+            }
+            store_checkpoints(tx, &me, &rows, false)
+        })
+        .await
+    }
+
+    async fn release_partitions(
+        &self,
+        me: &StreamId,
+        checkpoints: &[PartitionCheckpoint],
+    ) -> Result<()> {
+        let me = me.clone();
+        let rows = checkpoint_rows(checkpoints)?;
+        self.tx(move |tx| {
+            check_fence(tx, &me)?;
+            for (cp, _) in &rows {
+                match partition_owner(tx, cp.partition)? {
+                    Some((owner, _)) if owner == me => {}
+                    Some((owner, _)) => return Err(not_owner(&me, cp.partition, &owner)),
+                    None => {
+                        return Err(Error::Fenced(format!(
+                            "{me} cannot release {}: never claimed",
+                            cp.partition
+                        )));
+                    }
+                }
+            }
+            store_checkpoints(tx, &me, &rows, true)
         })
         .await
     }
@@ -462,7 +677,7 @@ impl MetaStore for SqliteMetaStore {
             let head = tx
                 .query_row(
                     "SELECT owner_gateway, owner_epoch, checkpoint_seq, next_offset, log_start_offset,
-                       producers FROM partitions WHERE topic_id = ?1 AND partition = ?2",
+                       producers, released FROM partitions WHERE topic_id = ?1 AND partition = ?2",
                     params![tid, partition.partition],
                     |r| {
                         Ok((
@@ -472,12 +687,13 @@ impl MetaStore for SqliteMetaStore {
                             r.get::<_, i64>(3)?,
                             r.get::<_, i64>(4)?,
                             r.get::<_, String>(5)?,
+                            r.get::<_, bool>(6)?,
                         ))
                     },
                 )
                 .optional()
                 .map_err(db_err)?;
-            let Some((gw, epoch, seq, next, start, producers)) = head else {
+            let Some((gw, epoch, seq, next, start, producers, released)) = head else {
                 return Ok(None);
             };
             let mut st = tx
@@ -504,6 +720,7 @@ impl MetaStore for SqliteMetaStore {
                     gateway: gw,
                     epoch: epoch as u64,
                 },
+                released,
                 checkpoint_seq: seq as u64,
                 next_offset: next,
                 log_start_offset: start,

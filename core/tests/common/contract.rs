@@ -37,8 +37,9 @@ pub fn body(len: usize, seed: u8) -> Bytes {
 pub fn info() -> GatewayInfo {
     GatewayInfo {
         advertised: "127.0.0.1:9092".into(),
-        zone: None,
+        zone: Some("zone-a".into()),
         heartbeat_ms: 0,
+        node_id: 3,
     }
 }
 
@@ -616,8 +617,16 @@ pub async fn checkpoints_are_fenced_and_idempotent(meta: Arc<dyn MetaStore>) {
     assert_eq!(after, snap);
     assert_eq!(meta.load_partition(pid(5, 2)).await.expect("load"), None);
 
-    // The new owner claims the partition.
-    meta.write_checkpoints(&s2, &[checkpoint(p0, &s2, 0, vec![entry(30, 34, "k5")])])
+    // The new incarnation cannot simply write over s1's partition: it claims it.
+    let claim = checkpoint(p0, &s2, 0, vec![entry(30, 34, "k5")]);
+    assert_eq!(
+        err_kind(
+            meta.write_checkpoints(&s2, std::slice::from_ref(&claim))
+                .await
+        ),
+        ErrorKind::Fenced
+    );
+    meta.claim_partition(&s2, Some(&s1), &claim)
         .await
         .expect("claim");
     let claimed = meta.load_partition(p0).await.expect("load").expect("some");
@@ -625,6 +634,275 @@ pub async fn checkpoints_are_fenced_and_idempotent(meta: Arc<dyn MetaStore>) {
     assert_eq!(claimed.checkpoint_seq, 0);
     assert_eq!(claimed.entries.len(), 5);
     assert_eq!(claimed.entries[4], entry(30, 34, "k5"));
+}
+
+pub async fn membership_heartbeat_and_fencing(meta: Arc<dyn MetaStore>) {
+    assert!(meta.list_members().await.expect("list").is_empty());
+    let a1 = stream(
+        "gw-a",
+        meta.register_gateway("gw-a", &info()).await.expect("reg"),
+    );
+    let b1 = stream(
+        "gw-b",
+        meta.register_gateway("gw-b", &info()).await.expect("reg"),
+    );
+    let members = meta.list_members().await.expect("list");
+    assert_eq!(members.len(), 2);
+    assert_eq!(members[0].stream, a1);
+    assert_eq!(members[0].info, info());
+    assert_eq!(members[0].heartbeat, 0);
+    assert!(!members[0].fenced);
+    assert_eq!(members[1].stream, b1);
+
+    // Heartbeats count up; observers see the counter.
+    assert_eq!(meta.heartbeat(&a1).await.expect("hb"), 1);
+    assert_eq!(meta.heartbeat(&a1).await.expect("hb"), 2);
+    let seen = meta.list_members().await.expect("list")[0].heartbeat;
+    assert_eq!(seen, 2);
+
+    // A fence based on a stale observation fails: a1 heartbeated since.
+    assert_eq!(
+        err_kind(meta.fence_gateway(&a1, 1).await),
+        ErrorKind::Precondition
+    );
+    meta.commit_flush(&record(&a1, 1, 0))
+        .await
+        .expect("a1 still commits");
+
+    // With the current observation the fence lands, and a1 can no longer
+    // commit, checkpoint, heartbeat, claim or release.
+    meta.fence_gateway(&a1, seen).await.expect("fence");
+    meta.fence_gateway(&a1, seen)
+        .await
+        .expect("fencing twice is fine");
+    let a = &meta.list_members().await.expect("list")[0];
+    assert!(a.fenced);
+    assert_eq!(err_kind(meta.heartbeat(&a1).await), ErrorKind::Fenced);
+    assert_eq!(
+        err_kind(meta.commit_flush(&record(&a1, 2, 0)).await),
+        ErrorKind::Fenced
+    );
+    let p = pid(9, 0);
+    assert_eq!(
+        err_kind(
+            meta.write_checkpoints(&a1, &[checkpoint(p, &a1, 1, vec![])])
+                .await
+        ),
+        ErrorKind::Fenced
+    );
+    assert_eq!(
+        err_kind(
+            meta.claim_partition(&a1, None, &checkpoint(p, &a1, 0, vec![]))
+                .await
+        ),
+        ErrorKind::Fenced
+    );
+    // Records committed before the fence stay readable for the next owner.
+    assert_eq!(meta.read_flushes(&a1, 0).await.expect("read").len(), 1);
+    // b is untouched.
+    assert_eq!(meta.heartbeat(&b1).await.expect("hb"), 1);
+
+    // A restart registers a fresh, unfenced epoch; fencing the old one again
+    // is a no-op that does not touch the new one.
+    let a2 = stream(
+        "gw-a",
+        meta.register_gateway("gw-a", &info()).await.expect("reg"),
+    );
+    assert!(a2.epoch > a1.epoch);
+    meta.fence_gateway(&a1, seen).await.expect("stale target");
+    let a = &meta.list_members().await.expect("list")[0];
+    assert_eq!(a.stream, a2);
+    assert!(!a.fenced);
+    assert_eq!(a.heartbeat, 0);
+    assert_eq!(meta.heartbeat(&a2).await.expect("hb"), 1);
+    assert_eq!(err_kind(meta.heartbeat(&a1).await), ErrorKind::Fenced);
+    // Never registered.
+    assert_eq!(
+        err_kind(meta.heartbeat(&stream("ghost", 1)).await),
+        ErrorKind::Fenced
+    );
+}
+
+pub async fn claims_move_ownership_safely(meta: Arc<dyn MetaStore>) {
+    let a = stream(
+        "gw-a",
+        meta.register_gateway("gw-a", &info()).await.expect("reg"),
+    );
+    let b = stream(
+        "gw-b",
+        meta.register_gateway("gw-b", &info()).await.expect("reg"),
+    );
+    let c = stream(
+        "gw-c",
+        meta.register_gateway("gw-c", &info()).await.expect("reg"),
+    );
+    let p = pid(11, 0);
+    let q = pid(11, 1);
+
+    // A never-claimed partition is claimed with no previous owner, once.
+    meta.claim_partition(&a, None, &checkpoint(p, &a, 0, vec![entry(0, 9, "a1")]))
+        .await
+        .expect("claim fresh");
+    assert_eq!(
+        err_kind(
+            meta.claim_partition(&b, None, &checkpoint(p, &b, 0, vec![]))
+                .await
+        ),
+        ErrorKind::Precondition
+    );
+    // Claiming from a live owner that has not released fails, and changes nothing.
+    assert_eq!(
+        err_kind(
+            meta.claim_partition(&b, Some(&a), &checkpoint(p, &b, 0, vec![]))
+                .await
+        ),
+        ErrorKind::Precondition
+    );
+    let snap = meta.load_partition(p).await.expect("load").expect("some");
+    assert_eq!(snap.owner, a);
+    assert!(!snap.released);
+    // Another gateway cannot write or release a's partition.
+    assert_eq!(
+        err_kind(
+            meta.write_checkpoints(&b, &[checkpoint(p, &b, 0, vec![])])
+                .await
+        ),
+        ErrorKind::Fenced
+    );
+    assert_eq!(
+        err_kind(
+            meta.release_partitions(&b, &[checkpoint(p, &b, 0, vec![])])
+                .await
+        ),
+        ErrorKind::Fenced
+    );
+    assert_eq!(
+        err_kind(
+            meta.release_partitions(&b, &[checkpoint(q, &b, 0, vec![])])
+                .await
+        ),
+        ErrorKind::Fenced,
+        "releasing a partition never claimed"
+    );
+
+    // Cooperative move: a releases with a final checkpoint; then exactly one
+    // of two claimers wins, and the loser's claim names the new owner.
+    meta.write_checkpoints(&a, &[checkpoint(p, &a, 4, vec![entry(10, 19, "a2")])])
+        .await
+        .expect("checkpoint");
+    meta.release_partitions(&a, &[checkpoint(p, &a, 5, vec![entry(20, 24, "a3")])])
+        .await
+        .expect("release");
+    let snap = meta.load_partition(p).await.expect("load").expect("some");
+    assert_eq!(snap.owner, a);
+    assert!(snap.released);
+    assert_eq!(snap.checkpoint_seq, 5);
+    assert_eq!(snap.next_offset, 25);
+    assert_eq!(snap.entries.len(), 3);
+    let (cb, cc) = (
+        checkpoint(p, &b, 0, vec![entry(0, 24, "x")]),
+        checkpoint(p, &c, 0, vec![entry(0, 24, "x")]),
+    );
+    let (rb, rc) = tokio::join!(
+        meta.claim_partition(&b, Some(&a), &cb),
+        meta.claim_partition(&c, Some(&a), &cc),
+    );
+    let (winner, loser) = match (rb, rc) {
+        (Ok(()), Err(e)) => {
+            assert_eq!(e.kind(), ErrorKind::Precondition, "{e}");
+            (b.clone(), c.clone())
+        }
+        (Err(e), Ok(())) => {
+            assert_eq!(e.kind(), ErrorKind::Precondition, "{e}");
+            (c.clone(), b.clone())
+        }
+        other => panic!("exactly one claim must win: {other:?}"),
+    };
+    let snap = meta.load_partition(p).await.expect("load").expect("some");
+    assert_eq!(snap.owner, winner);
+    assert!(!snap.released);
+    assert_eq!(snap.checkpoint_seq, 0);
+    assert_eq!(snap.entries.len(), 3, "existing entries are kept");
+    // Once claimed, the old owner's writes fail.
+    assert_eq!(
+        err_kind(
+            meta.write_checkpoints(&a, &[checkpoint(p, &a, 6, vec![])])
+                .await
+        ),
+        ErrorKind::Fenced
+    );
+    assert_eq!(
+        err_kind(
+            meta.write_checkpoints(&loser, &[checkpoint(p, &loser, 0, vec![])])
+                .await
+        ),
+        ErrorKind::Fenced
+    );
+    meta.write_checkpoints(
+        &winner,
+        &[checkpoint(p, &winner, 2, vec![entry(25, 29, "w")])],
+    )
+    .await
+    .expect("the winner checkpoints");
+
+    // Failover: the winner stops heartbeating; the loser fences it on the
+    // counter it observed, then takes the partition over without a release.
+    let seen = meta
+        .list_members()
+        .await
+        .expect("list")
+        .into_iter()
+        .find(|m| m.stream == winner)
+        .expect("member")
+        .heartbeat;
+    assert_eq!(
+        err_kind(
+            meta.claim_partition(&loser, Some(&winner), &checkpoint(p, &loser, 0, vec![]))
+                .await
+        ),
+        ErrorKind::Precondition,
+        "the owner is live and did not release"
+    );
+    meta.fence_gateway(&winner, seen).await.expect("fence");
+    meta.claim_partition(&loser, Some(&winner), &checkpoint(p, &loser, 0, vec![]))
+        .await
+        .expect("claim from a fenced owner");
+    assert_eq!(
+        meta.load_partition(p)
+            .await
+            .expect("load")
+            .expect("some")
+            .owner,
+        loser
+    );
+
+    // Restart: a gateway's new epoch claims from its own old epoch directly.
+    meta.claim_partition(&a, None, &checkpoint(q, &a, 0, vec![]))
+        .await
+        .expect("claim q");
+    let a2 = stream(
+        "gw-a",
+        meta.register_gateway("gw-a", &info()).await.expect("reg"),
+    );
+    assert_eq!(
+        err_kind(
+            meta.claim_partition(&a2, Some(&b), &checkpoint(q, &a2, 0, vec![]))
+                .await
+        ),
+        ErrorKind::Precondition,
+        "wrong previous owner"
+    );
+    meta.claim_partition(&a2, Some(&a), &checkpoint(q, &a2, 0, vec![]))
+        .await
+        .expect("claim from a superseded epoch");
+    assert_eq!(
+        meta.load_partition(q)
+            .await
+            .expect("load")
+            .expect("some")
+            .owner,
+        a2
+    );
 }
 
 pub async fn topic_writes_are_conditional(meta: Arc<dyn MetaStore>) {
