@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::cache::ReadCache;
-use crate::log::PartitionLog;
+use crate::log::{Lease, PartitionLog};
 use crate::producer::{SeqCheck, apply_batch, check_sequence};
 
 #[derive(Debug, Clone)]
@@ -304,10 +304,9 @@ impl Flusher {
         }
     }
 
-    /// Drains: seals what is buffered, waits until every sealed flush is
-    /// committed (or failed), then stops the tasks. Past `deadline` it stops
-    /// retrying storage and fails what is left; nothing acknowledged is affected.
-    pub async fn close(&self, deadline: Duration) {
+    /// Seals what is buffered and waits until every flush sealed so far is
+    /// committed or failed; `false` if `deadline` passed first.
+    pub async fn sync(&self, deadline: Duration) -> bool {
         self.flush_now().await;
         let target = self
             .inner
@@ -320,15 +319,23 @@ impl Flusher {
             && self.inner.doomed_through.load(Ordering::SeqCst) < target
         {
             if Instant::now() >= until {
-                self.inner.abandon.store(true, Ordering::SeqCst);
-                tracing::error!(
-                    target,
-                    committed = self.committed_through(),
-                    "shutdown deadline passed with flushes uncommitted"
-                );
-                break;
+                return false;
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        true
+    }
+
+    /// Drains: seals what is buffered, waits until every sealed flush is
+    /// committed (or failed), then stops the tasks. Past `deadline` it stops
+    /// retrying storage and fails what is left; nothing acknowledged is affected.
+    pub async fn close(&self, deadline: Duration) {
+        if !self.sync(deadline).await {
+            self.inner.abandon.store(true, Ordering::SeqCst);
+            tracing::error!(
+                committed = self.committed_through(),
+                "shutdown deadline passed with flushes uncommitted"
+            );
         }
         self.inner.buffer.close();
         for t in std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner())) {
@@ -478,6 +485,16 @@ fn seal(inner: &Arc<Inner>, open: Open) -> Sealed {
         if st.deleted {
             drop(st);
             replies.extend(pendings.into_iter().map(|p| (p, Err(AppendError::Deleted))));
+            continue;
+        }
+        if st.lease == Lease::NotOwned {
+            drop(st);
+            let why = format!("partition {} moved to another gateway", log.id);
+            replies.extend(
+                pendings
+                    .into_iter()
+                    .map(|p| (p, Err(AppendError::NotOwner(why.clone())))),
+            );
             continue;
         }
         let region_start = builder.position();

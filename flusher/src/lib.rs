@@ -18,6 +18,6 @@ pub use checkpoint::{CHECKPOINT_CHUNK, checkpoint_once};
 pub use flusher::{
     AppendError, AppendOk, AppendTicket, BatchIn, Flusher, FlusherConfig, FlusherStats,
 };
-pub use log::{LogSnapshot, PartitionLog};
+pub use log::{Lease, LogSnapshot, PartitionLog};
 pub use producer::{SeqCheck, apply_batch, check_sequence};
-pub use recovery::recover_partition_logs;
+pub use recovery::{Adoption, adopt_partitions, recover_partition_logs, trim_streams};

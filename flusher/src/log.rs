@@ -8,7 +8,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use floe_core::types::{IndexEntry, PartitionCheckpoint, PartitionId, ProducerState, StreamId};
+use floe_core::types::{
+    IndexEntry, PartitionCheckpoint, PartitionId, PartitionSnapshot, ProducerState, StreamId,
+};
 use tokio::sync::Notify;
 
 #[derive(Debug)]
@@ -26,6 +28,19 @@ pub(crate) struct LogState {
     pub checkpointed_version: u64,
     pub checkpointed_entries: usize,
     pub deleted: bool,
+    pub lease: Lease,
+}
+
+/// Whether this gateway leads the partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lease {
+    /// Produce, fetch and checkpoints are served here.
+    Owned,
+    /// Being handed over: new produce requests are refused, appends already
+    /// accepted are still sealed and committed.
+    Draining,
+    /// Another gateway leads it (or nobody yet); sealing refuses appends.
+    NotOwned,
 }
 
 /// One owned partition.
@@ -67,6 +82,7 @@ impl PartitionLog {
                 checkpointed_version: 0,
                 checkpointed_entries,
                 deleted: false,
+                lease: Lease::Owned,
             }),
             waiters: Mutex::new(Vec::new()),
         })
@@ -77,6 +93,41 @@ impl PartitionLog {
         Self::new(id, 0, 0, Vec::new(), BTreeMap::new(), 0)
     }
 
+    /// A partition this gateway does not lead (yet): a slot `load` fills.
+    pub fn unowned(id: PartitionId) -> Arc<Self> {
+        let log = Self::empty(id);
+        log.lock().lease = Lease::NotOwned;
+        log
+    }
+
+    pub fn lease(&self) -> Lease {
+        self.lock().lease
+    }
+
+    /// Leads the partition from now on, with `snap`'s state (the caller
+    /// replayed later flush records into it) of which the first `stored`
+    /// index entries are already in the MetaStore.
+    pub fn load(&self, snap: PartitionSnapshot, stored: usize) {
+        let mut s = self.lock();
+        s.high_watermark = snap.next_offset;
+        s.next_offset = snap.next_offset;
+        s.log_start_offset = snap.log_start_offset;
+        s.entries = snap.entries;
+        s.working_producers = snap.producers.clone();
+        s.producers = snap.producers;
+        s.version += 1;
+        s.checkpointed_entries = stored;
+        s.lease = Lease::Owned;
+        drop(s);
+        self.wake();
+    }
+
+    /// Starts or finishes a hand-over; waiting fetches wake so they answer
+    /// NOT_LEADER_OR_FOLLOWER instead of parking.
+    pub fn set_lease(&self, lease: Lease) {
+        self.lock().lease = lease;
+        self.wake();
+    }
     pub(crate) fn lock(&self) -> MutexGuard<'_, LogState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -166,7 +217,7 @@ impl PartitionLog {
         checkpoint_seq: u64,
     ) -> Option<(PartitionCheckpoint, u64, usize)> {
         let s = self.lock();
-        if s.version == s.checkpointed_version || s.deleted {
+        if s.version == s.checkpointed_version || s.deleted || s.lease == Lease::NotOwned {
             return None;
         }
         Some((

@@ -1,105 +1,187 @@
-//! Loading partitions at startup: each partition's checkpoint, plus every flush
-//! record of this gateway's earlier incarnations not yet folded in, then a claim
-//! (a full checkpoint under the new epoch) so the old streams can be trimmed.
+//! Taking partitions over: each partition's checkpoint, plus the flush records
+//! of its previous owner that the checkpoint does not yet hold, then a claim (a
+//! full checkpoint under this incarnation, conditional on that previous owner
+//! having released the partition or no longer being live).
 //!
-//! Replay is idempotent by offset: a flush entry whose offsets a checkpoint
-//! already holds is skipped, and one that would leave a gap is corruption.
+//! The previous owner's records are read only after its release or fence is
+//! committed, so every flush it acknowledged is either in the checkpoint or in
+//! the records read here. Replay is idempotent by offset: a flush entry whose
+//! offsets the checkpoint already holds is skipped, and one that would leave a
+//! gap is corruption.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use floe_core::meta::SharedMetaStore;
-use floe_core::types::{PartitionId, StreamId};
+use floe_core::types::{
+    FlushRecord, PartitionCheckpoint, PartitionId, PartitionSnapshot, StreamId,
+};
 use floe_core::{Error, Result};
 
-use crate::checkpoint::CHECKPOINT_CHUNK;
 use crate::log::PartitionLog;
 use crate::producer::apply_batch;
 
+/// One partition to take over: its slot and its state as just read from the
+/// MetaStore (`None`: never claimed).
+#[derive(Debug)]
+pub struct Adoption {
+    pub log: Arc<PartitionLog>,
+    pub stored: Option<PartitionSnapshot>,
+}
+
+/// Claims each partition for `me` and loads it into its slot. `checkpoint_seq`
+/// is `me`'s committed flush seq now (none of `me`'s records touch these
+/// partitions yet). Returns each partition's outcome: `Precondition` means the
+/// previous owner still holds it.
+pub async fn adopt_partitions(
+    meta: &SharedMetaStore,
+    me: &StreamId,
+    checkpoint_seq: u64,
+    adoptions: Vec<Adoption>,
+) -> Vec<(PartitionId, Result<()>)> {
+    // One read of each previous owner's records serves all its partitions.
+    let mut from: BTreeMap<StreamId, u64> = BTreeMap::new();
+    for a in &adoptions {
+        if let Some(s) = &a.stored {
+            let seq = from.entry(s.owner.clone()).or_insert(s.checkpoint_seq);
+            *seq = (*seq).min(s.checkpoint_seq);
+        }
+    }
+    let mut records: BTreeMap<StreamId, Result<Vec<FlushRecord>>> = BTreeMap::new();
+    for (owner, after) in from {
+        let r = meta.read_flushes(&owner, after).await;
+        records.insert(owner, r);
+    }
+    let mut out = Vec::with_capacity(adoptions.len());
+    for a in adoptions {
+        let id = a.log.id;
+        let r = adopt_one(meta, me, checkpoint_seq, a, &records).await;
+        out.push((id, r));
+    }
+    out
+}
+
+async fn adopt_one(
+    meta: &SharedMetaStore,
+    me: &StreamId,
+    checkpoint_seq: u64,
+    a: Adoption,
+    records: &BTreeMap<StreamId, Result<Vec<FlushRecord>>>,
+) -> Result<()> {
+    let id = a.log.id;
+    let previous = a.stored.as_ref().map(|s| s.owner.clone());
+    let mut snap = a.stored.unwrap_or_else(|| PartitionSnapshot {
+        owner: me.clone(),
+        released: false,
+        checkpoint_seq: 0,
+        next_offset: 0,
+        log_start_offset: 0,
+        producers: BTreeMap::new(),
+        entries: Vec::new(),
+    });
+    let stored = snap.entries.len();
+    if let Some(owner) = &previous {
+        let recs = match records.get(owner) {
+            Some(Ok(r)) => r,
+            Some(Err(e)) => return Err(Error::Unavailable(format!("reading {owner}: {e}"))),
+            None => return Err(Error::Internal(format!("records of {owner} not read"))),
+        };
+        replay(&mut snap, id, owner, recs)?;
+    }
+    let cp = PartitionCheckpoint {
+        partition: id,
+        owner: me.clone(),
+        checkpoint_seq,
+        next_offset: snap.next_offset,
+        log_start_offset: snap.log_start_offset,
+        producers: snap.producers.clone(),
+        new_entries: snap.entries[stored..].to_vec(),
+    };
+    meta.claim_partition(me, previous.as_ref(), &cp).await?;
+    let replayed = snap.entries.len() - stored;
+    let total = snap.entries.len();
+    a.log.load(snap, total);
+    a.log.mark_all_checkpointed();
+    tracing::info!(
+        partition = %id,
+        from = %previous.map_or("nobody".to_string(), |p| p.to_string()),
+        replayed,
+        "partition claimed"
+    );
+    Ok(())
+}
+
+/// Applies `owner`'s flush entries for `id` that follow the checkpoint.
+fn replay(
+    snap: &mut PartitionSnapshot,
+    id: PartitionId,
+    owner: &StreamId,
+    records: &[FlushRecord],
+) -> Result<()> {
+    for record in records {
+        if record.seq <= snap.checkpoint_seq {
+            continue;
+        }
+        for fp in record.partitions.iter().filter(|fp| fp.partition == id) {
+            if fp.last_offset < snap.next_offset {
+                continue; // already in the checkpoint
+            }
+            if fp.base_offset != snap.next_offset {
+                return Err(Error::Corrupt(format!(
+                    "partition {id}: flush {owner} #{} starts at offset {} but the log ends at {}",
+                    record.seq, fp.base_offset, snap.next_offset
+                )));
+            }
+            snap.next_offset = fp.last_offset + 1;
+            snap.entries.push(fp.index_entry(&record.object_key));
+            for pb in &fp.producers {
+                apply_batch(snap.producers.entry(pb.producer_id).or_default(), pb);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Takes over every partition in `partitions` (a gateway that leads them all:
+/// a single-gateway deployment) and then trims the flush records of `me`'s
+/// earlier incarnations, now folded into the claims.
 pub async fn recover_partition_logs(
     meta: &SharedMetaStore,
     me: &StreamId,
     partitions: &[PartitionId],
-) -> Result<HashMap<PartitionId, Arc<PartitionLog>>> {
-    let mut logs = HashMap::new();
-    let mut ckpt_seq: HashMap<PartitionId, (StreamId, u64)> = HashMap::new();
+) -> Result<std::collections::HashMap<PartitionId, Arc<PartitionLog>>> {
+    let mut adoptions = Vec::with_capacity(partitions.len());
     for &p in partitions {
-        let log = match meta.load_partition(p).await? {
-            Some(snap) => {
-                ckpt_seq.insert(p, (snap.owner.clone(), snap.checkpoint_seq));
-                let n = snap.entries.len();
-                PartitionLog::new(
-                    p,
-                    snap.next_offset,
-                    snap.log_start_offset,
-                    snap.entries,
-                    snap.producers,
-                    n,
-                )
-            }
-            None => PartitionLog::empty(p),
-        };
-        logs.insert(p, log);
+        adoptions.push(Adoption {
+            log: PartitionLog::unowned(p),
+            stored: meta.load_partition(p).await?,
+        });
     }
-    let mut streams: Vec<StreamId> = meta
+    let logs: std::collections::HashMap<_, _> = adoptions
+        .iter()
+        .map(|a| (a.log.id, a.log.clone()))
+        .collect();
+    for (_, r) in adopt_partitions(meta, me, 0, adoptions).await {
+        r?;
+    }
+    trim_streams(meta, |s| s.gateway == me.gateway && s.epoch < me.epoch).await?;
+    Ok(logs)
+}
+
+/// Trims every stream `dead` selects: call only once every partition those
+/// streams owned has been claimed by someone else.
+pub async fn trim_streams(
+    meta: &SharedMetaStore,
+    dead: impl Fn(&StreamId) -> bool,
+) -> Result<usize> {
+    let streams: Vec<StreamId> = meta
         .flush_streams()
         .await?
         .into_iter()
-        .filter(|s| s.gateway == me.gateway && s.epoch < me.epoch)
+        .filter(|s| dead(s))
         .collect();
-    streams.sort();
-    let mut replayed = 0usize;
-    for stream in &streams {
-        for record in meta.read_flushes(stream, 0).await? {
-            for fp in &record.partitions {
-                let Some(log) = logs.get(&fp.partition) else {
-                    continue; // topic deleted since
-                };
-                if let Some((owner, seq)) = ckpt_seq.get(&fp.partition)
-                    && owner == stream
-                    && record.seq <= *seq
-                {
-                    continue;
-                }
-                let mut st = log.lock();
-                if fp.last_offset < st.high_watermark {
-                    continue; // already in the checkpoint
-                }
-                if fp.base_offset != st.high_watermark {
-                    return Err(Error::Corrupt(format!(
-                        "partition {}: flush {} #{} starts at offset {} but the log ends at {}",
-                        fp.partition, stream, record.seq, fp.base_offset, st.high_watermark
-                    )));
-                }
-                st.high_watermark = fp.last_offset + 1;
-                st.next_offset = st.high_watermark;
-                st.entries.push(fp.index_entry(&record.object_key));
-                for pb in &fp.producers {
-                    apply_batch(st.producers.entry(pb.producer_id).or_default(), pb);
-                }
-                st.working_producers = st.producers.clone();
-                st.version += 1;
-                replayed += 1;
-            }
-        }
+    for s in &streams {
+        meta.trim_flushes(s, u64::MAX).await?;
     }
-    // Claim every partition under the new epoch, folding the replayed entries in.
-    let all: Vec<_> = logs.values().cloned().collect();
-    for chunk in all.chunks(CHECKPOINT_CHUNK) {
-        let cps: Vec<_> = chunk.iter().map(|l| l.full_checkpoint(me, 0)).collect();
-        meta.write_checkpoints(me, &cps).await?;
-        for l in chunk {
-            l.mark_all_checkpointed();
-        }
-    }
-    for stream in &streams {
-        meta.trim_flushes(stream, u64::MAX).await?;
-    }
-    tracing::info!(
-        partitions = logs.len(),
-        old_streams = streams.len(),
-        replayed,
-        "partitions recovered"
-    );
-    Ok(logs)
+    Ok(streams.len())
 }

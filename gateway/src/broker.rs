@@ -1,7 +1,6 @@
-//! The gateway's shared state: topics and the partitions it owns, the write path,
-//! the read cache and the MetaStore. In this release one gateway owns every
-//! partition (`Ownership::All`); the ownership role is explicit so multi-gateway
-//! ownership can replace it without touching the API handlers.
+//! The gateway's shared state: topics and a slot for each of their partitions
+//! (led here or not, see `ownership`), the membership view, the write path, the
+//! read cache and the MetaStore.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
@@ -11,19 +10,12 @@ use floe_core::clock::SharedClock;
 use floe_core::meta::SharedMetaStore;
 use floe_core::object_store::SharedObjectStore;
 use floe_core::settings::Settings;
-use floe_core::types::{GatewayInfo, PartitionId, StreamId, TopicId, TopicMeta};
-use floe_flusher::{Flusher, FlusherConfig, PartitionLog, ReadCache};
+use floe_core::types::{GatewayInfo, Member, PartitionId, StreamId, TopicId, TopicMeta};
+use floe_flusher::{Flusher, FlusherConfig, Lease, PartitionLog, ReadCache};
 
 use crate::configs;
 use crate::error::{Code, KafkaError};
 use crate::metrics::Metrics;
-
-/// Which partitions this gateway serves as leader.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ownership {
-    /// Single-gateway deployment: this gateway owns every partition.
-    All,
-}
 
 #[derive(Debug)]
 pub struct TopicEntry {
@@ -59,7 +51,10 @@ pub struct Broker {
     pub stream: StreamId,
     /// The highest flush seq of `stream` trimmed after a checkpoint.
     trimmed_through: std::sync::atomic::AtomicU64,
-    pub ownership: Ownership,
+    /// Live gateways (this one included) as of the last ownership round.
+    view: RwLock<Vec<Member>>,
+    /// Set when this incarnation was fenced: it stops serving.
+    fenced: tokio::sync::watch::Sender<Option<String>>,
     pub advertised_host: String,
     pub advertised_port: i32,
     topics: RwLock<Topics>,
@@ -119,34 +114,15 @@ impl Broker {
             })?;
         let info = GatewayInfo {
             advertised: advertised.clone(),
-            zone: None,
+            zone: settings.zone.clone(),
             heartbeat_ms: clock.now_ms(),
+            node_id: settings.node_id,
         };
         let epoch = meta.register_gateway(&settings.gateway_id, &info).await?;
         let stream = StreamId {
             gateway: settings.gateway_id.clone(),
             epoch,
         };
-        let topic_list = meta.list_topics().await?;
-        let partitions: Vec<PartitionId> = topic_list
-            .iter()
-            .flat_map(|t| (0..t.partitions).map(move |p| PartitionId::new(t.id, p)))
-            .collect();
-        let mut logs = floe_flusher::recover_partition_logs(&meta, &stream, &partitions).await?;
-        let mut topics = Topics::default();
-        for t in topic_list {
-            let entry = Arc::new(TopicEntry {
-                logs: (0..t.partitions)
-                    .map(|p| {
-                        logs.remove(&PartitionId::new(t.id, p))
-                            .unwrap_or_else(|| PartitionLog::empty(PartitionId::new(t.id, p)))
-                    })
-                    .collect(),
-                meta: t,
-            });
-            topics.by_id.insert(entry.meta.id, entry.clone());
-            topics.by_name.insert(entry.meta.name.clone(), entry);
-        }
         let cache = Arc::new(ReadCache::new(settings.read_cache_bytes));
         let flusher = Flusher::start(
             FlusherConfig {
@@ -162,8 +138,7 @@ impl Broker {
             cache.clone(),
         );
         let metrics = Arc::new(Metrics::new(flusher.stats().clone(), aws));
-        tracing::info!(gateway = %stream, topics = topics.by_name.len(), "gateway registered");
-        Ok(Arc::new(Broker {
+        let broker = Arc::new(Broker {
             meta,
             objects,
             clock,
@@ -171,10 +146,11 @@ impl Broker {
             cache,
             stream,
             trimmed_through: std::sync::atomic::AtomicU64::new(0),
-            ownership: Ownership::All,
+            view: RwLock::new(Vec::new()),
+            fenced: tokio::sync::watch::Sender::new(None),
             advertised_host: host,
             advertised_port: port,
-            topics: RwLock::new(topics),
+            topics: RwLock::new(Topics::default()),
             admin: tokio::sync::Mutex::new(()),
             producer_ids: Mutex::new((0, 0)),
             stopping: tokio::sync::watch::Sender::new(false),
@@ -183,7 +159,164 @@ impl Broker {
             )),
             metrics,
             settings,
-        }))
+        });
+        Ok(broker)
+    }
+
+    /// Runs the first ownership round (claims this gateway's share), so the
+    /// gateway serves at once; returns the controller for the loop. Alone, a
+    /// gateway also trims the records of dead incarnations it has folded in.
+    pub async fn start_ownership(
+        self: &Arc<Self>,
+    ) -> floe_core::Result<crate::ownership::Controller> {
+        let mut controller = crate::ownership::Controller::default();
+        controller
+            .round(self)
+            .await
+            .map_err(|f| floe_core::Error::Fenced(f.0))?;
+        let view = self.view();
+        let all_owned = self
+            .all_logs()
+            .iter()
+            .all(|l| l.lease() == Lease::Owned || l.is_deleted());
+        if view.len() == 1 && all_owned {
+            let me = self.stream.clone();
+            let live: Vec<StreamId> = view.iter().map(|m| m.stream.clone()).collect();
+            floe_flusher::trim_streams(&self.meta, |s| *s != me && !live.contains(s)).await?;
+        }
+        tracing::info!(
+            gateway = %self.stream,
+            live = view.len(),
+            topics = self.read().by_name.len(),
+            owned = self.all_logs().iter().filter(|l| l.lease() == Lease::Owned).count(),
+            "gateway registered"
+        );
+        Ok(controller)
+    }
+
+    pub fn view(&self) -> Vec<Member> {
+        self.view.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn set_view(&self, live: Vec<Member>) {
+        let mut v = self.view.write().unwrap_or_else(|p| p.into_inner());
+        let before: Vec<_> = v.iter().map(|m| m.stream.to_string()).collect();
+        let after: Vec<_> = live.iter().map(|m| m.stream.to_string()).collect();
+        if before != after {
+            tracing::info!(live = ?after, "membership changed");
+        }
+        *v = live;
+    }
+
+    /// The live gateway that should lead `partition` (this one if alone).
+    pub fn leader_of(&self, partition: &PartitionId) -> Option<Member> {
+        let view = self.view.read().unwrap_or_else(|p| p.into_inner());
+        crate::ownership::owner_of(&view, &crate::ownership::partition_key(partition)).cloned()
+    }
+
+    /// Partitions to hand over and to claim under the current view.
+    pub(crate) fn moves(&self) -> (Vec<Arc<PartitionLog>>, Vec<Arc<PartitionLog>>) {
+        let (mut release, mut acquire) = (Vec::new(), Vec::new());
+        for log in self.all_logs() {
+            if log.is_deleted() {
+                continue;
+            }
+            let mine = self
+                .leader_of(&log.id)
+                .is_some_and(|m| m.stream == self.stream);
+            match (log.lease(), mine) {
+                (Lease::Owned, false) => release.push(log),
+                (Lease::NotOwned, true) => acquire.push(log),
+                _ => {}
+            }
+        }
+        (release, acquire)
+    }
+
+    /// Stops this incarnation for good: another gateway fenced it.
+    pub fn fence(&self, why: &str) {
+        tracing::error!(
+            reason = why,
+            "this gateway was fenced; it stops serving (restart it to rejoin)"
+        );
+        self.flusher.set_fenced();
+        for l in self.all_logs() {
+            l.set_lease(Lease::NotOwned);
+        }
+        self.fenced.send_replace(Some(why.to_string()));
+    }
+
+    /// Resolves once this incarnation is fenced.
+    pub async fn fenced(&self) -> String {
+        let mut rx = self.fenced.subscribe();
+        let why = rx.wait_for(|v| v.is_some()).await.map(|v| v.clone());
+        match why {
+            Ok(v) => v.unwrap_or_default(),
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    pub fn fenced_reason(&self) -> Option<String> {
+        self.fenced.borrow().clone()
+    }
+
+    /// Brings topics in line with the MetaStore (topics other gateways created,
+    /// grew or deleted): new partitions get unowned slots.
+    pub(crate) async fn refresh_topics(&self) -> floe_core::Result<()> {
+        let stored = self.meta.list_topics().await?;
+        let _g = self.admin.lock().await;
+        let known = self.all_topics();
+        for t in &stored {
+            match self.topic(&t.name) {
+                Some(e) if e.meta.id == t.id && e.meta.version >= t.version => {}
+                Some(e) if e.meta.id == t.id => {
+                    let mut logs = e.logs.clone();
+                    let have = logs.len() as i32;
+                    logs.extend(
+                        (have..t.partitions)
+                            .map(|p| PartitionLog::unowned(PartitionId::new(t.id, p))),
+                    );
+                    self.install(Arc::new(TopicEntry {
+                        meta: t.clone(),
+                        logs,
+                    }));
+                }
+                other => {
+                    if let Some(old) = other {
+                        self.forget(&old);
+                    }
+                    let logs = (0..t.partitions)
+                        .map(|p| PartitionLog::unowned(PartitionId::new(t.id, p)))
+                        .collect();
+                    self.install(Arc::new(TopicEntry {
+                        meta: t.clone(),
+                        logs,
+                    }));
+                }
+            }
+        }
+        for e in known {
+            if !stored.iter().any(|t| t.id == e.meta.id) {
+                self.forget(&e);
+            }
+        }
+        Ok(())
+    }
+
+    fn forget(&self, entry: &Arc<TopicEntry>) {
+        {
+            let mut t = self.write();
+            if t.by_name
+                .get(&entry.meta.name)
+                .is_some_and(|e| e.meta.id == entry.meta.id)
+            {
+                t.by_name.remove(&entry.meta.name);
+            }
+            t.by_id.remove(&entry.meta.id);
+        }
+        for log in &entry.logs {
+            log.mark_deleted();
+        }
     }
 
     /// Tells parked requests (long-poll fetches) that the gateway is draining.
@@ -201,11 +334,9 @@ impl Broker {
         self.settings.node_id
     }
 
-    /// Whether this gateway leads `partition` (always, with `Ownership::All`).
-    pub fn owns(&self, _partition: &PartitionId) -> bool {
-        match self.ownership {
-            Ownership::All => true,
-        }
+    /// Whether this gateway leads the partition of `log` now.
+    pub fn owns(&self, log: &PartitionLog) -> bool {
+        log.lease() == Lease::Owned
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Topics> {
@@ -247,19 +378,20 @@ impl Broker {
         t.by_id.insert(entry.meta.id, entry);
     }
 
-    /// Claims fresh partitions in the MetaStore so recovery knows their owner.
-    async fn claim(&self, logs: &[Arc<PartitionLog>]) -> Result<(), KafkaError> {
-        for chunk in logs.chunks(floe_flusher::CHECKPOINT_CHUNK) {
-            let cps: Vec<_> = chunk
-                .iter()
-                .map(|l| l.full_checkpoint(&self.stream, 0))
-                .collect();
-            self.meta.write_checkpoints(&self.stream, &cps).await?;
-            for l in chunk {
-                l.mark_all_checkpointed();
-            }
+    /// Claims this gateway's share of fresh partitions right away (the other
+    /// gateways claim theirs at their next round).
+    async fn claim_share(&self, logs: &[Arc<PartitionLog>]) {
+        let mine: Vec<_> = logs
+            .iter()
+            .filter(|l| {
+                self.leader_of(&l.id)
+                    .is_some_and(|m| m.stream == self.stream)
+            })
+            .cloned()
+            .collect();
+        if let Err(f) = crate::ownership::acquire_logs(self, mine).await {
+            self.fence(&f.0);
         }
-        Ok(())
     }
 
     /// Creates a topic (CreateTopics and auto-creation).
@@ -296,7 +428,7 @@ impl Broker {
             version: 1,
         };
         let logs: Vec<_> = (0..partitions)
-            .map(|p| PartitionLog::empty(PartitionId::new(meta.id, p)))
+            .map(|p| PartitionLog::unowned(PartitionId::new(meta.id, p)))
             .collect();
         let entry = Arc::new(TopicEntry { meta, logs });
         if validate_only {
@@ -312,8 +444,8 @@ impl Broker {
                 ),
                 _ => e.into(),
             })?;
-        self.claim(&entry.logs).await?;
         self.install(entry.clone());
+        self.claim_share(&entry.logs).await;
         tracing::info!(topic = name, partitions, "topic created");
         Ok(entry)
     }
@@ -323,19 +455,7 @@ impl Broker {
         self.meta
             .delete_topic(&entry.meta.name, entry.meta.id)
             .await?;
-        {
-            let mut t = self.write();
-            if t.by_name
-                .get(&entry.meta.name)
-                .is_some_and(|e| e.meta.id == entry.meta.id)
-            {
-                t.by_name.remove(&entry.meta.name);
-            }
-            t.by_id.remove(&entry.meta.id);
-        }
-        for log in &entry.logs {
-            log.mark_deleted();
-        }
+        self.forget(entry);
         tracing::info!(topic = %entry.meta.name, "topic deleted");
         Ok(())
     }
@@ -376,15 +496,13 @@ impl Broker {
         meta.partitions = count;
         meta.version += 1;
         let fresh: Vec<_> = (current..count)
-            .map(|p| PartitionLog::empty(PartitionId::new(meta.id, p)))
+            .map(|p| PartitionLog::unowned(PartitionId::new(meta.id, p)))
             .collect();
-        // Claim first: a crash after the claim but before the topic update leaves
-        // unused partition rows, never a partition without an owner record.
-        self.claim(&fresh).await?;
         self.meta.update_topic(&meta).await?;
         let mut logs = entry.logs.clone();
-        logs.extend(fresh);
+        logs.extend(fresh.iter().cloned());
         self.install(Arc::new(TopicEntry { meta, logs }));
+        self.claim_share(&fresh).await;
         Ok(())
     }
 
@@ -472,11 +590,53 @@ impl Broker {
         }
     }
 
-    /// Drains the write path and writes a last checkpoint.
+    /// Drains the write path, hands every partition back (released
+    /// checkpoints) and leaves the membership, so peers take over at once
+    /// instead of waiting for the session timeout.
     pub async fn close(&self, deadline: Duration) {
         self.flusher.close(deadline).await;
-        if let Err(e) = self.checkpoint().await {
-            tracing::warn!(error = %e, "final checkpoint failed; the next start replays flush records");
+        if self.fenced_reason().is_some() {
+            return;
         }
+        let owned: Vec<_> = self
+            .all_logs()
+            .into_iter()
+            .filter(|l| !l.is_deleted() && l.lease() != Lease::NotOwned)
+            .collect();
+        for l in &owned {
+            l.set_lease(Lease::NotOwned);
+        }
+        let released =
+            tokio::time::timeout(deadline, crate::ownership::release(self, &owned)).await;
+        if !matches!(released, Ok(Ok(()))) {
+            tracing::warn!("final release failed; peers take over after the session timeout");
+            return;
+        }
+        if let Err(e) = self.trim_own().await {
+            tracing::warn!(error = %e, "final trim failed");
+        }
+        match self.meta.list_members().await {
+            Ok(members) => {
+                if let Some(m) = members.iter().find(|m| m.stream == self.stream)
+                    && let Err(e) = self.meta.fence_gateway(&self.stream, m.heartbeat).await
+                {
+                    tracing::info!(error = %e, "could not leave the membership; peers will time it out");
+                }
+            }
+            Err(e) => tracing::info!(error = %e, "could not leave the membership"),
+        }
+    }
+
+    /// Trims this incarnation's flush records folded into checkpoints.
+    async fn trim_own(&self) -> floe_core::Result<()> {
+        let through = self.flusher.committed_through();
+        if through
+            > self
+                .trimmed_through
+                .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            self.meta.trim_flushes(&self.stream, through).await?;
+        }
+        Ok(())
     }
 }

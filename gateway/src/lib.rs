@@ -10,6 +10,7 @@ pub mod configs;
 pub mod error;
 pub mod frame;
 pub mod metrics;
+pub mod ownership;
 pub mod read;
 pub mod records;
 pub mod server;
@@ -195,6 +196,7 @@ pub async fn run_stores(
         stores.aws_stats,
     )
     .await?;
+    let controller = broker.start_ownership().await?;
     let (stop_metrics, stopped) = tokio::sync::watch::channel(false);
     let endpoint = metrics_listener.map(|l| {
         if let Ok(addr) = l.local_addr() {
@@ -203,11 +205,14 @@ pub async fn run_stores(
         tokio::spawn(metrics::endpoint::serve(l, broker.metrics.clone(), stopped))
     });
     tracing::info!(listen = %local, "floe is serving Kafka");
-    server::serve(listener, broker.clone(), shutdown).await;
+    server::serve(listener, broker.clone(), controller, shutdown).await;
     let _ = stop_metrics.send(true);
     if let Some(e) = endpoint {
         let _ = e.await;
     }
     tracing::info!("{}", broker.metrics.summary());
-    Ok(())
+    match broker.fenced_reason() {
+        Some(why) => Err(floe_core::Error::Fenced(why)),
+        None => Ok(()),
+    }
 }

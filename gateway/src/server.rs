@@ -30,10 +30,16 @@ const NON_PRODUCE_WEIGHT: usize = 32;
 pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
+    controller: crate::ownership::Controller,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let (stop_tx, stop_rx) = watch::channel(false);
     let checkpoints = tokio::spawn(broker.clone().checkpoint_loop(stop_rx.clone()));
+    let ownership = tokio::spawn(crate::ownership::run(
+        broker.clone(),
+        controller,
+        stop_rx.clone(),
+    ));
     let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     let mut next_id: u64 = 0;
@@ -59,6 +65,7 @@ pub async fn serve(
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             _ = &mut shutdown => break,
+            _ = broker.fenced() => break,
         }
     }
     tracing::info!("shutting down: draining connections");
@@ -74,6 +81,7 @@ pub async fn serve(
         connections.abort_all();
     }
     let _ = checkpoints.await;
+    let _ = ownership.await;
     broker.close(Duration::from_secs(30)).await;
     tracing::info!("shutdown complete");
 }

@@ -208,7 +208,7 @@ async fn dynamodb_commit_timeouts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs moto: scripts/test-all.sh starts it"]
 async fn endpoint_unreachable_for_ten_seconds() {
-    let o = drill("unreachable", "http=unreachable~10s@10", &["Unreachable"]).await;
+    let o = drill("unreachable", "http=unreachable~10s@60", &["Unreachable"]).await;
     assert!(o.fired >= 2, "refused more than once: {}", o.fired);
     absorbed(&o);
     assert!(

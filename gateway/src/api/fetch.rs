@@ -55,6 +55,12 @@ async fn build(
                     .push(partition_error(p.partition, Code::UnknownTopicOrPartition));
                 continue;
             };
+            if !broker.owns(log) {
+                errors = true;
+                tr.partitions
+                    .push(partition_error(p.partition, Code::NotLeaderOrFollower));
+                continue;
+            }
             let limit = (p.partition_max_bytes.max(0) as usize).min(budget.saturating_sub(total));
             let plan = log.read_plan(p.fetch_offset, limit as u64);
             let mut pd = PartitionData::default();

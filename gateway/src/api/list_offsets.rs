@@ -90,6 +90,12 @@ async fn lookup(
         .log(partition)
         .cloned()
         .ok_or_else(|| KafkaError::new(Code::UnknownTopicOrPartition, "unknown partition"))?;
+    if !broker.owns(&log) {
+        return Err(KafkaError::new(
+            Code::NotLeaderOrFollower,
+            format!("{topic}-{partition} is led by another gateway"),
+        ));
+    }
     match ts {
         LATEST => Ok((log.high_watermark(), -1)),
         EARLIEST => Ok((log.log_start_offset(), -1)),

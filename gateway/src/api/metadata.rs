@@ -13,7 +13,6 @@ use crate::broker::{Broker, TopicEntry};
 use crate::error::{Code, KafkaError};
 
 fn topic_response(broker: &Broker, t: &TopicEntry, with_ops: bool) -> MetadataResponseTopic {
-    let node = BrokerId(broker.node_id());
     let mut r = MetadataResponseTopic::default();
     r.name = Some(TopicName(str_bytes(t.meta.name.clone())));
     r.topic_id = t.meta.id;
@@ -26,6 +25,13 @@ fn topic_response(broker: &Broker, t: &TopicEntry, with_ops: bool) -> MetadataRe
         .map(|p| {
             let mut mp = MetadataResponsePartition::default();
             mp.partition_index = p;
+            // The live gateway chosen to lead it; this one until the first
+            // membership round, or if the view is empty.
+            let node = BrokerId(
+                broker
+                    .leader_of(&floe_core::types::PartitionId::new(t.meta.id, p))
+                    .map_or(broker.node_id(), |m| m.info.node_id),
+            );
             mp.leader_id = node;
             mp.leader_epoch = 0;
             mp.replica_nodes = vec![node];
@@ -45,13 +51,42 @@ fn error_topic(name: Option<String>, id: uuid::Uuid, e: &KafkaError) -> Metadata
     r
 }
 
+/// Every live gateway, by its advertised address and zone (Kafka's rack).
+fn brokers(broker: &Broker) -> Vec<MetadataResponseBroker> {
+    let mut out: Vec<MetadataResponseBroker> = Vec::new();
+    for m in broker.view() {
+        let Some((host, port)) = m.info.advertised.rsplit_once(':') else {
+            continue;
+        };
+        let Ok(port) = port.parse::<i32>() else {
+            continue;
+        };
+        if out.iter().any(|b| b.node_id.0 == m.info.node_id) {
+            tracing::warn!(gateway = %m.stream, node_id = m.info.node_id, "two live gateways share a node id; give each its own --node-id");
+            continue;
+        }
+        let mut b = MetadataResponseBroker::default();
+        b.node_id = BrokerId(m.info.node_id);
+        b.host = str_bytes(host.trim_matches(['[', ']']).to_string());
+        b.port = port;
+        b.rack = m.info.zone.clone().map(str_bytes);
+        out.push(b);
+    }
+    if !out.iter().any(|b| b.node_id.0 == broker.node_id()) {
+        let mut b = MetadataResponseBroker::default();
+        b.node_id = BrokerId(broker.node_id());
+        b.host = str_bytes(broker.advertised_host.clone());
+        b.port = broker.advertised_port;
+        b.rack = broker.settings.zone.clone().map(str_bytes);
+        out.push(b);
+    }
+    out.sort_by_key(|b| b.node_id.0);
+    out
+}
+
 pub async fn handle(broker: &Arc<Broker>, version: i16, req: MetadataRequest) -> MetadataResponse {
     let mut resp = MetadataResponse::default();
-    let mut b = MetadataResponseBroker::default();
-    b.node_id = BrokerId(broker.node_id());
-    b.host = str_bytes(broker.advertised_host.clone());
-    b.port = broker.advertised_port;
-    resp.brokers = vec![b];
+    resp.brokers = brokers(broker);
     resp.cluster_id = Some(str_bytes(broker.settings.cluster_id.clone()));
     resp.controller_id = BrokerId(broker.node_id());
     // The field exists in v8-v10 only (later versions moved it to DescribeCluster).

@@ -49,8 +49,11 @@ async fn stage_partition(
             format!("{topic} has no partition {partition}"),
         )
     })?;
-    if !broker.owns(&log.id) {
-        return Err(KafkaError::new(Code::NotLeaderOrFollower, "not the owner"));
+    if !broker.owns(&log) {
+        return Err(KafkaError::new(
+            Code::NotLeaderOrFollower,
+            format!("{topic}-{partition} is led by another gateway"),
+        ));
     }
     let records = records.ok_or_else(|| KafkaError::new(Code::CorruptMessage, "no records"))?;
     let max = entry

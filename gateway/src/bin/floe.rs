@@ -96,6 +96,15 @@ struct Args {
     /// Kafka node id reported to clients [default: 0].
     #[arg(long, global = true, env = "FLOE_NODE_ID")]
     node_id: Option<String>,
+    /// Availability zone (Kafka rack) of this gateway, e.g. from ECS task metadata [default: none].
+    #[arg(long, global = true, env = "FLOE_ZONE")]
+    zone: Option<String>,
+    /// How often this gateway heartbeats and re-reads the membership [default: 1s].
+    #[arg(long, global = true, env = "FLOE_HEARTBEAT_INTERVAL")]
+    heartbeat_interval: Option<String>,
+    /// A gateway silent this long is fenced and its partitions move [default: 6s].
+    #[arg(long, global = true, env = "FLOE_SESSION_TIMEOUT")]
+    session_timeout: Option<String>,
     /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 [default: off].
     #[arg(long, global = true, env = "FLOE_METRICS_LISTEN", value_name = "ADDR")]
     metrics_listen: Option<String>,
@@ -139,6 +148,9 @@ fn settings(args: &Args) -> Result<Settings, floe_core::Error> {
         ("idle-timeout", &args.idle_timeout),
         ("gateway-id", &args.gateway_id),
         ("node-id", &args.node_id),
+        ("zone", &args.zone),
+        ("heartbeat-interval", &args.heartbeat_interval),
+        ("session-timeout", &args.session_timeout),
         ("metrics-listen", &args.metrics_listen),
     ];
     for (key, value) in flags {
