@@ -257,14 +257,26 @@ impl SqliteMetaStore {
     }
 
     fn init(conn: Connection) -> Result<Self> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(db_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db_err)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(db_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(db_err)?;
-        conn.execute_batch(SCHEMA).map_err(db_err)?;
-        migrate(&conn)?;
+        // One writer at a time: gateways starting together on one file must not
+        // both add a column.
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(db_err)?;
+        let schema = conn
+            .execute_batch(SCHEMA)
+            .map_err(db_err)
+            .and_then(|()| migrate(&conn));
+        match schema {
+            Ok(()) => conn.execute_batch("COMMIT").map_err(db_err)?,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        }
         Ok(SqliteMetaStore {
             conn: Arc::new(Mutex::new(conn)),
         })
