@@ -59,6 +59,9 @@ pub struct Broker {
     pub advertised_port: i32,
     topics: RwLock<Topics>,
     admin: tokio::sync::Mutex<()>,
+    /// Held by a checkpoint pass and by a release, so a checkpoint read before a
+    /// release never lands after it (it would un-release the partition).
+    pub(crate) checkpointing: tokio::sync::Mutex<()>,
     producer_ids: Mutex<(i64, i64)>,
     stopping: tokio::sync::watch::Sender<bool>,
     /// Bytes of requests being read or handled (`max_inflight_request_bytes`).
@@ -152,6 +155,7 @@ impl Broker {
             advertised_port: port,
             topics: RwLock::new(Topics::default()),
             admin: tokio::sync::Mutex::new(()),
+            checkpointing: tokio::sync::Mutex::new(()),
             producer_ids: Mutex::new((0, 0)),
             stopping: tokio::sync::watch::Sender::new(false),
             request_budget: Arc::new(tokio::sync::Semaphore::new(
@@ -265,8 +269,14 @@ impl Broker {
     pub(crate) async fn refresh_topics(&self) -> floe_core::Result<()> {
         let stored = self.meta.list_topics().await?;
         let _g = self.admin.lock().await;
+        self.sync_topics(&stored);
+        Ok(())
+    }
+
+    /// `refresh_topics` with the admin lock held and the stored topics read.
+    fn sync_topics(&self, stored: &[TopicMeta]) {
         let known = self.all_topics();
-        for t in &stored {
+        for t in stored {
             match self.topic(&t.name) {
                 Some(e) if e.meta.id == t.id && e.meta.version >= t.version => {}
                 Some(e) if e.meta.id == t.id => {
@@ -300,7 +310,6 @@ impl Broker {
                 self.forget(&e);
             }
         }
-        Ok(())
     }
 
     fn forget(&self, entry: &Arc<TopicEntry>) {
@@ -434,16 +443,20 @@ impl Broker {
         if validate_only {
             return Ok(entry);
         }
-        self.meta
-            .create_topic(&entry.meta)
-            .await
-            .map_err(|e| match e.kind() {
-                floe_core::ErrorKind::AlreadyExists => KafkaError::new(
-                    Code::TopicAlreadyExists,
-                    format!("Topic '{name}' already exists."),
-                ),
-                _ => e.into(),
-            })?;
+        if let Err(e) = self.meta.create_topic(&entry.meta).await {
+            if e.kind() != floe_core::ErrorKind::AlreadyExists {
+                return Err(e.into());
+            }
+            // Another gateway created it since our last refresh: learn it now.
+            match self.meta.list_topics().await {
+                Ok(stored) => self.sync_topics(&stored),
+                Err(e) => tracing::info!(error = %e, "cannot refresh topics"),
+            }
+            return Err(KafkaError::new(
+                Code::TopicAlreadyExists,
+                format!("Topic '{name}' already exists."),
+            ));
+        }
         self.install(entry.clone());
         self.claim_share(&entry.logs).await;
         tracing::info!(topic = name, partitions, "topic created");
@@ -556,6 +569,7 @@ impl Broker {
 
     /// One checkpoint pass over every owned partition.
     pub async fn checkpoint(&self) -> floe_core::Result<usize> {
+        let _g = self.checkpointing.lock().await;
         let logs = self.all_logs();
         let r = floe_flusher::checkpoint_once(
             &self.meta,

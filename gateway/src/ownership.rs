@@ -20,11 +20,13 @@
 use std::collections::{BTreeSet, HashMap};
 use std::hash::Hasher;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use floe_core::ErrorKind;
 use floe_core::types::{Member, PartitionId, StreamId};
 use floe_flusher::{Adoption, Lease, PartitionLog};
+// Tokio's clock (the monotonic clock, pausable in tests).
+use tokio::time::Instant;
 
 use crate::broker::Broker;
 
@@ -70,6 +72,8 @@ struct Seen {
 #[derive(Debug, Default)]
 pub struct Controller {
     seen: HashMap<String, Seen>,
+    /// When the membership was last read successfully.
+    last_read: Option<Instant>,
 }
 
 /// This incarnation was fenced: it must stop serving.
@@ -112,6 +116,18 @@ impl Controller {
         let now = Instant::now();
         let timeout = broker.settings.session_timeout;
         let me = &broker.stream;
+        // A peer counts as silent only over time this gateway was watching: after
+        // an outage of the store or a stall of this process, every peer gets a
+        // fresh session timeout instead of being fenced at once.
+        if self
+            .last_read
+            .is_some_and(|t| now.duration_since(t) > timeout / 2)
+        {
+            for seen in self.seen.values_mut() {
+                seen.since = now;
+            }
+        }
+        self.last_read = Some(now);
         let mut live = Vec::new();
         let present: BTreeSet<String> = members.iter().map(|m| m.stream.gateway.clone()).collect();
         self.seen.retain(|g, _| present.contains(g));
@@ -195,6 +211,7 @@ async fn handover(broker: &Arc<Broker>, logs: Vec<Arc<PartitionLog>>) -> Result<
 
 /// Stores released checkpoints for `logs` (already `NotOwned` and drained).
 pub async fn release(broker: &Broker, logs: &[Arc<PartitionLog>]) -> Result<(), Fenced> {
+    let _g = broker.checkpointing.lock().await;
     let through = broker.flusher.committed_through();
     for chunk in logs.chunks(floe_flusher::CHECKPOINT_CHUNK) {
         let cps: Vec<_> = chunk

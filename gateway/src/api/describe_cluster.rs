@@ -24,11 +24,17 @@ pub async fn handle(
     r.endpoint_type = 1;
     r.cluster_id = str_bytes(broker.settings.cluster_id.clone());
     r.controller_id = BrokerId(broker.node_id());
-    let mut b = DescribeClusterBroker::default();
-    b.broker_id = BrokerId(broker.node_id());
-    b.host = str_bytes(broker.advertised_host.clone());
-    b.port = broker.advertised_port;
-    r.brokers = vec![b];
+    r.brokers = super::metadata::brokers(broker)
+        .into_iter()
+        .map(|m| {
+            let mut b = DescribeClusterBroker::default();
+            b.broker_id = m.node_id;
+            b.host = m.host;
+            b.port = m.port;
+            b.rack = m.rack;
+            b
+        })
+        .collect();
     r.cluster_authorized_operations = if req.include_cluster_authorized_operations {
         super::CLUSTER_AUTHORIZED_OPS
     } else {

@@ -52,7 +52,7 @@ fn error_topic(name: Option<String>, id: uuid::Uuid, e: &KafkaError) -> Metadata
 }
 
 /// Every live gateway, by its advertised address and zone (Kafka's rack).
-fn brokers(broker: &Broker) -> Vec<MetadataResponseBroker> {
+pub(crate) fn brokers(broker: &Broker) -> Vec<MetadataResponseBroker> {
     let mut out: Vec<MetadataResponseBroker> = Vec::new();
     for m in broker.view() {
         let Some((host, port)) = m.info.advertised.rsplit_once(':') else {

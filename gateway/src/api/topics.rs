@@ -22,7 +22,7 @@ use crate::error::{Code, KafkaError};
 pub const SOURCE_TOPIC: i8 = 1;
 pub const SOURCE_DEFAULT: i8 = 5;
 
-/// A replica list is valid when it names only live brokers (this gateway), once
+/// A replica list is valid when it names only live brokers (gateways), once
 /// each. Replicas are nominal in Floe: object storage holds the data.
 fn check_replicas(broker: &Broker, ids: impl Iterator<Item = i32>) -> Result<(), KafkaError> {
     let ids: Vec<i32> = ids.collect();
@@ -34,7 +34,7 @@ fn check_replicas(broker: &Broker, ids: impl Iterator<Item = i32>) -> Result<(),
     }
     let mut seen = std::collections::HashSet::new();
     for id in ids {
-        if id != broker.node_id() {
+        if id != broker.node_id() && !broker.view().iter().any(|m| m.info.node_id == id) {
             return Err(KafkaError::new(
                 Code::InvalidReplicaAssignment,
                 format!("Unknown broker {id} in the replica assignment"),
