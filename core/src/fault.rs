@@ -440,9 +440,16 @@ impl MetaStore for FaultyMetaStore {
             )
             .await
     }
-    async fn load_partition(&self, partition: PartitionId) -> Result<Option<PartitionSnapshot>> {
+    async fn load_partition_from(
+        &self,
+        partition: PartitionId,
+        from_offset: i64,
+    ) -> Result<Option<PartitionSnapshot>> {
         self.faults
-            .run("meta.read", self.inner.load_partition(partition))
+            .run(
+                "meta.read",
+                self.inner.load_partition_from(partition, from_offset),
+            )
             .await
     }
     async fn allocate_producer_ids(&self, count: u64) -> Result<i64> {

@@ -253,6 +253,7 @@ aws_meta_store_contract!(
     read_flushes_is_ordered_and_filtered,
     trim_flushes_and_flush_streams,
     checkpoints_are_fenced_and_idempotent,
+    load_partition_from_reads_only_newer_entries,
     membership_heartbeat_and_fencing,
     claims_move_ownership_safely,
     topic_writes_are_conditional,

@@ -1589,8 +1589,16 @@ impl MetaStore for DynamoMetaStore {
         self.store_checkpoints(me, checkpoints, true).await
     }
 
-    async fn load_partition(&self, partition: PartitionId) -> Result<Option<PartitionSnapshot>> {
-        let items = self.query(&part_pk(partition), None, false).await?;
+    async fn load_partition_from(
+        &self,
+        partition: PartitionId,
+        from_offset: i64,
+    ) -> Result<Option<PartitionSnapshot>> {
+        // `idx#<offset>` sorts before `state`: one Query returns both.
+        let from = s(idx_sk(from_offset.max(0))?);
+        let items = self
+            .query(&part_pk(partition), Some(("sk >= :v", from)), false)
+            .await?;
         let Some(state_item) = items
             .iter()
             .find(|i| matches!(i.get("sk"), Some(AttributeValue::S(sk)) if sk == "state"))

@@ -280,7 +280,11 @@ impl MetaStore for MemoryMetaStore {
         Ok(())
     }
 
-    async fn load_partition(&self, partition: PartitionId) -> Result<Option<PartitionSnapshot>> {
+    async fn load_partition_from(
+        &self,
+        partition: PartitionId,
+        from_offset: i64,
+    ) -> Result<Option<PartitionSnapshot>> {
         let s = self.lock();
         Ok(s.partitions.get(&partition).map(|x| PartitionSnapshot {
             owner: x.checkpoint.owner.clone(),
@@ -289,7 +293,11 @@ impl MetaStore for MemoryMetaStore {
             next_offset: x.checkpoint.next_offset,
             log_start_offset: x.checkpoint.log_start_offset,
             producers: x.checkpoint.producers.clone(),
-            entries: x.index.values().cloned().collect(),
+            entries: x
+                .index
+                .range(from_offset..)
+                .map(|(_, e)| e.clone())
+                .collect(),
         }))
     }
 

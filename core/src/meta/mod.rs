@@ -100,7 +100,16 @@ pub trait MetaStore: Send + Sync + Debug {
         checkpoints: &[PartitionCheckpoint],
     ) -> Result<()>;
     /// A partition's checkpoint and full index, if it was ever claimed.
-    async fn load_partition(&self, partition: PartitionId) -> Result<Option<PartitionSnapshot>>;
+    async fn load_partition(&self, partition: PartitionId) -> Result<Option<PartitionSnapshot>> {
+        self.load_partition_from(partition, 0).await
+    }
+    /// Like `load_partition`, with only the index entries whose base offset is
+    /// at least `from_offset` (a reader that holds the rest reads only what is new).
+    async fn load_partition_from(
+        &self,
+        partition: PartitionId,
+        from_offset: i64,
+    ) -> Result<Option<PartitionSnapshot>>;
 
     /// Reserves `count` producer ids; returns the first.
     async fn allocate_producer_ids(&self, count: u64) -> Result<i64>;

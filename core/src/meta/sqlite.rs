@@ -683,7 +683,11 @@ impl MetaStore for SqliteMetaStore {
         .await
     }
 
-    async fn load_partition(&self, partition: PartitionId) -> Result<Option<PartitionSnapshot>> {
+    async fn load_partition_from(
+        &self,
+        partition: PartitionId,
+        from_offset: i64,
+    ) -> Result<Option<PartitionSnapshot>> {
         self.tx(move |tx| {
             let tid = partition.topic.as_bytes().to_vec();
             let head = tx
@@ -711,11 +715,12 @@ impl MetaStore for SqliteMetaStore {
             let mut st = tx
                 .prepare_cached(
                     "SELECT base_offset, last_offset, max_timestamp, object_key, position, length
-                     FROM partition_index WHERE topic_id = ?1 AND partition = ?2 ORDER BY base_offset",
+                     FROM partition_index WHERE topic_id = ?1 AND partition = ?2 AND base_offset >= ?3
+                     ORDER BY base_offset",
                 )
                 .map_err(db_err)?;
             let rows = st
-                .query_map(params![tid, partition.partition], |r| {
+                .query_map(params![tid, partition.partition, from_offset], |r| {
                     Ok(IndexEntry {
                         base_offset: r.get(0)?,
                         last_offset: r.get(1)?,

@@ -636,6 +636,44 @@ pub async fn checkpoints_are_fenced_and_idempotent(meta: Arc<dyn MetaStore>) {
     assert_eq!(claimed.entries[4], entry(30, 34, "k5"));
 }
 
+pub async fn load_partition_from_reads_only_newer_entries(meta: Arc<dyn MetaStore>) {
+    let s = stream(
+        "gw",
+        meta.register_gateway("gw", &info()).await.expect("reg"),
+    );
+    let p = pid(13, 0);
+    assert_eq!(meta.load_partition_from(p, 5).await.expect("load"), None);
+    let entries = vec![entry(0, 9, "k1"), entry(10, 19, "k2"), entry(20, 24, "k3")];
+    meta.write_checkpoints(&s, &[checkpoint(p, &s, 2, entries.clone())])
+        .await
+        .expect("checkpoint");
+    let full = meta.load_partition(p).await.expect("load").expect("some");
+    assert_eq!(full.entries, entries);
+    for (from, want) in [(0, 0), (10, 1), (11, 2), (20, 2), (25, 3), (1_000, 3)] {
+        let part = meta
+            .load_partition_from(p, from)
+            .await
+            .expect("load")
+            .expect("some");
+        assert_eq!(part.entries, entries[want..].to_vec(), "from {from}");
+        assert_eq!(
+            (
+                part.owner,
+                part.checkpoint_seq,
+                part.next_offset,
+                part.released
+            ),
+            (
+                full.owner.clone(),
+                full.checkpoint_seq,
+                full.next_offset,
+                full.released
+            )
+        );
+        assert_eq!(part.producers, full.producers);
+    }
+}
+
 pub async fn membership_heartbeat_and_fencing(meta: Arc<dyn MetaStore>) {
     assert!(meta.list_members().await.expect("list").is_empty());
     let a1 = stream(
