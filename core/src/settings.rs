@@ -86,6 +86,9 @@ pub struct Settings {
     /// A gateway whose heartbeat counter has not moved for this long (on the
     /// observer's own clock) is fenced and its partitions are taken over.
     pub session_timeout: Duration,
+    /// Zone-local reads: how often a gateway re-reads the metadata of a
+    /// partition led in another zone that consumers of its zone fetch.
+    pub follower_refresh: Duration,
     /// Kafka cluster id reported in Metadata and DescribeCluster.
     pub cluster_id: String,
     /// tracing filter, e.g. `info` or `floe_gateway=debug,info`.
@@ -126,6 +129,7 @@ impl Default for Settings {
             zone: None,
             heartbeat_interval: Duration::from_secs(1),
             session_timeout: Duration::from_secs(6),
+            follower_refresh: Duration::from_millis(500),
             cluster_id: "floe-cluster".to_string(),
             log_level: "info".to_string(),
             metrics_listen: None,
@@ -163,6 +167,7 @@ pub const KEYS: &[&str] = &[
     "zone",
     "heartbeat-interval",
     "session-timeout",
+    "follower-refresh",
     "cluster-id",
     "log-level",
     "metrics-listen",
@@ -256,6 +261,7 @@ impl Settings {
             "zone" => self.zone = (!value.is_empty()).then(|| value.to_string()),
             "heartbeat-interval" => self.heartbeat_interval = parse_duration(&k, value)?,
             "session-timeout" => self.session_timeout = parse_duration(&k, value)?,
+            "follower-refresh" => self.follower_refresh = parse_duration(&k, value)?,
             "cluster-id" => self.cluster_id = value.to_string(),
             "log-level" => self.log_level = value.to_string(),
             "metrics-listen" => {
@@ -356,6 +362,9 @@ impl Settings {
                 "session-timeout ({:?}) must be at least 3 x heartbeat-interval ({:?}, at least 50ms)",
                 self.session_timeout, self.heartbeat_interval
             ));
+        }
+        if self.follower_refresh < Duration::from_millis(10) {
+            return fail("follower-refresh must be at least 10ms".into());
         }
         if self.backend == Backend::Aws && (self.bucket.is_none() || self.table.is_none()) {
             return fail("backend aws needs --bucket and --table".into());

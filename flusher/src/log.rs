@@ -122,6 +122,34 @@ impl PartitionLog {
         self.wake();
     }
 
+    /// A read-only copy of a partition led by another gateway, for zone-local
+    /// reads: extends the committed state with `entries` (index entries in
+    /// offset order; those already held are skipped). `false` if they leave a
+    /// gap, so the caller starts the copy afresh.
+    pub fn extend_replica(&self, log_start_offset: i64, entries: Vec<IndexEntry>) -> bool {
+        let mut s = self.lock();
+        let mut grew = false;
+        for e in entries {
+            if e.last_offset < s.high_watermark {
+                continue;
+            }
+            if e.base_offset != s.high_watermark {
+                return false;
+            }
+            s.high_watermark = e.last_offset + 1;
+            s.next_offset = s.high_watermark;
+            s.entries.push(e);
+            grew = true;
+        }
+        s.log_start_offset = s.log_start_offset.max(log_start_offset);
+        if grew {
+            s.version += 1;
+            drop(s);
+            self.wake();
+        }
+        true
+    }
+
     /// Starts or finishes a hand-over; waiting fetches wake so they answer
     /// NOT_LEADER_OR_FOLLOWER instead of parking.
     pub fn set_lease(&self, lease: Lease) {

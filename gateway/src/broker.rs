@@ -62,6 +62,8 @@ pub struct Broker {
     /// Held by a checkpoint pass and by a release, so a checkpoint read before a
     /// release never lands after it (it would un-release the partition).
     pub(crate) checkpointing: tokio::sync::Mutex<()>,
+    /// Read-only copies of partitions led in other zones (`replica`).
+    pub(crate) replicas: crate::replica::Replicas,
     producer_ids: Mutex<(i64, i64)>,
     stopping: tokio::sync::watch::Sender<bool>,
     /// Bytes of requests being read or handled (`max_inflight_request_bytes`).
@@ -156,6 +158,7 @@ impl Broker {
             topics: RwLock::new(Topics::default()),
             admin: tokio::sync::Mutex::new(()),
             checkpointing: tokio::sync::Mutex::new(()),
+            replicas: Default::default(),
             producer_ids: Mutex::new((0, 0)),
             stopping: tokio::sync::watch::Sender::new(false),
             request_budget: Arc::new(tokio::sync::Semaphore::new(

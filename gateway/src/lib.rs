@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod ownership;
 pub mod read;
 pub mod records;
+pub mod replica;
 pub mod server;
 
 use std::sync::Arc;

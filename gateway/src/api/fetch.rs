@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use crate::broker::Broker;
 use crate::error::Code;
 use crate::read::read_batches;
+use floe_core::types::PartitionId;
 use floe_flusher::PartitionLog;
 
 const MAX_WAIT: Duration = Duration::from_secs(30);
@@ -31,10 +32,87 @@ fn partition_error(index: i32, code: Code) -> PartitionData {
     p
 }
 
-/// One pass over the request. Returns the response and the bytes it carries.
+/// Where one requested partition is read from.
+enum Source {
+    Missing,
+    /// Led by another gateway, and not read here for the consumer's zone.
+    NotLeader,
+    /// Led here.
+    Leader(Arc<PartitionLog>),
+    /// Led here; a gateway in the consumer's zone (this node id) serves it.
+    Redirect(Arc<PartitionLog>, i32),
+    /// Led in another zone; read here from a copy of its index.
+    Replica(PartitionId),
+    /// The copy could not be brought up to date.
+    ReplicaUnavailable,
+}
+
+/// Decides each partition's source: led here (maybe redirected to a reader in
+/// the consumer's zone), a zone-local copy, or not served here.
+fn sources(broker: &Broker, version: i16, req: &FetchRequest) -> Vec<Vec<Source>> {
+    let rack = (version >= 11 && !req.rack_id.is_empty()).then(|| req.rack_id.as_str());
+    let my_zone = broker.settings.zone.as_deref();
+    req.topics
+        .iter()
+        .map(|t| {
+            let entry = broker.topic(t.topic.0.as_str());
+            t.partitions
+                .iter()
+                .map(|p| {
+                    let Some(log) = entry.as_ref().and_then(|e| e.log(p.partition).cloned()) else {
+                        return Source::Missing;
+                    };
+                    let led_here = broker.owns(&log);
+                    match rack {
+                        Some(zone) if led_here && my_zone != Some(zone) => {
+                            match broker.zone_reader(zone, &log.id) {
+                                Some(m) => Source::Redirect(log, m.info.node_id),
+                                None => Source::Leader(log),
+                            }
+                        }
+                        _ if led_here => Source::Leader(log),
+                        Some(zone) if my_zone == Some(zone) => Source::Replica(log.id),
+                        _ => Source::NotLeader,
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The logs to read: the partition's own, or an up-to-date zone-local copy.
+async fn resolve(
+    broker: &Broker,
+    sources: &mut [Vec<Source>],
+) -> Vec<Vec<Option<Arc<PartitionLog>>>> {
+    let mut out = Vec::with_capacity(sources.len());
+    for t in sources.iter_mut() {
+        let mut logs = Vec::with_capacity(t.len());
+        for s in t.iter_mut() {
+            logs.push(match s {
+                Source::Leader(l) | Source::Redirect(l, _) => Some(l.clone()),
+                Source::Replica(p) => match broker.replica(*p).await {
+                    Ok(l) => Some(l),
+                    Err(e) => {
+                        tracing::warn!(partition = %p, error = %e, "zone-local copy unavailable");
+                        *s = Source::ReplicaUnavailable;
+                        None
+                    }
+                },
+                _ => None,
+            });
+        }
+        out.push(logs);
+    }
+    out
+}
+
+/// One pass over the request. Returns the response, the bytes it carries and
+/// whether it must be answered now (errors, redirects).
 async fn build(
     broker: &Arc<Broker>,
     req: &FetchRequest,
+    sources: &[Vec<Source>],
     logs: &[Vec<Option<Arc<PartitionLog>>>],
 ) -> (FetchResponse, usize, bool) {
     let mut resp = FetchResponse::default();
@@ -43,24 +121,27 @@ async fn build(
         budget = usize::MAX;
     }
     let mut total = 0usize;
-    let mut errors = false;
-    for (t, tlogs) in req.topics.iter().zip(logs) {
+    let mut now = false;
+    for ((t, tsources), tlogs) in req.topics.iter().zip(sources).zip(logs) {
         let mut tr = FetchableTopicResponse::default();
         tr.topic = t.topic.clone();
         tr.topic_id = t.topic_id;
-        for (p, log) in t.partitions.iter().zip(tlogs) {
-            let Some(log) = log else {
-                errors = true;
-                tr.partitions
-                    .push(partition_error(p.partition, Code::UnknownTopicOrPartition));
+        for ((p, source), log) in t.partitions.iter().zip(tsources).zip(tlogs) {
+            let code = match source {
+                Source::Missing => Some(Code::UnknownTopicOrPartition),
+                Source::NotLeader => Some(Code::NotLeaderOrFollower),
+                Source::ReplicaUnavailable => Some(Code::KafkaStorageError),
+                _ => None,
+            };
+            let (Some(log), None) = (log, code) else {
+                now = true;
+                tr.partitions.push(partition_error(
+                    p.partition,
+                    code.unwrap_or(Code::KafkaStorageError),
+                ));
                 continue;
             };
-            if !broker.owns(log) {
-                errors = true;
-                tr.partitions
-                    .push(partition_error(p.partition, Code::NotLeaderOrFollower));
-                continue;
-            }
+            let replica = matches!(source, Source::Replica(_));
             let limit = (p.partition_max_bytes.max(0) as usize).min(budget.saturating_sub(total));
             let plan = log.read_plan(p.fetch_offset, limit as u64);
             let mut pd = PartitionData::default();
@@ -70,11 +151,19 @@ async fn build(
             pd.log_start_offset = plan.log_start_offset;
             pd.preferred_read_replica = BrokerId(-1);
             pd.aborted_transactions = (req.isolation_level == 1).then(Vec::new);
-            if p.fetch_offset < plan.log_start_offset || p.fetch_offset > plan.high_watermark {
-                errors = true;
+            if let Source::Redirect(_, node) = source {
+                // KIP-392: no data, and where to fetch it instead.
+                now = true;
+                pd.preferred_read_replica = BrokerId(*node);
+                pd.records = Some(Bytes::new());
+            } else if p.fetch_offset < plan.log_start_offset
+                || (p.fetch_offset > plan.high_watermark && !replica)
+            {
+                now = true;
                 pd.error_code = Code::OffsetOutOfRange.code();
                 pd.records = Some(Bytes::new());
-            } else if p.fetch_offset == plan.high_watermark || limit == 0 {
+            } else if p.fetch_offset >= plan.high_watermark || limit == 0 {
+                // A copy behind the consumer waits for its next refresh.
                 pd.records = Some(Bytes::new());
             } else {
                 match read_batches(broker, &plan.entries, p.fetch_offset, limit, total == 0).await {
@@ -85,7 +174,7 @@ async fn build(
                     Ok(None) => pd.records = Some(Bytes::new()),
                     Err(e) => {
                         tracing::warn!(partition = %log.id, error = %e, "fetch read failed");
-                        errors = true;
+                        now = true;
                         pd.error_code = Code::KafkaStorageError.code();
                         pd.records = Some(Bytes::new());
                     }
@@ -95,49 +184,43 @@ async fn build(
         }
         resp.responses.push(tr);
     }
-    (resp, total, errors)
+    (resp, total, now)
 }
 
-pub async fn handle(broker: &Arc<Broker>, _version: i16, req: FetchRequest) -> FetchResponse {
+pub async fn handle(broker: &Arc<Broker>, version: i16, req: FetchRequest) -> FetchResponse {
     if req.session_id != 0 {
         let mut r = FetchResponse::default();
         r.error_code = Code::FetchSessionIdNotFound.code();
         return r;
     }
-    let logs: Vec<Vec<Option<Arc<PartitionLog>>>> = req
-        .topics
+    let mut sources = sources(broker, version, &req);
+    let copies = sources
         .iter()
-        .map(|t| {
-            let entry = broker.topic(t.topic.0.as_str());
-            t.partitions
-                .iter()
-                .map(|p| entry.as_ref().and_then(|e| e.log(p.partition).cloned()))
-                .collect()
-        })
-        .collect();
+        .flatten()
+        .any(|s| matches!(s, Source::Replica(_)));
     let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT);
     let deadline = Instant::now() + wait;
     let min_bytes = req.min_bytes.max(0) as usize;
     let notify = Arc::new(Notify::new());
     loop {
+        let logs = resolve(broker, &mut sources).await;
         // Register before reading so a commit between the read and the wait is
         // not missed.
         for log in logs.iter().flatten().flatten() {
             log.register_waiter(&notify);
         }
-        let (resp, bytes, errors) = build(broker, &req, &logs).await;
-        tracing::trace!(bytes, errors, remaining = ?deadline.saturating_duration_since(Instant::now()), "fetch pass");
-        if bytes >= min_bytes || errors || Instant::now() >= deadline {
+        let (resp, bytes, now) = build(broker, &req, &sources, &logs).await;
+        tracing::trace!(bytes, now, remaining = ?deadline.saturating_duration_since(Instant::now()), "fetch pass");
+        if bytes >= min_bytes || now || Instant::now() >= deadline {
             broker.metrics.fetched(bytes as u64);
             return resp;
         }
-        if tokio::time::timeout_at(deadline, notify.notified())
-            .await
-            .is_err()
-        {
-            let (resp, bytes, _) = build(broker, &req, &logs).await;
-            broker.metrics.fetched(bytes as u64);
-            return resp;
-        }
+        // Copies change only when refreshed: wake for the next refresh.
+        let until = if copies {
+            deadline.min(Instant::now() + broker.settings.follower_refresh)
+        } else {
+            deadline
+        };
+        let _ = tokio::time::timeout_at(until, notify.notified()).await;
     }
 }

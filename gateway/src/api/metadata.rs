@@ -21,6 +21,7 @@ fn topic_response(broker: &Broker, t: &TopicEntry, with_ops: bool) -> MetadataRe
     } else {
         i32::MIN
     };
+    let live: Vec<i32> = broker.view().iter().map(|m| m.info.node_id).collect();
     r.partitions = (0..t.meta.partitions)
         .map(|p| {
             let mut mp = MetadataResponsePartition::default();
@@ -34,8 +35,12 @@ fn topic_response(broker: &Broker, t: &TopicEntry, with_ops: bool) -> MetadataRe
             );
             mp.leader_id = node;
             mp.leader_epoch = 0;
-            mp.replica_nodes = vec![node];
-            mp.isr_nodes = vec![node];
+            // Every live gateway can serve reads (zone-local reads): the leader
+            // first, then the others.
+            let mut replicas = vec![node];
+            replicas.extend(live.iter().map(|&n| BrokerId(n)).filter(|&n| n != node));
+            mp.isr_nodes = replicas.clone();
+            mp.replica_nodes = replicas;
             mp
         })
         .collect();

@@ -105,6 +105,9 @@ struct Args {
     /// A gateway silent this long is fenced and its partitions move [default: 6s].
     #[arg(long, global = true, env = "FLOE_SESSION_TIMEOUT")]
     session_timeout: Option<String>,
+    /// Zone-local reads: how often a partition led in another zone is re-read for this zone's consumers [default: 500ms].
+    #[arg(long, global = true, env = "FLOE_FOLLOWER_REFRESH")]
+    follower_refresh: Option<String>,
     /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 [default: off].
     #[arg(long, global = true, env = "FLOE_METRICS_LISTEN", value_name = "ADDR")]
     metrics_listen: Option<String>,
@@ -151,6 +154,7 @@ fn settings(args: &Args) -> Result<Settings, floe_core::Error> {
         ("zone", &args.zone),
         ("heartbeat-interval", &args.heartbeat_interval),
         ("session-timeout", &args.session_timeout),
+        ("follower-refresh", &args.follower_refresh),
         ("metrics-listen", &args.metrics_listen),
     ];
     for (key, value) in flags {
