@@ -182,14 +182,10 @@ impl Broker {
             .await
             .map_err(|f| floe_core::Error::Fenced(f.0))?;
         let view = self.view();
-        let all_owned = self
-            .all_logs()
-            .iter()
-            .all(|l| l.lease() == Lease::Owned || l.is_deleted());
-        if view.len() == 1 && all_owned {
-            let me = self.stream.clone();
-            let live: Vec<StreamId> = view.iter().map(|m| m.stream.clone()).collect();
-            floe_flusher::trim_streams(&self.meta, |s| *s != me && !live.contains(s)).await?;
+        if view.len() == 1
+            && let Err(e) = self.trim_dead_streams().await
+        {
+            tracing::warn!(error = %e, "could not trim the records of dead incarnations");
         }
         tracing::info!(
             gateway = %self.stream,
@@ -199,6 +195,41 @@ impl Broker {
             "gateway registered"
         );
         Ok(controller)
+    }
+
+    /// Alone and leading every partition, this gateway has folded the flush
+    /// records of every dead incarnation into its claims: trims them. Dead
+    /// means superseded by a newer epoch of its gateway or fenced, as read
+    /// after listing the streams (a gateway starting meanwhile is not dead).
+    async fn trim_dead_streams(&self) -> floe_core::Result<usize> {
+        self.refresh_topics().await?;
+        let all_owned = self
+            .all_logs()
+            .iter()
+            .all(|l| l.lease() == Lease::Owned || l.is_deleted());
+        if !all_owned {
+            return Ok(0);
+        }
+        let streams = self.meta.flush_streams().await?;
+        let members = self.meta.list_members().await?;
+        let dead = |s: &StreamId| {
+            members.iter().any(|m| {
+                m.stream.gateway == s.gateway
+                    && (m.stream.epoch > s.epoch || (m.stream == *s && m.fenced))
+            })
+        };
+        let mut trimmed = 0;
+        for s in streams.iter().filter(|s| dead(s)) {
+            self.meta.trim_flushes(s, u64::MAX).await?;
+            trimmed += 1;
+        }
+        if trimmed > 0 {
+            tracing::info!(
+                streams = trimmed,
+                "trimmed the records of dead incarnations"
+            );
+        }
+        Ok(trimmed)
     }
 
     pub fn view(&self) -> Vec<Member> {
