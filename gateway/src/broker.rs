@@ -177,6 +177,9 @@ impl Broker {
         self: &Arc<Self>,
     ) -> floe_core::Result<crate::ownership::Controller> {
         let mut controller = crate::ownership::Controller::default();
+        crate::ownership::beat(self)
+            .await
+            .map_err(|f| floe_core::Error::Fenced(f.0))?;
         controller
             .round(self)
             .await
@@ -292,6 +295,10 @@ impl Broker {
             Ok(v) => v.unwrap_or_default(),
             Err(_) => std::future::pending().await,
         }
+    }
+
+    pub(crate) fn fenced_watch(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.fenced.subscribe()
     }
 
     pub fn fenced_reason(&self) -> Option<String> {

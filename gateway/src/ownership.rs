@@ -81,14 +81,9 @@ pub struct Controller {
 pub struct Fenced(pub String);
 
 impl Controller {
-    /// One round: heartbeat, membership, topics, then releases and claims.
+    /// One round: membership, topics, then releases and claims. Heartbeats run
+    /// on their own (`beat`), so a slow hand-over never silences this gateway.
     pub async fn round(&mut self, broker: &Arc<Broker>) -> Result<(), Fenced> {
-        let me = broker.stream.clone();
-        match broker.meta.heartbeat(&me).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::Fenced => return Err(Fenced(e.to_string())),
-            Err(e) => tracing::warn!(error = %e, "heartbeat failed; will retry"),
-        }
         let members = match broker.meta.list_members().await {
             Ok(m) => m,
             Err(e) => {
@@ -276,25 +271,62 @@ pub async fn acquire_logs(broker: &Broker, logs: Vec<Arc<PartitionLog>>) -> Resu
     Ok(())
 }
 
-/// The ownership loop: a round every `heartbeat_interval` until `stop`.
+/// Proves this incarnation alive; `Fenced` once another gateway fenced it.
+pub async fn beat(broker: &Broker) -> Result<(), Fenced> {
+    match broker.meta.heartbeat(&broker.stream).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::Fenced => Err(Fenced(e.to_string())),
+        Err(e) => {
+            tracing::warn!(error = %e, "heartbeat failed; will retry");
+            Ok(())
+        }
+    }
+}
+
+/// The ownership loop until `stop`: a heartbeat every `heartbeat_interval`,
+/// and beside it a round every `heartbeat_interval` (a round may take longer:
+/// a hand-over waits for in-flight flushes).
 pub async fn run(
     broker: Arc<Broker>,
     mut controller: Controller,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let beats = {
+        let broker = broker.clone();
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(broker.settings.heartbeat_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        if let Err(Fenced(why)) = beat(&broker).await {
+                            broker.fence(&why);
+                            return;
+                        }
+                    }
+                    _ = stop.changed() => return,
+                }
+            }
+        })
+    };
     let mut tick = tokio::time::interval(broker.settings.heartbeat_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut fenced = broker.fenced_watch();
     loop {
         tokio::select! {
             _ = tick.tick() => {
                 if let Err(Fenced(why)) = controller.round(&broker).await {
                     broker.fence(&why);
-                    return;
+                    break;
                 }
             }
-            _ = stop.changed() => return,
+            _ = async { fenced.wait_for(|f| f.is_some()).await.is_ok() } => break,
+            _ = stop.changed() => break,
         }
     }
+    beats.abort();
+    let _ = beats.await;
 }
 
 #[cfg(test)]

@@ -49,7 +49,11 @@ async fn gateway(
 }
 
 impl Gateway {
+    /// A heartbeat and an ownership round, as the gateway's loop runs them.
     async fn round(&mut self) {
+        floe_gateway::ownership::beat(&self.broker)
+            .await
+            .expect("heartbeat");
         self.controller.round(&self.broker).await.expect("round");
     }
     fn log(&self, p: i32) -> Arc<PartitionLog> {
@@ -174,7 +178,7 @@ async fn a_silent_gateway_is_fenced_and_its_partitions_move_with_every_ack() {
         zombie.is_err(),
         "a fenced gateway cannot commit: {zombie:?}"
     );
-    assert!(a.controller.round(&a.broker).await.is_err());
+    assert!(floe_gateway::ownership::beat(&a.broker).await.is_err());
     assert_eq!(b.log(pa).high_watermark(), 4, "nothing of a's landed");
 }
 
