@@ -7,6 +7,7 @@ pub mod api;
 pub mod batch;
 pub mod broker;
 pub mod configs;
+pub mod drill;
 pub mod error;
 pub mod frame;
 pub mod metrics;

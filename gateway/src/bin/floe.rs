@@ -1,6 +1,7 @@
 //! `floe`: parse settings, open the backend, serve until SIGINT/SIGTERM.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use floe_core::fault::Faults;
@@ -16,6 +17,89 @@ enum Command {
     /// Create what the backend needs (the data directory, or the S3 bucket and
     /// DynamoDB table for development and LocalStack), then exit.
     Init,
+    /// Failure drills against running gateways.
+    #[command(subcommand)]
+    Drill(Drill),
+}
+
+#[derive(Subcommand, Debug)]
+enum Drill {
+    /// Produce and verify continuously against a cluster while gateways are
+    /// killed, frozen, added or removed (by you, or by --disrupt); print
+    /// ownership moves and per-partition unavailability, then read everything
+    /// back. Exits 0 only if no acknowledged record was lost, duplicated or
+    /// left a gap, and every partition recovered.
+    Failover(FailoverArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct FailoverArgs {
+    /// Gateways to start from, HOST:PORT[,HOST:PORT...].
+    #[arg(long, value_delimiter = ',', required = true, value_name = "HOST:PORT")]
+    bootstrap: Vec<String>,
+    /// Topic to produce to (created if missing) [default: floe-drill-<random>].
+    #[arg(long)]
+    topic: Option<String>,
+    /// Partitions of the created topic.
+    #[arg(long, default_value_t = 6)]
+    partitions: i32,
+    /// Records per second over all partitions.
+    #[arg(long, default_value_t = 200.0)]
+    rate: f64,
+    /// How long to produce.
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    duration: Duration,
+    /// When to run --disrupt, after the drill starts producing.
+    #[arg(long, default_value = "5s", value_parser = duration)]
+    disrupt_after: Duration,
+    /// Shell command run once (sh -c) at --disrupt-after, e.g. 'kill -9 1234'.
+    #[arg(long, value_name = "SHELL COMMAND")]
+    disrupt: Option<String>,
+    /// Give up on a partition unavailable this long (the drill then fails).
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    timeout: Duration,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    floe_core::settings::parse_duration("duration", s).map_err(|e| e.to_string())
+}
+
+/// `floe drill failover`: exit 0 pass, 1 fail, 2 cannot run.
+fn drill_failover(args: &FailoverArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("floe drill: cannot start runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let opts = floe_gateway::drill::FailoverOptions {
+        bootstrap: args.bootstrap.clone(),
+        topic: args.topic.clone(),
+        partitions: args.partitions,
+        rate: args.rate,
+        duration: args.duration,
+        disrupt_after: args.disrupt_after,
+        disrupt: args.disrupt.clone(),
+        timeout: args.timeout,
+    };
+    match runtime.block_on(floe_gateway::drill::failover(opts)) {
+        Ok(report) => {
+            println!("{report}");
+            if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("floe drill failover: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 #[derive(Parser, Debug)]
@@ -191,6 +275,10 @@ async fn shutdown_signal() {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // A drill is a client of running gateways: no gateway settings apply.
+    if let Some(Command::Drill(Drill::Failover(f))) = &args.command {
+        return drill_failover(f);
+    }
     let settings = match settings(&args) {
         Ok(s) => s,
         Err(e) => {
