@@ -4,7 +4,7 @@
 //!
 //! Fail points: `object.put`, `object.get`, `object.delete`, `object.list`,
 //! `meta.commit`, `meta.checkpoint`, `meta.read`, `meta.topic`, `meta.register`,
-//! `meta.heartbeat`, `meta.fence`, `meta.claim`.
+//! `meta.heartbeat`, `meta.fence`, `meta.claim`, `meta.offsets`.
 //!
 //! Below the stores, `crate::aws_faults` puts the same registry around the AWS
 //! SDK's HTTP client, with points `http`, `http.s3`, `http.s3.<method>` and
@@ -34,8 +34,8 @@ use crate::error::{Error, Result};
 use crate::meta::MetaStore;
 use crate::object_store::{ObjectInfo, ObjectStore};
 use crate::types::{
-    FlushRecord, GatewayInfo, Member, PartitionCheckpoint, PartitionId, PartitionSnapshot,
-    StreamId, TopicId, TopicMeta,
+    CommittedOffset, FlushRecord, GatewayInfo, GroupOffsets, Member, PartitionCheckpoint,
+    PartitionId, PartitionSnapshot, StreamId, TopicId, TopicMeta,
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -449,6 +449,32 @@ impl MetaStore for FaultyMetaStore {
             .run(
                 "meta.read",
                 self.inner.load_partition_from(partition, from_offset),
+            )
+            .await
+    }
+    async fn commit_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        offsets: &std::collections::BTreeMap<i32, CommittedOffset>,
+    ) -> Result<()> {
+        self.faults
+            .run(
+                "meta.offsets",
+                self.inner.commit_offsets(group, topic, offsets),
+            )
+            .await
+    }
+    async fn fetch_offsets(&self, group: &str) -> Result<GroupOffsets> {
+        self.faults
+            .run("meta.read", self.inner.fetch_offsets(group))
+            .await
+    }
+    async fn delete_offsets(&self, group: &str, topic: &str, partitions: &[i32]) -> Result<()> {
+        self.faults
+            .run(
+                "meta.offsets",
+                self.inner.delete_offsets(group, topic, partitions),
             )
             .await
     }

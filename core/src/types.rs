@@ -164,6 +164,21 @@ pub struct PartitionSnapshot {
     pub entries: Vec<IndexEntry>,
 }
 
+/// A consumer group's committed position in one partition (Kafka's
+/// OffsetCommit value), returned by OffsetFetch exactly as committed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommittedOffset {
+    pub offset: i64,
+    /// -1 when the client did not say.
+    pub leader_epoch: i32,
+    /// The client's metadata string (`None`: null).
+    pub metadata: Option<String>,
+    pub commit_ms: i64,
+}
+
+/// A group's committed offsets: topic name → partition → offset.
+pub type GroupOffsets = BTreeMap<String, BTreeMap<i32, CommittedOffset>>;
+
 /// A gateway's registration: where clients reach it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GatewayInfo {

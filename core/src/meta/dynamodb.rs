@@ -12,6 +12,7 @@
 //! | `part#<topic id>#<partition>` | `state` | `s` B (owner, checkpoint seq, next offset, log start, producer states; JSON), `own` S (owning stream, `<gateway>@<epoch>`), `rel` BOOL (released) | `write_checkpoints`, `release_partitions`, `claim_partition`, each conditional on `own` (and `rel`) |
 //! | `part#<topic id>#<partition>` | `idx#<base offset, 20 digits>` | `e` B (IndexEntry JSON) | `write_checkpoints`, `release_partitions`, `claim_partition` |
 //! | `counter` | `producer_id` | `v` N | `allocate_producer_ids` (UpdateItem ADD) |
+//! | `group#<group>` | `<topic>` | `p<partition>` B (CommittedOffset JSON), one attribute per partition | `commit_offsets` (ONE UpdateItem SET per group, topic and up to 100 partitions, merging with the stored partitions), `delete_offsets` (UpdateItem REMOVE) |
 //!
 //! Zero-padded numbers make `sk` order numeric order. The gateway name is parsed
 //! from the right of a flush `pk`, so it may itself contain `#`.
@@ -111,8 +112,9 @@ use crate::aws::{AwsStats, backoff, classify, code};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::types::{
-    FlushPartition, FlushRecord, GatewayInfo, IndexEntry, Member, PartitionCheckpoint, PartitionId,
-    PartitionSnapshot, ProducerBatch, ProducerState, StreamId, TopicId, TopicMeta,
+    CommittedOffset, FlushPartition, FlushRecord, GatewayInfo, GroupOffsets, IndexEntry, Member,
+    PartitionCheckpoint, PartitionId, PartitionSnapshot, ProducerBatch, ProducerState, StreamId,
+    TopicId, TopicMeta,
 };
 
 type Item = HashMap<String, AttributeValue>;
@@ -1649,6 +1651,101 @@ impl MetaStore for DynamoMetaStore {
         let new: i64 = num(&attrs, "v")?;
         Ok(new - count as i64)
     }
+
+    async fn commit_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        offsets: &BTreeMap<i32, CommittedOffset>,
+    ) -> Result<()> {
+        let offsets: Vec<_> = offsets.iter().collect();
+        for chunk in offsets.chunks(OFFSETS_PER_UPDATE) {
+            let mut sets = Vec::with_capacity(chunk.len());
+            let mut req = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(group_pk(group), topic)))
+                .return_consumed_capacity(ReturnConsumedCapacity::Total);
+            for (i, (p, o)) in chunk.iter().enumerate() {
+                sets.push(format!("#a{i} = :v{i}"));
+                req = req
+                    .expression_attribute_names(format!("#a{i}"), offset_attr(**p))
+                    .expression_attribute_values(format!(":v{i}"), b(json(o)?));
+            }
+            self.request();
+            let out = req
+                .update_expression(format!("SET {}", sets.join(", ")))
+                .send()
+                .await
+                .map_err(|e| classify(&self.what("UpdateItem (commit offsets)"), e))?;
+            self.account(out.consumed_capacity(), true);
+        }
+        Ok(())
+    }
+
+    async fn fetch_offsets(&self, group: &str) -> Result<GroupOffsets> {
+        let mut out = GroupOffsets::new();
+        for item in self.query(&group_pk(group), None, false).await? {
+            let topic = string(&item, "sk")?.to_string();
+            let mut partitions = BTreeMap::new();
+            for (attr, v) in &item {
+                let Some(p) = attr.strip_prefix('p').and_then(|p| p.parse::<i32>().ok()) else {
+                    continue;
+                };
+                let AttributeValue::B(body) = v else {
+                    return Err(Error::Corrupt(format!("offset {attr} of {group}/{topic}")));
+                };
+                let o: CommittedOffset = serde_json::from_slice(body.as_ref()).map_err(|e| {
+                    Error::Corrupt(format!("offset {attr} of {group}/{topic}: {e}"))
+                })?;
+                partitions.insert(p, o);
+            }
+            if !partitions.is_empty() {
+                out.insert(topic, partitions);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete_offsets(&self, group: &str, topic: &str, partitions: &[i32]) -> Result<()> {
+        for chunk in partitions.chunks(OFFSETS_PER_UPDATE) {
+            let mut req = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(group_pk(group), topic)))
+                .return_consumed_capacity(ReturnConsumedCapacity::Total);
+            let mut removes = Vec::with_capacity(chunk.len());
+            for (i, p) in chunk.iter().enumerate() {
+                removes.push(format!("#a{i}"));
+                req = req.expression_attribute_names(format!("#a{i}"), offset_attr(*p));
+            }
+            self.request();
+            let out = req
+                .update_expression(format!("REMOVE {}", removes.join(", ")))
+                .send()
+                .await
+                .map_err(|e| classify(&self.what("UpdateItem (delete offsets)"), e))?;
+            self.account(out.consumed_capacity(), true);
+        }
+        Ok(())
+    }
+}
+
+/// Partitions per offset-commit UpdateItem (a commit of more partitions of one
+/// topic takes one write per this many). DynamoDB's 4 KB expression limit
+/// allows about 200; moto's expression parser recurses per clause and fails
+/// somewhat above 100.
+const OFFSETS_PER_UPDATE: usize = 100;
+
+fn group_pk(group: &str) -> String {
+    format!("group#{group}")
+}
+
+/// The attribute holding one partition's committed offset.
+fn offset_attr(partition: i32) -> String {
+    format!("p{partition}")
 }
 
 #[cfg(test)]

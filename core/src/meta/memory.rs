@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use super::{MetaStore, check_topic_update, claim_conflict, fenced, fenced_by_peer, not_owner};
 use crate::error::{Error, Result};
 use crate::types::{
-    FlushRecord, GatewayInfo, IndexEntry, Member, PartitionCheckpoint, PartitionId,
-    PartitionSnapshot, StreamId, TopicId, TopicMeta,
+    CommittedOffset, FlushRecord, GatewayInfo, GroupOffsets, IndexEntry, Member,
+    PartitionCheckpoint, PartitionId, PartitionSnapshot, StreamId, TopicId, TopicMeta,
 };
 
 #[derive(Debug, Default)]
@@ -17,6 +17,7 @@ struct State {
     flushes: BTreeMap<(StreamId, u64), FlushRecord>,
     partitions: HashMap<PartitionId, Partition>,
     next_producer_id: i64,
+    offsets: HashMap<String, GroupOffsets>,
 }
 
 #[derive(Debug)]
@@ -299,6 +300,45 @@ impl MetaStore for MemoryMetaStore {
                 .map(|(_, e)| e.clone())
                 .collect(),
         }))
+    }
+
+    async fn commit_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        offsets: &BTreeMap<i32, CommittedOffset>,
+    ) -> Result<()> {
+        let mut s = self.lock();
+        let stored = s
+            .offsets
+            .entry(group.to_string())
+            .or_default()
+            .entry(topic.to_string())
+            .or_default();
+        stored.extend(offsets.iter().map(|(p, o)| (*p, o.clone())));
+        Ok(())
+    }
+
+    async fn fetch_offsets(&self, group: &str) -> Result<GroupOffsets> {
+        Ok(self.lock().offsets.get(group).cloned().unwrap_or_default())
+    }
+
+    async fn delete_offsets(&self, group: &str, topic: &str, partitions: &[i32]) -> Result<()> {
+        let mut s = self.lock();
+        if let Some(g) = s.offsets.get_mut(group) {
+            if let Some(t) = g.get_mut(topic) {
+                for p in partitions {
+                    t.remove(p);
+                }
+                if t.is_empty() {
+                    g.remove(topic);
+                }
+            }
+            if g.is_empty() {
+                s.offsets.remove(group);
+            }
+        }
+        Ok(())
     }
 
     async fn allocate_producer_ids(&self, count: u64) -> Result<i64> {

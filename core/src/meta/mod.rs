@@ -21,6 +21,7 @@
 //! - Topic writes are conditional: create fails with `AlreadyExists`, update with
 //!   `Precondition` unless the stored version is the one the caller read.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::Arc;
 
@@ -28,8 +29,8 @@ use async_trait::async_trait;
 
 use crate::error::Result;
 use crate::types::{
-    FlushRecord, GatewayInfo, Member, PartitionCheckpoint, PartitionId, PartitionSnapshot,
-    StreamId, TopicId, TopicMeta,
+    CommittedOffset, FlushRecord, GatewayInfo, GroupOffsets, Member, PartitionCheckpoint,
+    PartitionId, PartitionSnapshot, StreamId, TopicId, TopicMeta,
 };
 
 pub mod dynamodb;
@@ -113,6 +114,20 @@ pub trait MetaStore: Send + Sync + Debug {
 
     /// Reserves `count` producer ids; returns the first.
     async fn allocate_producer_ids(&self, count: u64) -> Result<i64>;
+
+    /// Stores `group`'s committed offsets for partitions of `topic`, merged with
+    /// those already stored (other partitions keep theirs): ONE write per
+    /// group and topic, whatever the number of partitions.
+    async fn commit_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        offsets: &BTreeMap<i32, CommittedOffset>,
+    ) -> Result<()>;
+    /// Every committed offset of `group` (strongly consistent).
+    async fn fetch_offsets(&self, group: &str) -> Result<GroupOffsets>;
+    /// Forgets `group`'s committed offsets for `partitions` of `topic`.
+    async fn delete_offsets(&self, group: &str, topic: &str, partitions: &[i32]) -> Result<()>;
 }
 
 pub type SharedMetaStore = Arc<dyn MetaStore>;

@@ -10,6 +10,7 @@
 //! | `partitions` | topic id, partition | owner stream, released flag, checkpoint seq, next offset, log start, producer state (JSON) |
 //! | `partition_index` | topic id, partition, base offset | one index entry |
 //! | `counters` | name | producer id allocation |
+//! | `group_offsets` | group, topic, partition | committed offset (JSON: offset, leader epoch, metadata, time) |
 //!
 //! Several gateway processes on one machine may share the file: every call is
 //! one `BEGIN IMMEDIATE` transaction, so checks and writes never interleave.
@@ -23,8 +24,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::{MetaStore, check_topic_update, claim_conflict, fenced, fenced_by_peer, not_owner};
 use crate::error::{Error, Result};
 use crate::types::{
-    FlushRecord, GatewayInfo, IndexEntry, Member, PartitionCheckpoint, PartitionId,
-    PartitionSnapshot, StreamId, TopicId, TopicMeta,
+    CommittedOffset, FlushRecord, GatewayInfo, GroupOffsets, IndexEntry, Member,
+    PartitionCheckpoint, PartitionId, PartitionSnapshot, StreamId, TopicId, TopicMeta,
 };
 
 const SCHEMA: &str = "
@@ -48,6 +49,9 @@ CREATE TABLE IF NOT EXISTS partition_index (
     position INTEGER NOT NULL, length INTEGER NOT NULL,
     PRIMARY KEY (topic_id, partition, base_offset));
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS group_offsets (
+    group_id TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL,
+    committed TEXT NOT NULL, PRIMARY KEY (group_id, topic, partition));
 ";
 
 /// Columns added after the first release: (table, column, declaration).
@@ -744,6 +748,77 @@ impl MetaStore for SqliteMetaStore {
                 producers: unjson(&producers)?,
                 entries,
             }))
+        })
+        .await
+    }
+
+    async fn commit_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        offsets: &std::collections::BTreeMap<i32, CommittedOffset>,
+    ) -> Result<()> {
+        let (group, topic) = (group.to_string(), topic.to_string());
+        let mut rows = Vec::with_capacity(offsets.len());
+        for (p, o) in offsets {
+            rows.push((*p, json(o)?));
+        }
+        self.tx(move |tx| {
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT INTO group_offsets (group_id, topic, partition, committed)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (group_id, topic, partition) DO UPDATE SET committed = ?4",
+                )
+                .map_err(db_err)?;
+            for (p, body) in &rows {
+                st.execute(params![group, topic, p, body]).map_err(db_err)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn fetch_offsets(&self, group: &str) -> Result<GroupOffsets> {
+        let group = group.to_string();
+        self.tx(move |tx| {
+            let mut st = tx
+                .prepare_cached(
+                    "SELECT topic, partition, committed FROM group_offsets WHERE group_id = ?1",
+                )
+                .map_err(db_err)?;
+            let rows = st
+                .query_map(params![group], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i32>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                })
+                .map_err(db_err)?;
+            let mut out = GroupOffsets::new();
+            for r in rows {
+                let (t, p, body) = r.map_err(db_err)?;
+                out.entry(t).or_default().insert(p, unjson(&body)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete_offsets(&self, group: &str, topic: &str, partitions: &[i32]) -> Result<()> {
+        let (group, topic, partitions) =
+            (group.to_string(), topic.to_string(), partitions.to_vec());
+        self.tx(move |tx| {
+            let mut st = tx
+                .prepare_cached(
+                    "DELETE FROM group_offsets WHERE group_id = ?1 AND topic = ?2 AND partition = ?3",
+                )
+                .map_err(db_err)?;
+            for p in &partitions {
+                st.execute(params![group, topic, p]).map_err(db_err)?;
+            }
+            Ok(())
         })
         .await
     }

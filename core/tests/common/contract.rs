@@ -674,6 +674,76 @@ pub async fn load_partition_from_reads_only_newer_entries(meta: Arc<dyn MetaStor
     }
 }
 
+pub async fn committed_offsets_merge_and_come_back_exactly(meta: Arc<dyn MetaStore>) {
+    use floe_core::types::CommittedOffset;
+    let off = |offset: i64, epoch: i32, md: Option<&str>| CommittedOffset {
+        offset,
+        leader_epoch: epoch,
+        metadata: md.map(str::to_string),
+        commit_ms: 1_700_000_000_000 + offset,
+    };
+    assert!(meta.fetch_offsets("g1").await.expect("fetch").is_empty());
+    let first = BTreeMap::from([(0, off(10, 3, Some("m0"))), (1, off(20, -1, None))]);
+    meta.commit_offsets("g1", "orders", &first)
+        .await
+        .expect("commit");
+    // A later commit of some partitions keeps the others; metadata "" stays "".
+    let second = BTreeMap::from([(1, off(25, 4, Some(""))), (7, off(70, 4, Some("ü")))]);
+    meta.commit_offsets("g1", "orders", &second)
+        .await
+        .expect("commit");
+    meta.commit_offsets("g1", "audit.log", &BTreeMap::from([(0, off(5, 0, None))]))
+        .await
+        .expect("commit");
+    meta.commit_offsets("g2", "orders", &BTreeMap::from([(0, off(99, 1, None))]))
+        .await
+        .expect("commit");
+    let g1 = meta.fetch_offsets("g1").await.expect("fetch");
+    assert_eq!(
+        g1,
+        BTreeMap::from([
+            (
+                "audit.log".to_string(),
+                BTreeMap::from([(0, off(5, 0, None))])
+            ),
+            (
+                "orders".to_string(),
+                BTreeMap::from([
+                    (0, off(10, 3, Some("m0"))),
+                    (1, off(25, 4, Some(""))),
+                    (7, off(70, 4, Some("ü")))
+                ])
+            ),
+        ])
+    );
+    // Many partitions in one commit.
+    let wide: BTreeMap<i32, CommittedOffset> =
+        (0..450).map(|p| (p, off(p as i64, 1, None))).collect();
+    meta.commit_offsets("g3", "wide", &wide)
+        .await
+        .expect("wide commit");
+    assert_eq!(meta.fetch_offsets("g3").await.expect("fetch")["wide"], wide);
+
+    meta.delete_offsets("g1", "orders", &[1, 7, 8])
+        .await
+        .expect("delete");
+    let g1 = meta.fetch_offsets("g1").await.expect("fetch");
+    assert_eq!(g1["orders"], BTreeMap::from([(0, off(10, 3, Some("m0")))]));
+    meta.delete_offsets("g1", "orders", &[0])
+        .await
+        .expect("delete");
+    let g1 = meta.fetch_offsets("g1").await.expect("fetch");
+    assert!(
+        !g1.contains_key("orders"),
+        "a topic with no offsets left is gone"
+    );
+    assert_eq!(g1.len(), 1);
+    assert_eq!(
+        meta.fetch_offsets("g2").await.expect("fetch")["orders"][&0].offset,
+        99
+    );
+}
+
 pub async fn membership_heartbeat_and_fencing(meta: Arc<dyn MetaStore>) {
     assert!(meta.list_members().await.expect("list").is_empty());
     let a1 = stream(
