@@ -255,6 +255,15 @@ impl Broker {
         crate::ownership::owner_of(&view, &crate::ownership::partition_key(partition)).cloned()
     }
 
+    /// The live gateway coordinating consumer group `group` (the same choice
+    /// on every gateway with the same view).
+    pub fn coordinator_of(&self, group: &str) -> Option<Member> {
+        let view = self.view.read().unwrap_or_else(|p| p.into_inner());
+        let mut key = b"group\0".to_vec();
+        key.extend_from_slice(group.as_bytes());
+        crate::ownership::owner_of(&view, &key).cloned()
+    }
+
     /// Partitions to hand over and to claim under the current view.
     pub(crate) fn moves(&self) -> (Vec<Arc<PartitionLog>>, Vec<Arc<PartitionLog>>) {
         let (mut release, mut acquire) = (Vec::new(), Vec::new());

@@ -236,15 +236,58 @@ fn find_coordinator(version: i16) -> m::FindCoordinatorRequest {
     r
 }
 
-/// The (api, version) pairs to check: everything advertised, plus the APIs Floe
-/// answers without advertising them.
+fn offset_commit() -> m::OffsetCommitRequest {
+    let mut p = m::offset_commit_request::OffsetCommitRequestPartition::default();
+    p.partition_index = 0;
+    p.committed_offset = 1;
+    p.committed_leader_epoch = -1;
+    p.committed_metadata = Some(sb("md"));
+    let mut t = m::offset_commit_request::OffsetCommitRequestTopic::default();
+    t.name = topic("t");
+    t.partitions.push(p);
+    let mut r = m::OffsetCommitRequest::default();
+    r.group_id = m::GroupId(sb("group-a"));
+    r.generation_id_or_member_epoch = -1;
+    r.retention_time_ms = -1;
+    r.topics.push(t);
+    r
+}
+
+fn offset_fetch(version: i16) -> m::OffsetFetchRequest {
+    let mut r = m::OffsetFetchRequest::default();
+    if version >= 8 {
+        let mut g = m::offset_fetch_request::OffsetFetchRequestGroup::default();
+        g.group_id = m::GroupId(sb("group-a"));
+        g.topics = None;
+        r.groups.push(g);
+    } else {
+        let mut t = m::offset_fetch_request::OffsetFetchRequestTopic::default();
+        t.name = topic("t");
+        t.partition_indexes = vec![0];
+        r.group_id = m::GroupId(sb("group-a"));
+        r.topics = Some(vec![t]);
+    }
+    r
+}
+
+fn offset_delete() -> m::OffsetDeleteRequest {
+    let mut p = m::offset_delete_request::OffsetDeleteRequestPartition::default();
+    p.partition_index = 0;
+    let mut t = m::offset_delete_request::OffsetDeleteRequestTopic::default();
+    t.name = topic("t");
+    t.partitions.push(p);
+    let mut r = m::OffsetDeleteRequest::default();
+    r.group_id = m::GroupId(sb("group-a"));
+    r.topics.push(t);
+    r
+}
+
+/// The (api, version) pairs to check: everything advertised.
 fn pairs() -> Vec<(ApiKey, i16)> {
     let mut out = Vec::new();
     for &(api, lo, hi) in floe_gateway::api::SUPPORTED {
         out.extend((lo..=hi).map(|v| (api, v)));
     }
-    let (lo, hi) = floe_gateway::api::find_coordinator::VERSIONS;
-    out.extend((lo..=hi).map(|v| (ApiKey::FindCoordinator, v)));
     out
 }
 
@@ -305,6 +348,15 @@ async fn every_advertised_version_is_answered() {
             }
             ApiKey::FindCoordinator => {
                 check::<_, m::FindCoordinatorResponse>(addr, api, v, find_coordinator(v)).await
+            }
+            ApiKey::OffsetCommit => {
+                check::<_, m::OffsetCommitResponse>(addr, api, v, offset_commit()).await
+            }
+            ApiKey::OffsetFetch => {
+                check::<_, m::OffsetFetchResponse>(addr, api, v, offset_fetch(v)).await
+            }
+            ApiKey::OffsetDelete => {
+                check::<_, m::OffsetDeleteResponse>(addr, api, v, offset_delete()).await
             }
             other => Err(format!(
                 "{other:?} is served but this test has no request for it: add one"

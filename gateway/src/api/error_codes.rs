@@ -103,3 +103,35 @@ impl ErrorCodes for m::FindCoordinatorResponse {
         self.coordinators.iter().for_each(|c| f(c.error_code));
     }
 }
+
+impl ErrorCodes for m::OffsetCommitResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for t in &self.topics {
+            t.partitions.iter().for_each(|p| f(p.error_code));
+        }
+    }
+}
+
+impl ErrorCodes for m::OffsetFetchResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        f(self.error_code);
+        for t in &self.topics {
+            t.partitions.iter().for_each(|p| f(p.error_code));
+        }
+        for g in &self.groups {
+            f(g.error_code);
+            for t in &g.topics {
+                t.partitions.iter().for_each(|p| f(p.error_code));
+            }
+        }
+    }
+}
+
+impl ErrorCodes for m::OffsetDeleteResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        f(self.error_code);
+        for t in &self.topics {
+            t.partitions.iter().for_each(|p| f(p.error_code));
+        }
+    }
+}

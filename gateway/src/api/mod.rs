@@ -23,6 +23,7 @@ pub mod find_coordinator;
 pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offsets;
 pub mod produce;
 pub mod topics;
 
@@ -41,6 +42,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::FindCoordinator, 0, 6),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 pub fn supported(key: ApiKey) -> Option<(i16, i16)> {
@@ -194,6 +199,10 @@ pub enum Body {
     IncrementalAlterConfigs(m::IncrementalAlterConfigsRequest),
     DescribeCluster(m::DescribeClusterRequest),
     InitProducerId(m::InitProducerIdRequest),
+    FindCoordinator(m::FindCoordinatorRequest),
+    OffsetCommit(m::OffsetCommitRequest),
+    OffsetFetch(m::OffsetFetchRequest),
+    OffsetDelete(m::OffsetDeleteRequest),
 }
 
 /// What a request frame decodes to.
@@ -211,12 +220,6 @@ pub enum Decoded {
     },
     /// ApiVersions newer than Floe speaks: answered per KIP-511, not closed.
     UnsupportedApiVersions { correlation_id: i32 },
-    /// Not served yet; answered with a retriable error (see find_coordinator).
-    FindCoordinator {
-        correlation_id: i32,
-        version: i16,
-        req: kafka_protocol::messages::FindCoordinatorRequest,
-    },
 }
 
 /// Decodes one request frame (header and body) without touching any state: the
@@ -232,20 +235,6 @@ pub fn decode_request(mut frame: Bytes) -> Result<Decoded, Close> {
     let Ok(api) = ApiKey::try_from(key) else {
         return Err(Close(format!("unknown API key {key}")));
     };
-    if api == ApiKey::FindCoordinator
-        && (find_coordinator::VERSIONS.0..=find_coordinator::VERSIONS.1).contains(&version)
-    {
-        let hv = api.request_header_version(version);
-        RequestHeader::decode(&mut frame, hv)
-            .map_err(|e| Close(format!("malformed request header: {e}")))?;
-        let req: kafka_protocol::messages::FindCoordinatorRequest =
-            decode(&mut frame, version, "find_coordinator")?;
-        return Ok(Decoded::FindCoordinator {
-            correlation_id,
-            version,
-            req,
-        });
-    }
     let Some((lo, hi)) = supported(api) else {
         return Err(Close(format!("API {api:?} is not supported")));
     };
@@ -277,6 +266,10 @@ pub fn decode_request(mut frame: Bytes) -> Result<Decoded, Close> {
         }
         ApiKey::DescribeCluster => Body::DescribeCluster(decode(b, v, "describe_cluster")?),
         ApiKey::InitProducerId => Body::InitProducerId(decode(b, v, "init_producer_id")?),
+        ApiKey::FindCoordinator => Body::FindCoordinator(decode(b, v, "find_coordinator")?),
+        ApiKey::OffsetCommit => Body::OffsetCommit(decode(b, v, "offset_commit")?),
+        ApiKey::OffsetFetch => Body::OffsetFetch(decode(b, v, "offset_fetch")?),
+        ApiKey::OffsetDelete => Body::OffsetDelete(decode(b, v, "offset_delete")?),
         other => return Err(Close(format!("API {other:?} is not supported"))),
     };
     Ok(Decoded::Request {
@@ -301,16 +294,6 @@ pub async fn handle_frame(
             broker.metrics.request(ApiKey::ApiVersions);
             let resp = api_versions::unsupported_version_response();
             return answer(broker, correlation_id, 0, &resp, 0);
-        }
-        Decoded::FindCoordinator {
-            correlation_id,
-            version,
-            req,
-        } => {
-            broker.metrics.request(ApiKey::FindCoordinator);
-            let resp = find_coordinator::not_available(version, &req);
-            let hv = ApiKey::FindCoordinator.response_header_version(version);
-            return answer(broker, correlation_id, hv, &resp, version);
         }
         Decoded::Request {
             api,
@@ -378,5 +361,9 @@ async fn dispatch(
         }
         Body::DescribeCluster(req) => respond!(describe_cluster::handle(broker, v, req).await),
         Body::InitProducerId(req) => respond!(init_producer_id::handle(broker, v, req).await),
+        Body::FindCoordinator(req) => respond!(find_coordinator::handle(broker, v, req).await),
+        Body::OffsetCommit(req) => respond!(offsets::commit(broker, v, req).await),
+        Body::OffsetFetch(req) => respond!(offsets::fetch(broker, v, req).await),
+        Body::OffsetDelete(req) => respond!(offsets::delete(broker, v, req).await),
     }
 }

@@ -1,0 +1,329 @@
+//! Committed offsets: OffsetCommit, OffsetFetch (multi-group from v8) and
+//! OffsetDelete, served by the group's coordinator (the live gateway chosen for
+//! the group by the ownership role, see `Broker::coordinator_of`) and stored in
+//! the MetaStore, one write per group and topic.
+//!
+//! Group membership (JoinGroup and the rest) is not served yet, so every group
+//! is empty: commits without a generation (-1, no member id: a consumer that
+//! assigns its partitions itself) are accepted, as Kafka accepts them for an
+//! empty group; commits naming a generation get ILLEGAL_GENERATION.
+//!
+//! Offsets are not fenced by coordinator: while gateways' views of the
+//! membership differ (at most a heartbeat round), two gateways may both accept
+//! commits for a group; each commit is atomic and the later one wins.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{
+    OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
+    OffsetFetchRequest, OffsetFetchResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use floe_core::types::{CommittedOffset, GroupOffsets};
+
+use super::str_bytes;
+use crate::broker::Broker;
+use crate::error::Code;
+
+/// Kafka's `offset.metadata.max.bytes` default.
+pub const MAX_METADATA_BYTES: usize = 4096;
+
+/// Why this gateway will not serve `group` now, if it will not.
+fn refuse(broker: &Broker, group: &str) -> Option<Code> {
+    if group.is_empty() {
+        return Some(Code::InvalidGroupId);
+    }
+    match broker.coordinator_of(group) {
+        Some(m) if m.stream == broker.stream => None,
+        Some(_) => Some(Code::NotCoordinator),
+        None => Some(Code::CoordinatorNotAvailable),
+    }
+}
+
+/// Storage errors reach consumers as a retriable coordinator error.
+fn storage(e: &floe_core::Error, what: &str, group: &str) -> Code {
+    tracing::warn!(group, error = %e, "{what} failed");
+    Code::CoordinatorNotAvailable
+}
+
+pub async fn commit(
+    broker: &Arc<Broker>,
+    _version: i16,
+    req: OffsetCommitRequest,
+) -> OffsetCommitResponse {
+    let group = req.group_id.0.as_str();
+    let group_error = refuse(broker, group).or_else(|| {
+        (req.generation_id_or_member_epoch >= 0 || !req.member_id.is_empty())
+            .then_some(Code::IllegalGeneration)
+    });
+    let now = broker.clock.now_ms();
+    let mut resp = OffsetCommitResponse::default();
+    for t in &req.topics {
+        let name = t.name.0.as_str();
+        let partitions = broker.topic(name).map(|e| e.meta.partitions);
+        let mut codes: Vec<(i32, Option<Code>)> = Vec::with_capacity(t.partitions.len());
+        let mut offsets = BTreeMap::new();
+        for p in &t.partitions {
+            let code = if group_error.is_some() {
+                group_error
+            } else if !partitions.is_some_and(|n| (0..n).contains(&p.partition_index)) {
+                Some(Code::UnknownTopicOrPartition)
+            } else if p
+                .committed_metadata
+                .as_ref()
+                .is_some_and(|m| m.len() > MAX_METADATA_BYTES)
+            {
+                Some(Code::OffsetMetadataTooLarge)
+            } else {
+                offsets.insert(
+                    p.partition_index,
+                    CommittedOffset {
+                        offset: p.committed_offset,
+                        leader_epoch: p.committed_leader_epoch,
+                        metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                        commit_ms: now,
+                    },
+                );
+                None
+            };
+            codes.push((p.partition_index, code));
+        }
+        if !offsets.is_empty()
+            && let Err(e) = broker.meta.commit_offsets(group, name, &offsets).await
+        {
+            let code = storage(&e, "offset commit", group);
+            for (p, c) in codes.iter_mut() {
+                if offsets.contains_key(p) {
+                    *c = Some(code);
+                }
+            }
+        }
+        let mut tr = OffsetCommitResponseTopic::default();
+        tr.name = t.name.clone();
+        tr.partitions = codes
+            .into_iter()
+            .map(|(p, c)| {
+                let mut pr = OffsetCommitResponsePartition::default();
+                pr.partition_index = p;
+                pr.error_code = c.map_or(0, |c| c.code());
+                pr
+            })
+            .collect();
+        resp.topics.push(tr);
+    }
+    resp
+}
+
+/// One partition's answer: the committed offset, or -1 with empty metadata.
+fn fetched(stored: Option<&CommittedOffset>) -> (i64, i32, Option<StrBytes>) {
+    match stored {
+        Some(o) => (
+            o.offset,
+            o.leader_epoch,
+            Some(str_bytes(o.metadata.clone().unwrap_or_default())),
+        ),
+        None => (-1, -1, Some(StrBytes::default())),
+    }
+}
+
+/// The offsets one group asks for: `topics` None means every committed one.
+async fn fetch_group(
+    broker: &Broker,
+    group: &str,
+    topics: Option<Vec<(TopicName, Vec<i32>)>>,
+) -> Result<Vec<(TopicName, Vec<(i32, i64, i32, Option<StrBytes>)>)>, Code> {
+    if let Some(c) = refuse(broker, group) {
+        return Err(c);
+    }
+    let stored: GroupOffsets = broker
+        .meta
+        .fetch_offsets(group)
+        .await
+        .map_err(|e| storage(&e, "offset fetch", group))?;
+    let wanted = topics.unwrap_or_else(|| {
+        stored
+            .iter()
+            .map(|(t, ps)| {
+                (
+                    TopicName(str_bytes(t.clone())),
+                    ps.keys().copied().collect(),
+                )
+            })
+            .collect()
+    });
+    Ok(wanted
+        .into_iter()
+        .map(|(name, partitions)| {
+            let t = stored.get(name.0.as_str());
+            let rows = partitions
+                .into_iter()
+                .map(|p| {
+                    let (o, e, m) = fetched(t.and_then(|t| t.get(&p)));
+                    (p, o, e, m)
+                })
+                .collect();
+            (name, rows)
+        })
+        .collect())
+}
+
+pub async fn fetch(
+    broker: &Arc<Broker>,
+    version: i16,
+    req: OffsetFetchRequest,
+) -> OffsetFetchResponse {
+    let mut resp = OffsetFetchResponse::default();
+    if version >= 8 {
+        for g in req.groups {
+            let topics = g.topics.map(|ts| {
+                ts.into_iter()
+                    .map(|t| (t.name, t.partition_indexes))
+                    .collect()
+            });
+            let mut gr = OffsetFetchResponseGroup::default();
+            gr.group_id = g.group_id.clone();
+            match fetch_group(broker, g.group_id.0.as_str(), topics).await {
+                Ok(rows) => {
+                    gr.topics = rows
+                        .into_iter()
+                        .map(|(name, parts)| {
+                            let mut tr = OffsetFetchResponseTopics::default();
+                            tr.name = name;
+                            tr.partitions = parts
+                                .into_iter()
+                                .map(|(p, o, e, m)| {
+                                    let mut pr = OffsetFetchResponsePartitions::default();
+                                    pr.partition_index = p;
+                                    pr.committed_offset = o;
+                                    pr.committed_leader_epoch = e;
+                                    pr.metadata = m;
+                                    pr
+                                })
+                                .collect();
+                            tr
+                        })
+                        .collect();
+                }
+                Err(code) => gr.error_code = code.code(),
+            }
+            resp.groups.push(gr);
+        }
+        return resp;
+    }
+    let topics = req.topics.map(|ts| {
+        ts.into_iter()
+            .map(|t| (t.name, t.partition_indexes))
+            .collect::<Vec<_>>()
+    });
+    let asked = topics.clone();
+    match fetch_group(broker, req.group_id.0.as_str(), topics).await {
+        Ok(rows) => {
+            resp.topics = rows
+                .into_iter()
+                .map(|(name, parts)| {
+                    let mut tr = OffsetFetchResponseTopic::default();
+                    tr.name = name;
+                    tr.partitions = parts
+                        .into_iter()
+                        .map(|(p, o, e, m)| {
+                            let mut pr = OffsetFetchResponsePartition::default();
+                            pr.partition_index = p;
+                            pr.committed_offset = o;
+                            pr.committed_leader_epoch = e;
+                            pr.metadata = m;
+                            pr
+                        })
+                        .collect();
+                    tr
+                })
+                .collect();
+        }
+        Err(code) => {
+            // v2+ carry a group-level error; v1 only per partition.
+            resp.error_code = code.code();
+            resp.topics = asked
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(name, parts)| {
+                    let mut tr = OffsetFetchResponseTopic::default();
+                    tr.name = name;
+                    tr.partitions = parts
+                        .into_iter()
+                        .map(|p| {
+                            let mut pr = OffsetFetchResponsePartition::default();
+                            pr.partition_index = p;
+                            pr.committed_offset = -1;
+                            pr.committed_leader_epoch = -1;
+                            pr.metadata = Some(StrBytes::default());
+                            pr.error_code = code.code();
+                            pr
+                        })
+                        .collect();
+                    tr
+                })
+                .collect();
+        }
+    }
+    resp
+}
+
+pub async fn delete(
+    broker: &Arc<Broker>,
+    _version: i16,
+    req: OffsetDeleteRequest,
+) -> OffsetDeleteResponse {
+    let group = req.group_id.0.as_str();
+    let mut resp = OffsetDeleteResponse::default();
+    if let Some(c) = refuse(broker, group) {
+        resp.error_code = c.code();
+        return resp;
+    }
+    let stored = match broker.meta.fetch_offsets(group).await {
+        Ok(s) => s,
+        Err(e) => {
+            resp.error_code = storage(&e, "offset delete", group).code();
+            return resp;
+        }
+    };
+    if stored.is_empty() {
+        resp.error_code = Code::GroupIdNotFound.code();
+        return resp;
+    }
+    for t in &req.topics {
+        let name = t.name.0.as_str();
+        let known = broker.topic(name).map(|e| e.meta.partitions);
+        let ps: Vec<i32> = t.partitions.iter().map(|p| p.partition_index).collect();
+        let code = match broker.meta.delete_offsets(group, name, &ps).await {
+            Ok(()) => None,
+            Err(e) => Some(storage(&e, "offset delete", group)),
+        };
+        let mut tr = OffsetDeleteResponseTopic::default();
+        tr.name = t.name.clone();
+        tr.partitions = ps
+            .into_iter()
+            .map(|p| {
+                let mut pr = OffsetDeleteResponsePartition::default();
+                pr.partition_index = p;
+                let unknown = !known.is_some_and(|n| (0..n).contains(&p));
+                pr.error_code = code
+                    .or(unknown.then_some(Code::UnknownTopicOrPartition))
+                    .map_or(0, |c| c.code());
+                pr
+            })
+            .collect();
+        resp.topics.push(tr);
+    }
+    resp
+}
