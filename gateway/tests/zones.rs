@@ -19,7 +19,8 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 const TOPIC: &str = "zones";
-const PARTITIONS: i32 = 4;
+/// Enough that each of the two gateways leads some (all on one: 2 in 65,536).
+const PARTITIONS: i32 = 16;
 
 /// The body of `GET /metrics` on `port`.
 fn scrape(port: u16) -> String {
