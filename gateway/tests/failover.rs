@@ -7,6 +7,9 @@
 //! read every acknowledged record at its acknowledged offset, offsets
 //! contiguous from 0, nothing twice.
 //!
+//! A consumer tails every partition throughout: it must keep progressing past
+//! each event and receive exactly the acknowledged records.
+//!
 //! Each drill prints, per partition, the longest gap between consecutive
 //! acknowledgements around the event (its unavailability window) next to the
 //! longest gap before it; timings are reported, never asserted.
@@ -282,6 +285,114 @@ impl Load {
     }
 }
 
+/// A consumer tailing every partition from the beginning while gateways come
+/// and go: what it received and when.
+struct Tail {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<(i32, i64, String, Instant)>>,
+    /// Highest offset received per partition, for `finish` to wait on.
+    reached: Arc<Mutex<BTreeMap<i32, i64>>>,
+}
+
+impl Tail {
+    fn start(bootstrap: &str) -> Tail {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::message::Message;
+        let c: BaseConsumer = rdkafka::config::ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", "failover-tail")
+            .set("enable.auto.commit", "false")
+            .set("session.timeout.ms", "6000")
+            .set("fetch.wait.max.ms", "100")
+            .set("reconnect.backoff.ms", "20")
+            .set("reconnect.backoff.max.ms", "200")
+            .create()
+            .expect("consumer");
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..PARTITIONS {
+            tpl.add_partition_offset(TOPIC, p, rdkafka::Offset::Beginning)
+                .expect("tpl");
+        }
+        c.assign(&tpl).expect("assign");
+        let stop = Arc::new(AtomicBool::new(false));
+        let reached: Arc<Mutex<BTreeMap<i32, i64>>> = Default::default();
+        let (stopping, seen) = (stop.clone(), reached.clone());
+        let thread = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            while !stopping.load(Ordering::SeqCst) {
+                match c.poll(Duration::from_millis(50)) {
+                    Some(Ok(m)) => {
+                        let v = String::from_utf8_lossy(m.payload().unwrap_or(&[])).to_string();
+                        seen.lock().expect("lock").insert(m.partition(), m.offset());
+                        got.push((m.partition(), m.offset(), v, Instant::now()));
+                    }
+                    // Errors about a gateway that went away are transient.
+                    Some(Err(_)) | None => {}
+                }
+            }
+            got
+        });
+        Tail {
+            stop,
+            thread,
+            reached,
+        }
+    }
+
+    /// Waits until the tail has received every acknowledged record (60 s at
+    /// most), stops it, and checks it saw exactly the acknowledged records at
+    /// their offsets; prints its longest stall per partition after `from`.
+    fn finish(self, sent: &Sent, from: Instant, cluster: &Cluster) {
+        let mut want: BTreeMap<i32, i64> = BTreeMap::new();
+        for a in &sent.acked {
+            let w = want.entry(a.partition).or_insert(-1);
+            *w = (*w).max(a.offset);
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let caught_up = {
+                let r = self.reached.lock().expect("lock");
+                want.iter().all(|(p, o)| r.get(p).is_some_and(|x| x >= o))
+            };
+            if caught_up {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the tailing consumer stopped progressing: reached {:?}, acknowledged up to {want:?}\n{}",
+                self.reached.lock().expect("lock"),
+                cluster.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.stop.store(true, Ordering::SeqCst);
+        let got = self.thread.join().expect("tail thread");
+        let mut log: BTreeMap<i32, Vec<(i64, String)>> = BTreeMap::new();
+        for (p, o, v, _) in &got {
+            log.entry(*p).or_default().push((*o, v.clone()));
+        }
+        let acked: Vec<(String, i32, i64)> = sent
+            .acked
+            .iter()
+            .map(|a| (a.payload.clone(), a.partition, a.offset))
+            .collect();
+        common::kafka::assert_log_matches_acks(&log, &acked);
+        eprintln!(
+            "tailing consumer: longest wait for the next record per partition after the event"
+        );
+        for p in 0..PARTITIONS {
+            let at: Vec<Instant> = got.iter().filter(|r| r.0 == p).map(|r| r.3).collect();
+            let stall = at
+                .windows(2)
+                .filter(|w| w[1] >= from)
+                .map(|w| w[1] - w[0])
+                .max()
+                .unwrap_or_default();
+            eprintln!("  partition {p}: {stall:>8.3?} ({} records)", at.len());
+        }
+    }
+}
+
 /// Brokers and partition leaders as one Metadata response tells them.
 struct View {
     brokers: BTreeMap<i32, String>,
@@ -435,7 +546,7 @@ async fn produce_for(load: &Load, d: Duration, cluster: &Cluster) {
     );
 }
 
-async fn three_gateways_with_load() -> (Cluster, FutureProducer, Load, View) {
+async fn three_gateways_with_load() -> (Cluster, FutureProducer, Load, Tail, View) {
     let mut cluster = Cluster::new();
     for n in 0..GATEWAYS {
         cluster.start(n);
@@ -445,13 +556,14 @@ async fn three_gateways_with_load() -> (Cluster, FutureProducer, Load, View) {
     let producer = common::kafka::durable_producer(&all);
     let view = wait_for_three(&producer, &cluster).await;
     let load = Load::start(&producer);
+    let tail = Tail::start(&all);
     produce_for(&load, Duration::from_secs(3), &cluster).await;
-    (cluster, producer, load, view)
+    (cluster, producer, load, tail, view)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_minus_9_moves_partitions_without_loss() {
-    let (mut cluster, producer, load, before) = three_gateways_with_load().await;
+    let (mut cluster, producer, load, tail, before) = three_gateways_with_load().await;
     let victim = busiest(&before);
     let rest: Vec<usize> = (0..GATEWAYS).filter(|n| *n != victim).collect();
     eprintln!("kill -9 gw-{victim}; leaders before: {:?}", before.leaders);
@@ -477,12 +589,13 @@ async fn kill_minus_9_moves_partitions_without_loss() {
     eprintln!("fencing, timed from the kill:");
     print_timed_lines(&cluster, &rest, "fenced", killed_wall);
     eprintln!("{} records acknowledged", sent.acked.len());
+    tokio::task::block_in_place(|| tail.finish(&sent, killed_at, &cluster));
     assert_everything_acknowledged_is_there(&cluster, &sent, &cluster.bootstrap(&rest));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn frozen_gateway_is_fenced_and_commits_nothing() {
-    let (mut cluster, producer, load, before) = three_gateways_with_load().await;
+    let (mut cluster, producer, load, tail, before) = three_gateways_with_load().await;
     let victim = busiest(&before);
     let rest: Vec<usize> = (0..GATEWAYS).filter(|n| *n != victim).collect();
     eprintln!(
@@ -541,6 +654,7 @@ async fn frozen_gateway_is_fenced_and_commits_nothing() {
         frozen_wall,
     );
     eprintln!("{} records acknowledged", sent.acked.len());
+    tokio::task::block_in_place(|| tail.finish(&sent, frozen_at, &cluster));
     assert_everything_acknowledged_is_there(&cluster, &sent, &cluster.bootstrap(&rest));
 }
 
@@ -552,6 +666,7 @@ async fn scale_out_and_in_keeps_every_record() {
     // All three addresses, as a client configured for the scaled-out group.
     let producer = common::kafka::durable_producer(&cluster.bootstrap(&[0, 1, 2]));
     let load = Load::start(&producer);
+    let tail = Tail::start(&cluster.bootstrap(&[0, 1, 2]));
     produce_for(&load, Duration::from_secs(3), &cluster).await;
     let alone = metadata(&producer).expect("Metadata from gw-0");
     assert_eq!(
@@ -618,5 +733,6 @@ async fn scale_out_and_in_keeps_every_record() {
         &before_term.leaders,
     );
     eprintln!("{} records acknowledged", sent.acked.len());
+    tokio::task::block_in_place(|| tail.finish(&sent, scaled_out, &cluster));
     assert_everything_acknowledged_is_there(&cluster, &sent, &cluster.bootstrap(&[1, 2]));
 }
