@@ -317,8 +317,10 @@ impl Broker {
     /// Brings topics in line with the MetaStore (topics other gateways created,
     /// grew or deleted): new partitions get unowned slots.
     pub(crate) async fn refresh_topics(&self) -> floe_core::Result<()> {
-        let stored = self.meta.list_topics().await?;
+        // Read under the admin lock: a list read before a local create and
+        // applied after it would forget the topic just created.
         let _g = self.admin.lock().await;
+        let stored = self.meta.list_topics().await?;
         self.sync_topics(&stored);
         Ok(())
     }
