@@ -532,13 +532,19 @@ fn assert_everything_acknowledged_is_there(cluster: &Cluster, sent: &Sent, boots
     );
 }
 
-/// Lets the load run for `d`, then checks acknowledgements still arrive.
+/// Lets the load run for `d`, then checks acknowledgements still arrive
+/// (progress, not speed: a slow emulator gets 30 s more).
 async fn produce_for(load: &Load, d: Duration, cluster: &Cluster) {
     let before = load.acked();
     tokio::time::sleep(d).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while load.acked() <= before && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(
         load.acked() > before,
-        "no acknowledgement in {d:?} ({before} so far)\n{}",
+        "no acknowledgement in {:?} ({before} so far)\n{}",
+        d + Duration::from_secs(30),
         cluster.logs()
     );
 }
