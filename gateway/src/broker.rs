@@ -440,7 +440,9 @@ impl Broker {
     }
 
     /// Claims this gateway's share of fresh partitions right away (the other
-    /// gateways claim theirs at their next round).
+    /// gateways claim theirs at their next round): never-claimed partitions
+    /// in bulk checkpoints, one write per `CHECKPOINT_CHUNK`; a chunk that
+    /// fails (another gateway claimed one first) goes partition by partition.
     async fn claim_share(&self, logs: &[Arc<PartitionLog>]) {
         let mine: Vec<_> = logs
             .iter()
@@ -450,8 +452,27 @@ impl Broker {
             })
             .cloned()
             .collect();
-        if let Err(f) = crate::ownership::acquire_logs(self, mine).await {
-            self.fence(&f.0);
+        for chunk in mine.chunks(floe_flusher::CHECKPOINT_CHUNK) {
+            let through = self.flusher.committed_through();
+            let cps: Vec<_> = chunk
+                .iter()
+                .map(|l| l.full_checkpoint(&self.stream, through))
+                .collect();
+            match self.meta.write_checkpoints(&self.stream, &cps).await {
+                Ok(()) => {
+                    for l in chunk {
+                        l.mark_all_checkpointed();
+                        l.set_lease(Lease::Owned);
+                    }
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "bulk claim of new partitions failed; claiming one by one");
+                    if let Err(f) = crate::ownership::acquire_logs(self, chunk.to_vec()).await {
+                        self.fence(&f.0);
+                        return;
+                    }
+                }
+            }
         }
     }
 
