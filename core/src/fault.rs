@@ -4,7 +4,7 @@
 //!
 //! Fail points: `object.put`, `object.get`, `object.delete`, `object.list`,
 //! `meta.commit`, `meta.checkpoint`, `meta.read`, `meta.topic`, `meta.register`,
-//! `meta.heartbeat`, `meta.fence`, `meta.claim`, `meta.offsets`.
+//! `meta.heartbeat`, `meta.fence`, `meta.claim`, `meta.offsets`, `meta.groups`.
 //!
 //! Below the stores, `crate::aws_faults` puts the same registry around the AWS
 //! SDK's HTTP client, with points `http`, `http.s3`, `http.s3.<method>` and
@@ -35,7 +35,7 @@ use crate::meta::MetaStore;
 use crate::object_store::{ObjectInfo, ObjectStore};
 use crate::types::{
     CommittedOffset, FlushRecord, GatewayInfo, GroupOffsets, Member, PartitionCheckpoint,
-    PartitionId, PartitionSnapshot, StreamId, TopicId, TopicMeta,
+    PartitionId, PartitionSnapshot, StoredGroup, StreamId, TopicId, TopicMeta,
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -476,6 +476,24 @@ impl MetaStore for FaultyMetaStore {
                 "meta.offsets",
                 self.inner.delete_offsets(group, topic, partitions),
             )
+            .await
+    }
+    async fn store_group(&self, group: &str, state: &StoredGroup) -> Result<()> {
+        self.faults
+            .run("meta.groups", self.inner.store_group(group, state))
+            .await
+    }
+    async fn load_group(&self, group: &str) -> Result<Option<StoredGroup>> {
+        self.faults
+            .run("meta.read", self.inner.load_group(group))
+            .await
+    }
+    async fn list_groups(&self) -> Result<Vec<(String, StoredGroup)>> {
+        self.faults.run("meta.read", self.inner.list_groups()).await
+    }
+    async fn delete_group(&self, group: &str) -> Result<()> {
+        self.faults
+            .run("meta.groups", self.inner.delete_group(group))
             .await
     }
     async fn allocate_producer_ids(&self, count: u64) -> Result<i64> {

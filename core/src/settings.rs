@@ -89,6 +89,11 @@ pub struct Settings {
     /// Zone-local reads: how often a gateway re-reads the metadata of a
     /// partition led in another zone that consumers of its zone fetch.
     pub follower_refresh: Duration,
+    /// Kafka's `group.initial.rebalance.delay.ms`: how long the first join of
+    /// an empty consumer group waits for more members (each new one extends
+    /// the wait, up to the rebalance timeout), saving a rebalance per member
+    /// when a whole group starts at once.
+    pub group_initial_rebalance_delay: Duration,
     /// Kafka cluster id reported in Metadata and DescribeCluster.
     pub cluster_id: String,
     /// tracing filter, e.g. `info` or `floe_gateway=debug,info`.
@@ -130,6 +135,7 @@ impl Default for Settings {
             heartbeat_interval: Duration::from_secs(1),
             session_timeout: Duration::from_secs(6),
             follower_refresh: Duration::from_millis(500),
+            group_initial_rebalance_delay: Duration::from_secs(3),
             cluster_id: "floe-cluster".to_string(),
             log_level: "info".to_string(),
             metrics_listen: None,
@@ -168,6 +174,7 @@ pub const KEYS: &[&str] = &[
     "heartbeat-interval",
     "session-timeout",
     "follower-refresh",
+    "group-initial-rebalance-delay",
     "cluster-id",
     "log-level",
     "metrics-listen",
@@ -262,6 +269,9 @@ impl Settings {
             "heartbeat-interval" => self.heartbeat_interval = parse_duration(&k, value)?,
             "session-timeout" => self.session_timeout = parse_duration(&k, value)?,
             "follower-refresh" => self.follower_refresh = parse_duration(&k, value)?,
+            "group-initial-rebalance-delay" => {
+                self.group_initial_rebalance_delay = parse_duration(&k, value)?
+            }
             "cluster-id" => self.cluster_id = value.to_string(),
             "log-level" => self.log_level = value.to_string(),
             "metrics-listen" => {

@@ -179,6 +179,42 @@ pub struct CommittedOffset {
 /// A group's committed offsets: topic name → partition → offset.
 pub type GroupOffsets = BTreeMap<String, BTreeMap<i32, CommittedOffset>>;
 
+/// A consumer group's membership as its coordinator last stored it (Kafka's
+/// GroupMetadata record): written when a generation completes, when the group
+/// empties and when a group first commits offsets, so a gateway that takes the
+/// group over resumes it at the same generation, without a rebalance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct StoredGroup {
+    /// "consumer" for Kafka consumers; empty for a group that only commits
+    /// offsets (consumers that assign their partitions themselves).
+    pub protocol_type: String,
+    /// The protocol (assignor) chosen for the current generation.
+    pub protocol: Option<String>,
+    /// 0 before the first generation.
+    pub generation: i32,
+    pub leader: Option<String>,
+    pub members: Vec<StoredMember>,
+    /// Wall-clock time of the write, for operators.
+    pub stored_ms: i64,
+}
+
+/// One member of a stored group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct StoredMember {
+    pub member_id: String,
+    /// `group.instance.id` of a static member.
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    /// The protocols the member supports, in its order of preference: name and
+    /// the member's opaque metadata for it.
+    pub protocols: Vec<(String, Vec<u8>)>,
+    /// The member's assignment in the current generation (opaque bytes).
+    pub assignment: Vec<u8>,
+}
+
 /// A gateway's registration: where clients reach it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GatewayInfo {

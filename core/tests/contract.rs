@@ -159,6 +159,7 @@ meta_store_contract!(
     checkpoints_are_fenced_and_idempotent,
     load_partition_from_reads_only_newer_entries,
     committed_offsets_merge_and_come_back_exactly,
+    group_state_is_stored_conditionally,
     membership_heartbeat_and_fencing,
     claims_move_ownership_safely,
     topic_writes_are_conditional,

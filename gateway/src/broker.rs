@@ -64,6 +64,8 @@ pub struct Broker {
     pub(crate) checkpointing: tokio::sync::Mutex<()>,
     /// Read-only copies of partitions led in other zones (`replica`).
     pub(crate) replicas: crate::replica::Replicas,
+    /// The consumer groups this gateway coordinates.
+    pub groups: crate::groups::Coordinator,
     producer_ids: Mutex<(i64, i64)>,
     stopping: tokio::sync::watch::Sender<bool>,
     /// Bytes of requests being read or handled (`max_inflight_request_bytes`).
@@ -159,6 +161,7 @@ impl Broker {
             admin: tokio::sync::Mutex::new(()),
             checkpointing: tokio::sync::Mutex::new(()),
             replicas: Default::default(),
+            groups: Default::default(),
             producer_ids: Mutex::new((0, 0)),
             stopping: tokio::sync::watch::Sender::new(false),
             request_budget: Arc::new(tokio::sync::Semaphore::new(
@@ -184,6 +187,16 @@ impl Broker {
             .round(self)
             .await
             .map_err(|f| floe_core::Error::Fenced(f.0))?;
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(crate::groups::TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(broker) = weak.upgrade() else { break };
+                broker.groups.tick(&broker);
+            }
+        });
         let view = self.view();
         if view.len() == 1
             && let Err(e) = self.trim_dead_streams().await

@@ -10,6 +10,7 @@ pub mod configs;
 pub mod drill;
 pub mod error;
 pub mod frame;
+pub mod groups;
 pub mod metrics;
 pub mod ownership;
 pub mod read;

@@ -91,6 +91,12 @@ async fn handle_connection(
     socket: TcpStream,
     mut stop: watch::Receiver<bool>,
 ) {
+    // Kafka reports a group member's host as "/" + its address.
+    let host: Arc<str> = socket
+        .peer_addr()
+        .map(|a| format!("/{}", a.ip()))
+        .unwrap_or_default()
+        .into();
     let (mut reader, mut writer) = socket.into_split();
     let (tx, mut rx) = mpsc::channel::<oneshot::Receiver<Option<BytesMut>>>(MAX_IN_FLIGHT);
     let closed = Arc::new(tokio::sync::Notify::new());
@@ -172,10 +178,11 @@ async fn handle_connection(
         let (turn, next_prev) = api::Turn::after(prev_turn.take());
         prev_turn = Some(next_prev);
         let broker = broker.clone();
+        let host = host.clone();
         tokio::spawn(
             async move {
                 let _permit = permit;
-                match api::handle_frame(&broker, frame, turn).await {
+                match api::handle_frame(&broker, frame, turn, &host).await {
                     Ok(resp) => {
                         if produce && resp.is_some() {
                             broker.metrics.produce_acked(received.elapsed());

@@ -12,7 +12,8 @@
 //! | `part#<topic id>#<partition>` | `state` | `s` B (owner, checkpoint seq, next offset, log start, producer states; JSON), `own` S (owning stream, `<gateway>@<epoch>`), `rel` BOOL (released) | `write_checkpoints`, `release_partitions`, `claim_partition`, each conditional on `own` (and `rel`) |
 //! | `part#<topic id>#<partition>` | `idx#<base offset, 20 digits>` | `e` B (IndexEntry JSON) | `write_checkpoints`, `release_partitions`, `claim_partition` |
 //! | `counter` | `producer_id` | `v` N | `allocate_producer_ids` (UpdateItem ADD) |
-//! | `group#<group>` | `<topic>` | `p<partition>` B (CommittedOffset JSON), one attribute per partition | `commit_offsets` (ONE UpdateItem SET per group, topic and up to 100 partitions, merging with the stored partitions), `delete_offsets` (UpdateItem REMOVE) |
+//! | `group#<group>` | `<topic>` | `p<partition>` B (CommittedOffset JSON), one attribute per partition | `commit_offsets` (ONE UpdateItem SET per group, topic and up to 100 partitions, merging with the stored partitions), `delete_offsets` (UpdateItem REMOVE), `delete_group` (BatchWriteItem delete) |
+//! | `groups` | `<group>` | `gen` N (generation), `state` S (StoredGroup JSON) | `store_group` (PutItem conditional on `gen` not above the new one), `delete_group` (DeleteItem, after the group's offset items); one partition key so `list_groups` is one Query |
 //!
 //! Zero-padded numbers make `sk` order numeric order. The gateway name is parsed
 //! from the right of a flush `pk`, so it may itself contain `#`.
@@ -95,26 +96,29 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, ConsumedCapacity,
-    KeySchemaElement, KeyType, Put, PutRequest, ReturnConsumedCapacity, ReturnValue,
+    DeleteRequest, KeySchemaElement, KeyType, Put, PutRequest, ReturnConsumedCapacity, ReturnValue,
     ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus, TimeToLiveSpecification,
     TimeToLiveStatus, TransactWriteItem, WriteRequest,
 };
 use serde::{Deserialize, Serialize};
 
-use super::{MetaStore, check_topic_update, claim_conflict, fenced_by_peer, not_owner};
+use super::{
+    MetaStore, check_topic_update, claim_conflict, fenced_by_peer, not_owner, stale_group,
+};
 use crate::aws::{AwsStats, backoff, classify, code};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::types::{
     CommittedOffset, FlushPartition, FlushRecord, GatewayInfo, GroupOffsets, IndexEntry, Member,
-    PartitionCheckpoint, PartitionId, PartitionSnapshot, ProducerBatch, ProducerState, StreamId,
-    TopicId, TopicMeta,
+    PartitionCheckpoint, PartitionId, PartitionSnapshot, ProducerBatch, ProducerState, StoredGroup,
+    StreamId, TopicId, TopicMeta,
 };
 
 type Item = HashMap<String, AttributeValue>;
@@ -144,6 +148,8 @@ pub const DEFAULT_FLUSH_RECORD_TTL: std::time::Duration =
 const STREAMS_PK: &str = "streams";
 /// The partition key of the gateway list.
 const MEMBERS_PK: &str = "members";
+/// The partition key of the stored group states.
+const GROUPS_PK: &str = "groups";
 
 /// The `state` item's payload.
 #[derive(Debug, Serialize, Deserialize)]
@@ -1731,6 +1737,107 @@ impl MetaStore for DynamoMetaStore {
         }
         Ok(())
     }
+
+    async fn store_group(&self, group: &str, state: &StoredGroup) -> Result<()> {
+        if group.is_empty() {
+            return Err(Error::InvalidInput("group id is empty".into()));
+        }
+        let body = serde_json::to_string(state)
+            .map_err(|e| Error::Internal(format!("encode group {group}: {e}")))?;
+        let mut item = key(GROUPS_PK, group);
+        item.insert("gen".into(), n(state.generation));
+        item.insert("state".into(), s(body));
+        self.request();
+        let r = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk) OR #g <= :g")
+            .expression_attribute_names("#g", "gen")
+            .expression_attribute_values(":g", n(state.generation))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await;
+        match r {
+            Ok(out) => {
+                self.account(out.consumed_capacity(), true);
+                Ok(())
+            }
+            Err(e) => match e.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(c)) => {
+                    // The stored item comes back with the failure; an emulator
+                    // that omits it still gets a `Precondition`.
+                    let stored = c.item().and_then(|i| num::<i32>(i, "gen").ok());
+                    Err(match stored {
+                        Some(g) => stale_group(group, g, state.generation),
+                        None => Error::Precondition(format!(
+                            "group {group} is stored at a generation above {}",
+                            state.generation
+                        )),
+                    })
+                }
+                _ => Err(classify(&self.what("PutItem (store group)"), e)),
+            },
+        }
+    }
+
+    async fn load_group(&self, group: &str) -> Result<Option<StoredGroup>> {
+        if group.is_empty() {
+            return Ok(None); // `store_group` refuses an empty id
+        }
+        self.get_item(GROUPS_PK.into(), group.into())
+            .await?
+            .map(|item| group_state(group, &item))
+            .transpose()
+    }
+
+    async fn list_groups(&self) -> Result<Vec<(String, StoredGroup)>> {
+        self.query(GROUPS_PK, None, false)
+            .await?
+            .iter()
+            .map(|item| {
+                let group = string(item, "sk")?;
+                Ok((group.to_string(), group_state(group, item)?))
+            })
+            .collect()
+    }
+
+    /// Deletes the offset items first and the state item last: a failure in
+    /// between leaves the group listed, so a retry (by anyone) completes it.
+    async fn delete_group(&self, group: &str) -> Result<()> {
+        let mut requests = Vec::new();
+        for item in self.query(&group_pk(group), None, true).await? {
+            let del = DeleteRequest::builder()
+                .set_key(Some(key(group_pk(group), string(&item, "sk")?)))
+                .build()
+                .map_err(build_err)?;
+            requests.push(WriteRequest::builder().delete_request(del).build());
+        }
+        self.batch_write(requests).await?;
+        if group.is_empty() {
+            return Ok(()); // no state item can exist
+        }
+        self.request();
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(GROUPS_PK, group)))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(|e| classify(&self.what("DeleteItem (delete group)"), e))?;
+        self.account(out.consumed_capacity(), true);
+        Ok(())
+    }
+}
+
+/// A `groups` item's stored state.
+fn group_state(group: &str, item: &Item) -> Result<StoredGroup> {
+    serde_json::from_str(string(item, "state")?)
+        .map_err(|e| Error::Corrupt(format!("stored state of group {group}: {e}")))
 }
 
 /// Partitions per offset-commit UpdateItem (a commit of more partitions of one

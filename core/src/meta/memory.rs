@@ -3,11 +3,13 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{MetaStore, check_topic_update, claim_conflict, fenced, fenced_by_peer, not_owner};
+use super::{
+    MetaStore, check_topic_update, claim_conflict, fenced, fenced_by_peer, not_owner, stale_group,
+};
 use crate::error::{Error, Result};
 use crate::types::{
     CommittedOffset, FlushRecord, GatewayInfo, GroupOffsets, IndexEntry, Member,
-    PartitionCheckpoint, PartitionId, PartitionSnapshot, StreamId, TopicId, TopicMeta,
+    PartitionCheckpoint, PartitionId, PartitionSnapshot, StoredGroup, StreamId, TopicId, TopicMeta,
 };
 
 #[derive(Debug, Default)]
@@ -18,6 +20,7 @@ struct State {
     partitions: HashMap<PartitionId, Partition>,
     next_producer_id: i64,
     offsets: HashMap<String, GroupOffsets>,
+    groups: BTreeMap<String, StoredGroup>,
 }
 
 #[derive(Debug)]
@@ -338,6 +341,36 @@ impl MetaStore for MemoryMetaStore {
                 s.offsets.remove(group);
             }
         }
+        Ok(())
+    }
+
+    async fn store_group(&self, group: &str, state: &StoredGroup) -> Result<()> {
+        let mut s = self.lock();
+        if let Some(stored) = s.groups.get(group)
+            && stored.generation > state.generation
+        {
+            return Err(stale_group(group, stored.generation, state.generation));
+        }
+        s.groups.insert(group.to_string(), state.clone());
+        Ok(())
+    }
+
+    async fn load_group(&self, group: &str) -> Result<Option<StoredGroup>> {
+        Ok(self.lock().groups.get(group).cloned())
+    }
+
+    async fn list_groups(&self) -> Result<Vec<(String, StoredGroup)>> {
+        let s = self.lock();
+        Ok(s.groups
+            .iter()
+            .map(|(g, st)| (g.clone(), st.clone()))
+            .collect())
+    }
+
+    async fn delete_group(&self, group: &str) -> Result<()> {
+        let mut s = self.lock();
+        s.groups.remove(group);
+        s.offsets.remove(group);
         Ok(())
     }
 

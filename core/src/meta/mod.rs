@@ -30,7 +30,7 @@ use async_trait::async_trait;
 use crate::error::Result;
 use crate::types::{
     CommittedOffset, FlushRecord, GatewayInfo, GroupOffsets, Member, PartitionCheckpoint,
-    PartitionId, PartitionSnapshot, StreamId, TopicId, TopicMeta,
+    PartitionId, PartitionSnapshot, StoredGroup, StreamId, TopicId, TopicMeta,
 };
 
 pub mod dynamodb;
@@ -128,6 +128,18 @@ pub trait MetaStore: Send + Sync + Debug {
     async fn fetch_offsets(&self, group: &str) -> Result<GroupOffsets>;
     /// Forgets `group`'s committed offsets for `partitions` of `topic`.
     async fn delete_offsets(&self, group: &str, topic: &str, partitions: &[i32]) -> Result<()>;
+
+    /// Stores `group`'s membership state (one write). `Precondition` if the
+    /// stored state has a greater generation: a coordinator that lost the group
+    /// cannot roll it back.
+    async fn store_group(&self, group: &str, state: &StoredGroup) -> Result<()>;
+    /// `group`'s stored state, if any (strongly consistent).
+    async fn load_group(&self, group: &str) -> Result<Option<StoredGroup>>;
+    /// Every group with stored state, by id (one query, not a table scan).
+    async fn list_groups(&self) -> Result<Vec<(String, StoredGroup)>>;
+    /// Forgets `group`: its stored state and every committed offset. `Ok` if
+    /// there was nothing to forget.
+    async fn delete_group(&self, group: &str) -> Result<()>;
 }
 
 pub type SharedMetaStore = Arc<dyn MetaStore>;
@@ -146,6 +158,13 @@ pub(crate) fn check_topic_update(stored: Option<&TopicMeta>, new: &TopicMeta) ->
         ))),
         None => Err(crate::Error::NotFound(format!("topic {}", new.name))),
     }
+}
+
+/// A group write from a coordinator behind the stored generation.
+pub(crate) fn stale_group(group: &str, stored: i32, attempted: i32) -> crate::Error {
+    crate::Error::Precondition(format!(
+        "group {group} is stored at generation {stored}; refusing to roll it back to {attempted}"
+    ))
 }
 
 pub(crate) fn fenced(stream: &StreamId, current: Option<u64>) -> crate::Error {

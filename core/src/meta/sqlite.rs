@@ -11,6 +11,7 @@
 //! | `partition_index` | topic id, partition, base offset | one index entry |
 //! | `counters` | name | producer id allocation |
 //! | `group_offsets` | group, topic, partition | committed offset (JSON: offset, leader epoch, metadata, time) |
+//! | `groups` | group | generation, membership state (JSON) |
 //!
 //! Several gateway processes on one machine may share the file: every call is
 //! one `BEGIN IMMEDIATE` transaction, so checks and writes never interleave.
@@ -21,11 +22,13 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{MetaStore, check_topic_update, claim_conflict, fenced, fenced_by_peer, not_owner};
+use super::{
+    MetaStore, check_topic_update, claim_conflict, fenced, fenced_by_peer, not_owner, stale_group,
+};
 use crate::error::{Error, Result};
 use crate::types::{
     CommittedOffset, FlushRecord, GatewayInfo, GroupOffsets, IndexEntry, Member,
-    PartitionCheckpoint, PartitionId, PartitionSnapshot, StreamId, TopicId, TopicMeta,
+    PartitionCheckpoint, PartitionId, PartitionSnapshot, StoredGroup, StreamId, TopicId, TopicMeta,
 };
 
 const SCHEMA: &str = "
@@ -52,6 +55,8 @@ CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NU
 CREATE TABLE IF NOT EXISTS group_offsets (
     group_id TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL,
     committed TEXT NOT NULL, PRIMARY KEY (group_id, topic, partition));
+CREATE TABLE IF NOT EXISTS groups (
+    group_id TEXT PRIMARY KEY, generation INTEGER NOT NULL, state TEXT NOT NULL);
 ";
 
 /// Columns added after the first release: (table, column, declaration).
@@ -818,6 +823,84 @@ impl MetaStore for SqliteMetaStore {
             for p in &partitions {
                 st.execute(params![group, topic, p]).map_err(db_err)?;
             }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn store_group(&self, group: &str, state: &StoredGroup) -> Result<()> {
+        let group = group.to_string();
+        let generation = state.generation;
+        let body = json(state)?;
+        self.tx(move |tx| {
+            let stored: Option<i32> = tx
+                .query_row(
+                    "SELECT generation FROM groups WHERE group_id = ?1",
+                    params![group],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_err)?;
+            if let Some(stored) = stored
+                && stored > generation
+            {
+                return Err(stale_group(&group, stored, generation));
+            }
+            tx.execute(
+                "INSERT INTO groups (group_id, generation, state) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (group_id) DO UPDATE SET generation = ?2, state = ?3",
+                params![group, generation, body],
+            )
+            .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn load_group(&self, group: &str) -> Result<Option<StoredGroup>> {
+        let group = group.to_string();
+        self.tx(move |tx| {
+            tx.query_row(
+                "SELECT state FROM groups WHERE group_id = ?1",
+                params![group],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+            .map_err(db_err)?
+            .map(|body| unjson(&body))
+            .transpose()
+        })
+        .await
+    }
+
+    async fn list_groups(&self) -> Result<Vec<(String, StoredGroup)>> {
+        self.tx(|tx| {
+            let mut st = tx
+                .prepare("SELECT group_id, state FROM groups ORDER BY group_id")
+                .map_err(db_err)?;
+            let rows = st
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .map_err(db_err)?;
+            let mut out = Vec::new();
+            for r in rows {
+                let (g, body) = r.map_err(db_err)?;
+                out.push((g, unjson(&body)?));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete_group(&self, group: &str) -> Result<()> {
+        let group = group.to_string();
+        self.tx(move |tx| {
+            tx.execute("DELETE FROM groups WHERE group_id = ?1", params![group])
+                .map_err(db_err)?;
+            tx.execute(
+                "DELETE FROM group_offsets WHERE group_id = ?1",
+                params![group],
+            )
+            .map_err(db_err)?;
             Ok(())
         })
         .await

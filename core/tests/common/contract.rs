@@ -1151,3 +1151,119 @@ pub async fn producer_ids_are_disjoint(meta: Arc<dyn MetaStore>) {
         );
     }
 }
+
+pub async fn group_state_is_stored_conditionally(meta: Arc<dyn MetaStore>) {
+    use floe_core::types::{CommittedOffset, StoredGroup, StoredMember};
+    let member = |id: &str, instance: Option<&str>, assignment: Vec<u8>| StoredMember {
+        member_id: id.into(),
+        instance_id: instance.map(str::to_string),
+        client_id: format!("client-{id}"),
+        client_host: "/10.0.0.7".into(),
+        session_timeout_ms: 45_000,
+        rebalance_timeout_ms: 300_000,
+        protocols: vec![
+            ("range".into(), vec![0, 1, 0, 0, 255, 0]),
+            ("cooperative-sticky".into(), Vec::new()),
+        ],
+        assignment,
+    };
+    let group = |generation: i32, members: Vec<StoredMember>| StoredGroup {
+        protocol_type: "consumer".into(),
+        protocol: Some("range".into()),
+        generation,
+        leader: members.first().map(|m| m.member_id.clone()),
+        members,
+        stored_ms: 1_700_000_000_000 + generation as i64,
+    };
+    let off = |offset: i64| CommittedOffset {
+        offset,
+        leader_epoch: -1,
+        metadata: None,
+        commit_ms: 1_700_000_000_000,
+    };
+
+    assert_eq!(meta.load_group("g1").await.expect("load"), None);
+    assert!(meta.list_groups().await.expect("list").is_empty());
+
+    let v1 = group(
+        1,
+        vec![
+            member("m-1", Some("static-1"), vec![0, 0, 0, 2, 0]),
+            member("m-2", None, Vec::new()),
+        ],
+    );
+    meta.store_group("g1", &v1).await.expect("store");
+    assert_eq!(meta.load_group("g1").await.expect("load"), Some(v1.clone()));
+
+    // A newer generation replaces; an empty group without a protocol too.
+    let v3 = StoredGroup {
+        protocol: None,
+        leader: None,
+        ..group(3, Vec::new())
+    };
+    meta.store_group("g1", &v3).await.expect("store newer");
+    assert_eq!(meta.load_group("g1").await.expect("load"), Some(v3.clone()));
+
+    // An older generation is refused and changes nothing.
+    assert_eq!(
+        err_kind(meta.store_group("g1", &v1).await),
+        ErrorKind::Precondition
+    );
+    assert_eq!(meta.load_group("g1").await.expect("load"), Some(v3.clone()));
+
+    // The same generation overwrites (e.g. the group emptied, or a static member
+    // was replaced).
+    let v3b = group(3, vec![member("m-9", Some("static-1"), vec![7; 300])]);
+    meta.store_group("g1", &v3b)
+        .await
+        .expect("store same generation");
+    assert_eq!(
+        meta.load_group("g1").await.expect("load"),
+        Some(v3b.clone())
+    );
+
+    // Offsets of g1 over more topics than one write batch holds, plus a group
+    // with offsets only and one with state only.
+    for t in 0..30 {
+        meta.commit_offsets(
+            "g1",
+            &format!("topic-{t:02}"),
+            &BTreeMap::from([(0, off(t))]),
+        )
+        .await
+        .expect("commit");
+    }
+    meta.commit_offsets("offsets-only", "orders", &BTreeMap::from([(3, off(33))]))
+        .await
+        .expect("commit");
+    let g0 = StoredGroup {
+        protocol_type: String::new(),
+        ..StoredGroup::default()
+    };
+    meta.store_group("g0", &g0).await.expect("store");
+    assert_eq!(
+        meta.list_groups().await.expect("list"),
+        vec![("g0".to_string(), g0.clone()), ("g1".to_string(), v3b)]
+    );
+
+    meta.delete_group("g1").await.expect("delete");
+    assert_eq!(meta.load_group("g1").await.expect("load"), None);
+    assert!(meta.fetch_offsets("g1").await.expect("fetch").is_empty());
+    assert_eq!(
+        meta.list_groups().await.expect("list"),
+        vec![("g0".to_string(), g0)]
+    );
+    assert_eq!(
+        meta.fetch_offsets("offsets-only").await.expect("fetch")["orders"],
+        BTreeMap::from([(3, off(33))])
+    );
+    // Deleting again, or a group never seen, is fine; a deleted group starts over.
+    meta.delete_group("g1").await.expect("delete again");
+    meta.delete_group("never-seen")
+        .await
+        .expect("delete unknown");
+    meta.store_group("g1", &v1)
+        .await
+        .expect("store after delete");
+    assert_eq!(meta.load_group("g1").await.expect("load"), Some(v1));
+}

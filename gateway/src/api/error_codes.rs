@@ -135,3 +135,46 @@ impl ErrorCodes for m::OffsetDeleteResponse {
         }
     }
 }
+
+impl ErrorCodes for m::JoinGroupResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        f(self.error_code);
+    }
+}
+
+impl ErrorCodes for m::SyncGroupResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        f(self.error_code);
+    }
+}
+
+impl ErrorCodes for m::HeartbeatResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        f(self.error_code);
+    }
+}
+
+impl ErrorCodes for m::LeaveGroupResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        f(self.error_code);
+        self.members.iter().for_each(|m| f(m.error_code));
+    }
+}
+
+impl ErrorCodes for m::ListGroupsResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        f(self.error_code);
+    }
+}
+
+impl ErrorCodes for m::DescribeGroupsResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        self.groups.iter().for_each(|g| f(g.error_code));
+    }
+}
+
+impl ErrorCodes for m::DeleteGroupsResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        self.results.iter().for_each(|r| f(r.error_code));
+    }
+}

@@ -20,6 +20,7 @@ pub mod describe_cluster;
 pub mod error_codes;
 pub mod fetch;
 pub mod find_coordinator;
+pub mod groups;
 pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
@@ -46,6 +47,13 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetCommit, 2, 8),
     (ApiKey::OffsetFetch, 1, 8),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
 ];
 
 pub fn supported(key: ApiKey) -> Option<(i16, i16)> {
@@ -203,6 +211,13 @@ pub enum Body {
     OffsetCommit(m::OffsetCommitRequest),
     OffsetFetch(m::OffsetFetchRequest),
     OffsetDelete(m::OffsetDeleteRequest),
+    JoinGroup(m::JoinGroupRequest),
+    SyncGroup(m::SyncGroupRequest),
+    Heartbeat(m::HeartbeatRequest),
+    LeaveGroup(m::LeaveGroupRequest),
+    ListGroups(m::ListGroupsRequest),
+    DescribeGroups(m::DescribeGroupsRequest),
+    DeleteGroups(m::DeleteGroupsRequest),
 }
 
 /// What a request frame decodes to.
@@ -270,6 +285,13 @@ pub fn decode_request(mut frame: Bytes) -> Result<Decoded, Close> {
         ApiKey::OffsetCommit => Body::OffsetCommit(decode(b, v, "offset_commit")?),
         ApiKey::OffsetFetch => Body::OffsetFetch(decode(b, v, "offset_fetch")?),
         ApiKey::OffsetDelete => Body::OffsetDelete(decode(b, v, "offset_delete")?),
+        ApiKey::JoinGroup => Body::JoinGroup(decode(b, v, "join_group")?),
+        ApiKey::SyncGroup => Body::SyncGroup(decode(b, v, "sync_group")?),
+        ApiKey::Heartbeat => Body::Heartbeat(decode(b, v, "heartbeat")?),
+        ApiKey::LeaveGroup => Body::LeaveGroup(decode(b, v, "leave_group")?),
+        ApiKey::ListGroups => Body::ListGroups(decode(b, v, "list_groups")?),
+        ApiKey::DescribeGroups => Body::DescribeGroups(decode(b, v, "describe_groups")?),
+        ApiKey::DeleteGroups => Body::DeleteGroups(decode(b, v, "delete_groups")?),
         other => return Err(Close(format!("API {other:?} is not supported"))),
     };
     Ok(Decoded::Request {
@@ -286,6 +308,7 @@ pub async fn handle_frame(
     broker: &Arc<Broker>,
     frame: Bytes,
     turn: Turn,
+    client_host: &str,
 ) -> Result<Option<BytesMut>, Close> {
     let (api, header, version, body, trailing) = match decode_request(frame)? {
         Decoded::UnsupportedApiVersions { correlation_id } => {
@@ -311,7 +334,11 @@ pub async fn handle_frame(
             || tracing::debug!(client = ?header.client_id, trailing, "request had trailing bytes"),
         );
     }
-    dispatch(broker, api, version, correlation_id, body, turn)
+    let client = groups::Client {
+        id: header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default(),
+        host: client_host.to_string(),
+    };
+    dispatch(broker, api, version, correlation_id, body, turn, client)
         .instrument(span)
         .await
 }
@@ -323,6 +350,7 @@ async fn dispatch(
     correlation_id: i32,
     body: Body,
     turn: Turn,
+    client: groups::Client,
 ) -> Result<Option<BytesMut>, Close> {
     let rv = api.response_header_version(v);
     // Only Produce holds its turn (until its appends are enqueued).
@@ -365,5 +393,12 @@ async fn dispatch(
         Body::OffsetCommit(req) => respond!(offsets::commit(broker, v, req).await),
         Body::OffsetFetch(req) => respond!(offsets::fetch(broker, v, req).await),
         Body::OffsetDelete(req) => respond!(offsets::delete(broker, v, req).await),
+        Body::JoinGroup(req) => respond!(groups::join(broker, v, req, client).await),
+        Body::SyncGroup(req) => respond!(groups::sync(broker, v, req).await),
+        Body::Heartbeat(req) => respond!(groups::heartbeat(broker, v, req).await),
+        Body::LeaveGroup(req) => respond!(groups::leave(broker, v, req).await),
+        Body::ListGroups(req) => respond!(groups::list(broker, v, req).await),
+        Body::DescribeGroups(req) => respond!(groups::describe(broker, v, req).await),
+        Body::DeleteGroups(req) => respond!(groups::delete(broker, v, req).await),
     }
 }

@@ -3,10 +3,11 @@
 //! the group by the ownership role, see `Broker::coordinator_of`) and stored in
 //! the MetaStore, one write per group and topic.
 //!
-//! Group membership (JoinGroup and the rest) is not served yet, so every group
-//! is empty: commits without a generation (-1, no member id: a consumer that
-//! assigns its partitions itself) are accepted, as Kafka accepts them for an
-//! empty group; commits naming a generation get ILLEGAL_GENERATION.
+//! Commits are checked against the group as Kafka checks them
+//! (`Coordinator::check_commit`): without a generation (-1, no member id: a
+//! consumer that assigns its partitions itself) only while the group has no
+//! members; otherwise from a current member, in the current generation, and
+//! not while the group waits for its leader's assignment.
 //!
 //! Offsets are not fenced by coordinator: while gateways' views of the
 //! membership differ (at most a heartbeat round), two gateways may both accept
@@ -42,14 +43,7 @@ pub const MAX_METADATA_BYTES: usize = 4096;
 
 /// Why this gateway will not serve `group` now, if it will not.
 fn refuse(broker: &Broker, group: &str) -> Option<Code> {
-    if group.is_empty() {
-        return Some(Code::InvalidGroupId);
-    }
-    match broker.coordinator_of(group) {
-        Some(m) if m.stream == broker.stream => None,
-        Some(_) => Some(Code::NotCoordinator),
-        None => Some(Code::CoordinatorNotAvailable),
-    }
+    crate::groups::Coordinator::refuse(broker, group)
 }
 
 /// Storage errors reach consumers as a retriable coordinator error.
@@ -64,10 +58,17 @@ pub async fn commit(
     req: OffsetCommitRequest,
 ) -> OffsetCommitResponse {
     let group = req.group_id.0.as_str();
-    let group_error = refuse(broker, group).or_else(|| {
-        (req.generation_id_or_member_epoch >= 0 || !req.member_id.is_empty())
-            .then_some(Code::IllegalGeneration)
-    });
+    let group_error = broker
+        .groups
+        .check_commit(
+            broker,
+            group,
+            req.generation_id_or_member_epoch,
+            req.member_id.as_str(),
+            req.group_instance_id.as_deref(),
+        )
+        .await
+        .err();
     let now = broker.clock.now_ms();
     let mut resp = OffsetCommitResponse::default();
     for t in &req.topics {

@@ -192,6 +192,9 @@ struct Args {
     /// Zone-local reads: how often a partition led in another zone is re-read for this zone's consumers [default: 500ms].
     #[arg(long, global = true, env = "FLOE_FOLLOWER_REFRESH")]
     follower_refresh: Option<String>,
+    /// How long an empty consumer group's first join waits for more members (Kafka's group.initial.rebalance.delay.ms) [default: 3s].
+    #[arg(long, global = true, env = "FLOE_GROUP_INITIAL_REBALANCE_DELAY")]
+    group_initial_rebalance_delay: Option<String>,
     /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 [default: off].
     #[arg(long, global = true, env = "FLOE_METRICS_LISTEN", value_name = "ADDR")]
     metrics_listen: Option<String>,
@@ -239,6 +242,10 @@ fn settings(args: &Args) -> Result<Settings, floe_core::Error> {
         ("heartbeat-interval", &args.heartbeat_interval),
         ("session-timeout", &args.session_timeout),
         ("follower-refresh", &args.follower_refresh),
+        (
+            "group-initial-rebalance-delay",
+            &args.group_initial_rebalance_delay,
+        ),
         ("metrics-listen", &args.metrics_listen),
     ];
     for (key, value) in flags {
