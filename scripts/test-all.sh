@@ -83,7 +83,8 @@ nextest_line rust "$logs/nextest.log"
 stage "rust end-to-end suites on the AWS backend (moto)"
 if [ -n "${FLOE_TEST_MOTO_ENDPOINT:-}" ]; then
   FLOE_TEST_BACKEND=aws cargo nextest run -p floe-gateway --locked --no-fail-fast \
-    --test e2e_rdkafka --test wire_apis --test versions --test failover --test zones 2>&1 | tee "$logs/nextest-aws.log"
+    --test e2e_rdkafka --test wire_apis --test versions --test failover --test zones \
+    --test offsets --test groups 2>&1 | tee "$logs/nextest-aws.log"
   nextest_line rust-aws "$logs/nextest-aws.log"
 else
   echo "moto is not running"; count rust-aws x 0 1

@@ -46,11 +46,7 @@ struct Cluster {
 
 impl Cluster {
     fn new() -> Self {
-        let backend = match std::env::var("FLOE_TEST_BACKEND").as_deref() {
-            Err(_) | Ok("") | Ok("embedded") => Vec::new(),
-            Ok("aws") => common::kafka::fresh_aws_backend("floe-failover"),
-            Ok(other) => panic!("FLOE_TEST_BACKEND={other:?}: expected embedded or aws"),
-        };
+        let backend = common::test_backend("floe-failover");
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(dir.path().join("data")).expect("data dir");
         Cluster {

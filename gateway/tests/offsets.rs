@@ -30,7 +30,7 @@ use tokio::net::TcpStream;
 type Row = (String, i32, i64);
 
 const NOT_COORDINATOR: i16 = 16;
-const ILLEGAL_GENERATION: i16 = 22;
+const UNKNOWN_MEMBER_ID: i16 = 25;
 const INVALID_GROUP_ID: i16 = 24;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const OFFSET_METADATA_TOO_LARGE: i16 = 12;
@@ -205,7 +205,8 @@ async fn offsets_commit_fetch_and_delete_at_every_version() {
     let mut member = commit_req("g", "o1", &[(0, 6, 1, None)]);
     member.generation_id_or_member_epoch = 4;
     member.member_id = sb("consumer-1");
-    assert_eq!(commit(&mut s8, 8, &member).await, vec![ILLEGAL_GENERATION]);
+    // As Kafka: a commit naming a member the group does not have.
+    assert_eq!(commit(&mut s8, 8, &member).await, vec![UNKNOWN_MEMBER_ID]);
     let (_, rows) = fetch_v(&mut s8, 7, "g", "o1", &[0]).await;
     assert_eq!(rows[0].1, 5, "refused commits changed nothing");
 

@@ -282,6 +282,93 @@ fn offset_delete() -> m::OffsetDeleteRequest {
     r
 }
 
+fn group(name: &str) -> m::GroupId {
+    m::GroupId(sb(name))
+}
+
+fn join_group(version: i16) -> m::JoinGroupRequest {
+    let mut p = m::join_group_request::JoinGroupRequestProtocol::default();
+    p.name = sb("range");
+    p.metadata = Bytes::from_static(b"\0\x01md");
+    let mut r = m::JoinGroupRequest::default();
+    r.group_id = group(&format!("join-v{version}"));
+    r.session_timeout_ms = 10_000;
+    r.rebalance_timeout_ms = 10_000;
+    r.protocol_type = sb("consumer");
+    r.protocols.push(p);
+    if version >= 5 {
+        r.group_instance_id = Some(sb(&format!("static-v{version}")));
+    }
+    if version >= 8 {
+        r.reason = Some(sb("versions test"));
+    }
+    r
+}
+
+fn sync_group(version: i16) -> m::SyncGroupRequest {
+    let mut a = m::sync_group_request::SyncGroupRequestAssignment::default();
+    a.member_id = sb("nobody");
+    a.assignment = Bytes::from_static(b"x");
+    let mut r = m::SyncGroupRequest::default();
+    r.group_id = group("group-a");
+    r.generation_id = 1;
+    r.member_id = sb("nobody");
+    if version >= 5 {
+        r.protocol_type = Some(sb("consumer"));
+        r.protocol_name = Some(sb("range"));
+    }
+    r.assignments.push(a);
+    r
+}
+
+fn heartbeat() -> m::HeartbeatRequest {
+    let mut r = m::HeartbeatRequest::default();
+    r.group_id = group("group-a");
+    r.generation_id = 1;
+    r.member_id = sb("nobody");
+    r
+}
+
+fn leave_group(version: i16) -> m::LeaveGroupRequest {
+    let mut r = m::LeaveGroupRequest::default();
+    r.group_id = group("group-a");
+    if version >= 3 {
+        let mut who = m::leave_group_request::MemberIdentity::default();
+        who.member_id = sb("nobody");
+        who.group_instance_id = Some(sb("nowhere"));
+        if version >= 5 {
+            who.reason = Some(sb("versions test"));
+        }
+        r.members.push(who);
+    } else {
+        r.member_id = sb("nobody");
+    }
+    r
+}
+
+fn list_groups(version: i16) -> m::ListGroupsRequest {
+    let mut r = m::ListGroupsRequest::default();
+    if version >= 4 {
+        r.states_filter = vec![sb("Stable"), sb("Empty")];
+    }
+    r
+}
+
+fn describe_groups(version: i16) -> m::DescribeGroupsRequest {
+    let mut r = m::DescribeGroupsRequest::default();
+    // A group with members (joined at every JoinGroup version above) and one
+    // that does not exist.
+    r.groups = vec![group("join-v5"), group("no-such-group")];
+    r.include_authorized_operations = version >= 3;
+    r
+}
+
+fn delete_groups() -> m::DeleteGroupsRequest {
+    let mut r = m::DeleteGroupsRequest::default();
+    r.groups_names = vec![group("group-a"), group("no-such-group")];
+    r
+}
+
 /// The (api, version) pairs to check: everything advertised.
 fn pairs() -> Vec<(ApiKey, i16)> {
     let mut out = Vec::new();
@@ -293,7 +380,11 @@ fn pairs() -> Vec<(ApiKey, i16)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_advertised_version_is_answered() {
-    let gw = InProcess::start().await;
+    // Joins complete at once (one member each): no initial rebalance delay.
+    let gw = InProcess::start_with(|s| {
+        s.group_initial_rebalance_delay = std::time::Duration::ZERO;
+    })
+    .await;
     let addr = gw.addr;
     create_topic(addr, "t", &[]).await;
     let mut failures = Vec::new();
@@ -357,6 +448,25 @@ async fn every_advertised_version_is_answered() {
             }
             ApiKey::OffsetDelete => {
                 check::<_, m::OffsetDeleteResponse>(addr, api, v, offset_delete()).await
+            }
+            ApiKey::JoinGroup => {
+                check::<_, m::JoinGroupResponse>(addr, api, v, join_group(v)).await
+            }
+            ApiKey::SyncGroup => {
+                check::<_, m::SyncGroupResponse>(addr, api, v, sync_group(v)).await
+            }
+            ApiKey::Heartbeat => check::<_, m::HeartbeatResponse>(addr, api, v, heartbeat()).await,
+            ApiKey::LeaveGroup => {
+                check::<_, m::LeaveGroupResponse>(addr, api, v, leave_group(v)).await
+            }
+            ApiKey::ListGroups => {
+                check::<_, m::ListGroupsResponse>(addr, api, v, list_groups(v)).await
+            }
+            ApiKey::DescribeGroups => {
+                check::<_, m::DescribeGroupsResponse>(addr, api, v, describe_groups(v)).await
+            }
+            ApiKey::DeleteGroups => {
+                check::<_, m::DeleteGroupsResponse>(addr, api, v, delete_groups()).await
             }
             other => Err(format!(
                 "{other:?} is served but this test has no request for it: add one"

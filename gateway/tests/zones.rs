@@ -150,10 +150,7 @@ async fn futures_join<F: std::future::Future>(fs: Vec<F>) -> Vec<F::Output> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn consumers_read_from_the_gateway_in_their_zone() {
-    let backend = match std::env::var("FLOE_TEST_BACKEND").as_deref() {
-        Ok("aws") => common::kafka::fresh_aws_backend("floe-zones"),
-        _ => Vec::new(),
-    };
+    let backend = common::test_backend("floe-zones");
     let dir = tempfile::tempdir().expect("tempdir");
     let a = start(dir.path(), 1, "zone-a", &backend);
     let b = start(dir.path(), 2, "zone-b", &backend);

@@ -85,15 +85,20 @@ impl InProcess {
 /// table on the moto server of `FLOE_TEST_MOTO_ENDPOINT` (created by `floe
 /// init`); otherwise on the embedded backend in their temporary directory.
 fn use_test_backend(settings: &mut Settings) {
+    for (key, value) in test_backend("floe-it") {
+        settings
+            .apply(key, &value)
+            .expect("the test backend's settings");
+    }
+}
+
+/// The settings that put a gateway on the test backend: none for the embedded
+/// one; with `FLOE_TEST_BACKEND=aws`, a fresh bucket and table named after
+/// `prefix` (one call, one backend: gateways meant to share it share the list).
+pub fn test_backend(prefix: &str) -> Vec<(&'static str, String)> {
     match std::env::var("FLOE_TEST_BACKEND").as_deref() {
-        Err(_) | Ok("") | Ok("embedded") => {}
-        Ok("aws") => {
-            for (key, value) in kafka::fresh_aws_backend("floe-it") {
-                settings
-                    .apply(key, &value)
-                    .expect("the test backend's settings");
-            }
-        }
+        Err(_) | Ok("") | Ok("embedded") => Vec::new(),
+        Ok("aws") => kafka::fresh_aws_backend(prefix),
         Ok(other) => panic!("FLOE_TEST_BACKEND={other:?}: expected embedded or aws"),
     }
 }
