@@ -94,6 +94,13 @@ pub struct Settings {
     /// the wait, up to the rebalance timeout), saving a rebalance per member
     /// when a whole group starts at once.
     pub group_initial_rebalance_delay: Duration,
+    /// KIP-848 groups (`group.protocol=consumer`): Kafka's
+    /// `group.consumer.session.timeout.ms`, set by the coordinator for every
+    /// member.
+    pub consumer_group_session_timeout: Duration,
+    /// KIP-848 groups: Kafka's `group.consumer.heartbeat.interval.ms`, told to
+    /// every member.
+    pub consumer_group_heartbeat_interval: Duration,
     /// Kafka cluster id reported in Metadata and DescribeCluster.
     pub cluster_id: String,
     /// tracing filter, e.g. `info` or `floe_gateway=debug,info`.
@@ -136,6 +143,8 @@ impl Default for Settings {
             session_timeout: Duration::from_secs(6),
             follower_refresh: Duration::from_millis(500),
             group_initial_rebalance_delay: Duration::from_secs(3),
+            consumer_group_session_timeout: Duration::from_secs(45),
+            consumer_group_heartbeat_interval: Duration::from_secs(5),
             cluster_id: "floe-cluster".to_string(),
             log_level: "info".to_string(),
             metrics_listen: None,
@@ -175,6 +184,8 @@ pub const KEYS: &[&str] = &[
     "session-timeout",
     "follower-refresh",
     "group-initial-rebalance-delay",
+    "consumer-group-session-timeout",
+    "consumer-group-heartbeat-interval",
     "cluster-id",
     "log-level",
     "metrics-listen",
@@ -271,6 +282,12 @@ impl Settings {
             "follower-refresh" => self.follower_refresh = parse_duration(&k, value)?,
             "group-initial-rebalance-delay" => {
                 self.group_initial_rebalance_delay = parse_duration(&k, value)?
+            }
+            "consumer-group-session-timeout" => {
+                self.consumer_group_session_timeout = parse_duration(&k, value)?
+            }
+            "consumer-group-heartbeat-interval" => {
+                self.consumer_group_heartbeat_interval = parse_duration(&k, value)?
             }
             "cluster-id" => self.cluster_id = value.to_string(),
             "log-level" => self.log_level = value.to_string(),
@@ -371,6 +388,14 @@ impl Settings {
             return fail(format!(
                 "session-timeout ({:?}) must be at least 3 x heartbeat-interval ({:?}, at least 50ms)",
                 self.session_timeout, self.heartbeat_interval
+            ));
+        }
+        if self.consumer_group_heartbeat_interval < Duration::from_millis(100)
+            || self.consumer_group_session_timeout < 2 * self.consumer_group_heartbeat_interval
+        {
+            return fail(format!(
+                "consumer-group-session-timeout ({:?}) must be at least twice consumer-group-heartbeat-interval ({:?}), which must be at least 100ms",
+                self.consumer_group_session_timeout, self.consumer_group_heartbeat_interval
             ));
         }
         if self.follower_refresh < Duration::from_millis(10) {

@@ -196,6 +196,10 @@ pub struct StoredGroup {
     pub members: Vec<StoredMember>,
     /// Wall-clock time of the write, for operators.
     pub stored_ms: i64,
+    /// A KIP-848 group (ConsumerGroupHeartbeat): `generation` is the group
+    /// epoch and members carry their epochs and partitions.
+    #[serde(default)]
+    pub consumer_protocol: bool,
 }
 
 /// One member of a stored group.
@@ -213,6 +217,24 @@ pub struct StoredMember {
     pub protocols: Vec<(String, Vec<u8>)>,
     /// The member's assignment in the current generation (opaque bytes).
     pub assignment: Vec<u8>,
+    /// KIP-848 members: the member epoch.
+    #[serde(default)]
+    pub member_epoch: i32,
+    /// KIP-848 members: the subscribed topic names.
+    #[serde(default)]
+    pub subscribed_topics: Vec<String>,
+    /// KIP-848 members: the server-side assignor asked for.
+    #[serde(default)]
+    pub server_assignor: Option<String>,
+    /// KIP-848 members: the client's rack.
+    #[serde(default)]
+    pub rack: Option<String>,
+    /// KIP-848 members: the partitions the member owns, by topic id.
+    #[serde(default)]
+    pub owned: Vec<(TopicId, Vec<i32>)>,
+    /// KIP-848 members: partitions it was told to give up and has not yet.
+    #[serde(default)]
+    pub revoking: Vec<(TopicId, Vec<i32>)>,
 }
 
 /// A gateway's registration: where clients reach it.

@@ -1166,6 +1166,7 @@ pub async fn group_state_is_stored_conditionally(meta: Arc<dyn MetaStore>) {
             ("cooperative-sticky".into(), Vec::new()),
         ],
         assignment,
+        ..Default::default()
     };
     let group = |generation: i32, members: Vec<StoredMember>| StoredGroup {
         protocol_type: "consumer".into(),
@@ -1174,6 +1175,7 @@ pub async fn group_state_is_stored_conditionally(meta: Arc<dyn MetaStore>) {
         leader: members.first().map(|m| m.member_id.clone()),
         members,
         stored_ms: 1_700_000_000_000 + generation as i64,
+        consumer_protocol: false,
     };
     let off = |offset: i64| CommittedOffset {
         offset,
@@ -1189,7 +1191,16 @@ pub async fn group_state_is_stored_conditionally(meta: Arc<dyn MetaStore>) {
         1,
         vec![
             member("m-1", Some("static-1"), vec![0, 0, 0, 2, 0]),
-            member("m-2", None, Vec::new()),
+            // A KIP-848 member's epoch, subscription and partitions.
+            StoredMember {
+                member_epoch: 7,
+                subscribed_topics: vec!["orders".into(), "payments".into()],
+                server_assignor: Some("uniform".into()),
+                rack: Some("eu-west-1a".into()),
+                owned: vec![(uuid::Uuid::from_u128(9), vec![0, 2, 5])],
+                revoking: vec![(uuid::Uuid::from_u128(9), vec![7])],
+                ..member("m-2", None, Vec::new())
+            },
         ],
     );
     meta.store_group("g1", &v1).await.expect("store");

@@ -178,3 +178,9 @@ impl ErrorCodes for m::DeleteGroupsResponse {
         self.results.iter().for_each(|r| f(r.error_code));
     }
 }
+
+impl ErrorCodes for m::ConsumerGroupHeartbeatResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        f(self.error_code);
+    }
+}

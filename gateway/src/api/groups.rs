@@ -1,7 +1,8 @@
 //! The consumer-group APIs of the classic protocol: JoinGroup, SyncGroup,
 //! Heartbeat, LeaveGroup (batched members from v3), ListGroups (state filter
-//! from v4), DescribeGroups and DeleteGroups. The protocol itself lives in
-//! `crate::groups`; this module translates the wire messages.
+//! from v4), DescribeGroups and DeleteGroups; and the KIP-848
+//! ConsumerGroupHeartbeat. The protocols live in `crate::groups`; this module
+//! translates the wire messages.
 
 use std::sync::Arc;
 
@@ -11,15 +12,16 @@ use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{
-    DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
-    GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
-    LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse,
-    SyncGroupRequest, SyncGroupResponse,
+    ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, DeleteGroupsRequest,
+    DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse, GroupId, HeartbeatRequest,
+    HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse,
+    ListGroupsRequest, ListGroupsResponse, SyncGroupRequest, SyncGroupResponse,
 };
 
 use super::str_bytes;
 use crate::broker::Broker;
 use crate::error::Code;
+use crate::groups::consumer::{Assignment, Beat};
 use crate::groups::{Coordinator, Join};
 
 /// Who sent a request: the header's client id and the connection's host.
@@ -175,7 +177,11 @@ pub async fn leave(
     r
 }
 
-pub async fn list(broker: &Arc<Broker>, version: i16, req: ListGroupsRequest) -> ListGroupsResponse {
+pub async fn list(
+    broker: &Arc<Broker>,
+    version: i16,
+    req: ListGroupsRequest,
+) -> ListGroupsResponse {
     let mut r = ListGroupsResponse::default();
     match broker.groups.list(broker).await {
         Ok(groups) => {
@@ -268,5 +274,72 @@ pub async fn delete(
         d.group_id = id;
         r.results.push(d);
     }
+    r
+}
+
+pub async fn consumer_heartbeat(
+    broker: &Arc<Broker>,
+    _version: i16,
+    req: ConsumerGroupHeartbeatRequest,
+    client: Client,
+) -> ConsumerGroupHeartbeatResponse {
+    use kafka_protocol::messages::consumer_group_heartbeat_response::{
+        Assignment as WireAssignment, TopicPartitions,
+    };
+    let owned = req.topic_partitions.as_ref().map(|tps| {
+        let mut a = Assignment::new();
+        for tp in tps {
+            a.entry(tp.topic_id)
+                .or_default()
+                .extend(tp.partitions.iter().copied());
+        }
+        a
+    });
+    let beat = Beat {
+        member_id: req.member_id.to_string(),
+        epoch: req.member_epoch,
+        instance_id: req.instance_id.as_ref().map(|i| i.to_string()),
+        rack: req.rack_id.as_ref().map(|r| r.to_string()),
+        rebalance_timeout_ms: req.rebalance_timeout_ms,
+        subscribed: req
+            .subscribed_topic_names
+            .as_ref()
+            .map(|ts| ts.iter().map(|t| t.0.to_string()).collect()),
+        regex: req.subscribed_topic_regex.as_ref().map(|r| r.to_string()),
+        assignor: req.server_assignor.as_ref().map(|a| a.to_string()),
+        owned,
+        client_id: client.id,
+        client_host: client.host,
+    };
+    let answer = broker
+        .groups
+        .consumer_heartbeat(broker, req.group_id.0.as_str(), beat)
+        .await;
+    let mut r = ConsumerGroupHeartbeatResponse::default();
+    r.error_code = code(answer.error);
+    r.error_message = answer.message.map(str_bytes);
+    r.member_id = Some(str_bytes(if answer.member_id.is_empty() {
+        req.member_id.to_string()
+    } else {
+        answer.member_id
+    }));
+    r.member_epoch = answer.epoch;
+    r.heartbeat_interval_ms = broker
+        .settings
+        .consumer_group_heartbeat_interval
+        .as_millis() as i32;
+    r.assignment = answer.assignment.map(|a| {
+        let mut w = WireAssignment::default();
+        w.topic_partitions = a
+            .into_iter()
+            .map(|(id, ps)| {
+                let mut tp = TopicPartitions::default();
+                tp.topic_id = id;
+                tp.partitions = ps.into_iter().collect();
+                tp
+            })
+            .collect();
+        w
+    });
     r
 }

@@ -44,8 +44,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::FindCoordinator, 0, 6),
-    (ApiKey::OffsetCommit, 2, 8),
-    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::JoinGroup, 0, 9),
     (ApiKey::SyncGroup, 0, 5),
@@ -54,6 +54,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
 ];
 
 pub fn supported(key: ApiKey) -> Option<(i16, i16)> {
@@ -218,6 +219,7 @@ pub enum Body {
     ListGroups(m::ListGroupsRequest),
     DescribeGroups(m::DescribeGroupsRequest),
     DeleteGroups(m::DeleteGroupsRequest),
+    ConsumerGroupHeartbeat(m::ConsumerGroupHeartbeatRequest),
 }
 
 /// What a request frame decodes to.
@@ -292,6 +294,9 @@ pub fn decode_request(mut frame: Bytes) -> Result<Decoded, Close> {
         ApiKey::ListGroups => Body::ListGroups(decode(b, v, "list_groups")?),
         ApiKey::DescribeGroups => Body::DescribeGroups(decode(b, v, "describe_groups")?),
         ApiKey::DeleteGroups => Body::DeleteGroups(decode(b, v, "delete_groups")?),
+        ApiKey::ConsumerGroupHeartbeat => {
+            Body::ConsumerGroupHeartbeat(decode(b, v, "consumer_group_heartbeat")?)
+        }
         other => return Err(Close(format!("API {other:?} is not supported"))),
     };
     Ok(Decoded::Request {
@@ -335,7 +340,11 @@ pub async fn handle_frame(
         );
     }
     let client = groups::Client {
-        id: header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default(),
+        id: header
+            .client_id
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
         host: client_host.to_string(),
     };
     dispatch(broker, api, version, correlation_id, body, turn, client)
@@ -400,5 +409,8 @@ async fn dispatch(
         Body::ListGroups(req) => respond!(groups::list(broker, v, req).await),
         Body::DescribeGroups(req) => respond!(groups::describe(broker, v, req).await),
         Body::DeleteGroups(req) => respond!(groups::delete(broker, v, req).await),
+        Body::ConsumerGroupHeartbeat(req) => {
+            respond!(groups::consumer_heartbeat(broker, v, req, client).await)
+        }
     }
 }

@@ -6,8 +6,9 @@
 //! Commits are checked against the group as Kafka checks them
 //! (`Coordinator::check_commit`): without a generation (-1, no member id: a
 //! consumer that assigns its partitions itself) only while the group has no
-//! members; otherwise from a current member, in the current generation, and
-//! not while the group waits for its leader's assignment.
+//! members; otherwise from a current member, in the current generation (for a
+//! KIP-848 group, v9: its current member epoch), and not while the group waits
+//! for its leader's assignment.
 //!
 //! Offsets are not fenced by coordinator: while gateways' views of the
 //! membership differ (at most a heartbeat round), two gateways may both accept
@@ -195,7 +196,21 @@ pub async fn fetch(
             });
             let mut gr = OffsetFetchResponseGroup::default();
             gr.group_id = g.group_id.clone();
-            match fetch_group(broker, g.group_id.0.as_str(), topics).await {
+            // v9: a KIP-848 member names itself and its epoch.
+            let checked = broker
+                .groups
+                .check_fetch(
+                    broker,
+                    g.group_id.0.as_str(),
+                    g.member_id.as_deref(),
+                    g.member_epoch,
+                )
+                .await;
+            let rows = match checked {
+                Ok(()) => fetch_group(broker, g.group_id.0.as_str(), topics).await,
+                Err(c) => Err(c),
+            };
+            match rows {
                 Ok(rows) => {
                     gr.topics = rows
                         .into_iter()

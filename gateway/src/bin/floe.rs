@@ -195,6 +195,12 @@ struct Args {
     /// How long an empty consumer group's first join waits for more members (Kafka's group.initial.rebalance.delay.ms) [default: 3s].
     #[arg(long, global = true, env = "FLOE_GROUP_INITIAL_REBALANCE_DELAY")]
     group_initial_rebalance_delay: Option<String>,
+    /// KIP-848 consumer groups: member session timeout (Kafka's group.consumer.session.timeout.ms) [default: 45s].
+    #[arg(long, global = true, env = "FLOE_CONSUMER_GROUP_SESSION_TIMEOUT")]
+    consumer_group_session_timeout: Option<String>,
+    /// KIP-848 consumer groups: heartbeat interval told to members (Kafka's group.consumer.heartbeat.interval.ms) [default: 5s].
+    #[arg(long, global = true, env = "FLOE_CONSUMER_GROUP_HEARTBEAT_INTERVAL")]
+    consumer_group_heartbeat_interval: Option<String>,
     /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 [default: off].
     #[arg(long, global = true, env = "FLOE_METRICS_LISTEN", value_name = "ADDR")]
     metrics_listen: Option<String>,
@@ -245,6 +251,14 @@ fn settings(args: &Args) -> Result<Settings, floe_core::Error> {
         (
             "group-initial-rebalance-delay",
             &args.group_initial_rebalance_delay,
+        ),
+        (
+            "consumer-group-session-timeout",
+            &args.consumer_group_session_timeout,
+        ),
+        (
+            "consumer-group-heartbeat-interval",
+            &args.consumer_group_heartbeat_interval,
         ),
         ("metrics-listen", &args.metrics_listen),
     ];

@@ -22,6 +22,11 @@
 //!
 //! Timers (session expiry, rebalance deadlines, groups moving away) are driven
 //! by `tick`, which the gateway runs every `TICK`.
+//!
+//! The KIP-848 protocol (ConsumerGroupHeartbeat) is in `consumer`; a group is
+//! of one kind or the other while it has members.
+
+pub mod consumer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -32,6 +37,8 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use floe_core::types::{StoredGroup, StoredMember};
+
+use consumer::{Beat, BeatAnswer, ConsumerGroup};
 
 use crate::broker::Broker;
 use crate::error::Code;
@@ -179,6 +186,12 @@ struct Group {
     initial_limit: Option<Instant>,
     /// Whether the MetaStore holds a record of this group.
     stored: bool,
+    /// Set for a KIP-848 group (the classic fields above are then unused).
+    consumer: Option<ConsumerGroup>,
+    /// A KIP-848 group changed since it was last stored.
+    dirty: bool,
+    /// A store of this group is in flight (`tick` stores one at a time, in order).
+    storing: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Group {
@@ -195,13 +208,27 @@ impl Group {
             rebalance_deadline: None,
             initial_limit: None,
             stored: false,
+            consumer: None,
+            dirty: false,
+            storing: Default::default(),
         }
     }
 
+    /// Whether a KIP-848 group with members holds the group id.
+    fn is_consumer_group(&self) -> bool {
+        self.consumer
+            .as_ref()
+            .is_some_and(|c| !c.members.is_empty())
+    }
+
     /// A group as the MetaStore holds it; every member gets a fresh session.
-    fn from_stored(s: StoredGroup, now: Instant) -> Self {
+    fn from_stored(s: StoredGroup, now: Instant, consumer_session: Duration) -> Self {
         let mut g = Group::empty();
         g.stored = true;
+        if s.consumer_protocol {
+            g.consumer = Some(ConsumerGroup::from_stored(&s, now, consumer_session));
+            return g;
+        }
         g.generation = s.generation;
         g.protocol_type = (!s.protocol_type.is_empty()).then_some(s.protocol_type.clone());
         for m in s.members {
@@ -261,9 +288,11 @@ impl Group {
                         .map(|(n, b)| (n.clone(), b.to_vec()))
                         .collect(),
                     assignment: m.assignment.to_vec(),
+                    ..Default::default()
                 })
                 .collect(),
             stored_ms: now_ms,
+            consumer_protocol: false,
         }
     }
 
@@ -363,7 +392,9 @@ impl Group {
 
     /// Completes the join if every member is in and no initial delay runs.
     fn maybe_complete_join(&mut self, now: Instant) -> bool {
-        if self.state == State::PreparingRebalance && self.initial_limit.is_none() && self.all_joined()
+        if self.state == State::PreparingRebalance
+            && self.initial_limit.is_none()
+            && self.all_joined()
         {
             self.complete_join(now);
             return true;
@@ -395,12 +426,16 @@ impl Group {
             return true;
         }
         self.protocol = self.select_protocol();
-        self.protocol_type = self.members.values().next().map(|m| m.protocol_type.clone());
-        if !self.leader.as_ref().is_some_and(|l| {
-            self.members
-                .get(l)
-                .is_some_and(|m| m.join.is_some())
-        }) {
+        self.protocol_type = self
+            .members
+            .values()
+            .next()
+            .map(|m| m.protocol_type.clone());
+        if !self
+            .leader
+            .as_ref()
+            .is_some_and(|l| self.members.get(l).is_some_and(|m| m.join.is_some()))
+        {
             self.leader = self
                 .members
                 .iter()
@@ -582,9 +617,10 @@ impl Coordinator {
             return Ok(self.lock().contains_key(group));
         };
         let now = Instant::now();
+        let session = broker.settings.consumer_group_session_timeout;
         self.lock()
             .entry(group.to_string())
-            .or_insert_with(|| Group::from_stored(stored, now));
+            .or_insert_with(|| Group::from_stored(stored, now, session));
         tracing::info!(group, "group loaded");
         Ok(true)
     }
@@ -643,6 +679,10 @@ impl Coordinator {
         if g.state == State::Dead {
             return Err(Joined::error(Code::CoordinatorNotAvailable, &j.member_id));
         }
+        if g.is_consumer_group() {
+            return Err(Joined::error(Code::InconsistentGroupProtocol, &j.member_id));
+        }
+        g.consumer = None;
         if !g.supports(&j.member_id, &j.protocol_type, &j.protocols) {
             return Err(Joined::error(Code::InconsistentGroupProtocol, &j.member_id));
         }
@@ -1009,7 +1049,14 @@ impl Coordinator {
             if g.state == State::Dead {
                 return Err(Code::CoordinatorNotAvailable);
             }
-            if generation < 0 && g.members.is_empty() {
+            if let Some(c) = g.consumer.as_ref().filter(|c| !c.members.is_empty()) {
+                // KIP-848: the member's current epoch (v9 names it).
+                if generation < 0 && member_id.is_empty() {
+                    return Err(Code::UnknownMemberId);
+                }
+                c.check_epoch(member_id, generation)?;
+                None
+            } else if generation < 0 && g.members.is_empty() {
                 (!g.stored).then(|| {
                     g.stored = true;
                     g.to_stored(broker.clock.now_ms())
@@ -1040,6 +1087,78 @@ impl Coordinator {
         Ok(())
     }
 
+    /// OffsetFetch v9 names a KIP-848 member and its epoch: checks them (a
+    /// negative epoch asks for no check).
+    pub async fn check_fetch(
+        &self,
+        broker: &Broker,
+        group: &str,
+        member_id: Option<&str>,
+        epoch: i32,
+    ) -> Result<(), Code> {
+        if epoch < 0 {
+            return Ok(());
+        }
+        self.load(broker, group).await?;
+        let groups = self.lock();
+        match groups.get(group).and_then(|g| g.consumer.as_ref()) {
+            Some(c) => c.check_epoch(member_id.unwrap_or(""), epoch),
+            None => Err(Code::UnknownMemberId),
+        }
+    }
+
+    /// ConsumerGroupHeartbeat (KIP-848).
+    pub async fn consumer_heartbeat(&self, broker: &Broker, group: &str, b: Beat) -> BeatAnswer {
+        if let Err(c) = self.load(broker, group).await {
+            return BeatAnswer::error(c, "this gateway does not coordinate the group now");
+        }
+        if b.regex.as_deref().is_some_and(|r| !r.is_empty()) {
+            return BeatAnswer::error(
+                Code::InvalidRequest,
+                "Floe does not support regular-expression subscriptions with the consumer group protocol; subscribe to topic names",
+            );
+        }
+        if let Some(a) = &b.assignor
+            && !consumer::ASSIGNORS.contains(&a.as_str())
+        {
+            return BeatAnswer::error(
+                Code::UnsupportedAssignor,
+                format!("assignor {a:?} is not one of {:?}", consumer::ASSIGNORS),
+            );
+        }
+        if b.epoch == 0 && b.rebalance_timeout_ms <= 0 {
+            return BeatAnswer::error(Code::InvalidRequest, "rebalance timeout must be positive");
+        }
+        let session = broker.settings.consumer_group_session_timeout;
+        let topics = |name: &str| broker.topic(name).map(|t| (t.meta.id, t.meta.partitions));
+        let now = Instant::now();
+        let mut groups = self.lock();
+        let g = match groups.get_mut(group) {
+            Some(g) => g,
+            None if b.epoch == 0 => groups.entry(group.to_string()).or_insert_with(Group::empty),
+            None => return BeatAnswer::error(Code::UnknownMemberId, "the group does not exist"),
+        };
+        if !g.members.is_empty() {
+            return BeatAnswer::error(
+                Code::InconsistentGroupProtocol,
+                "the group has members of the classic protocol",
+            );
+        }
+        let c = g.consumer.get_or_insert_with(ConsumerGroup::default);
+        let epoch = c.epoch;
+        let answer = c.heartbeat(b, topics, now, session);
+        if c.epoch != epoch {
+            tracing::info!(
+                group,
+                epoch = c.epoch,
+                members = c.members.len(),
+                "consumer group epoch"
+            );
+        }
+        g.dirty = true;
+        answer
+    }
+
     /// DescribeGroups for one group: `None` if it does not exist.
     pub async fn describe(&self, broker: &Broker, group: &str) -> Result<Option<Described>, Code> {
         if !self.load(broker, group).await? {
@@ -1049,12 +1168,19 @@ impl Coordinator {
         let Some(g) = groups.get(group) else {
             return Ok(None);
         };
+        if let Some(c) = &g.consumer {
+            return Ok(Some(describe_consumer(broker, c)));
+        }
         let stable = g.state == State::Stable;
         let protocol = g.protocol.clone().unwrap_or_default();
         Ok(Some(Described {
             state: g.state.name(),
             protocol_type: g.protocol_type.clone().unwrap_or_default(),
-            protocol: if stable { protocol.clone() } else { String::new() },
+            protocol: if stable {
+                protocol.clone()
+            } else {
+                String::new()
+            },
             members: g
                 .members
                 .iter()
@@ -1089,7 +1215,9 @@ impl Coordinator {
         let mut out: BTreeMap<String, (String, &'static str)> = BTreeMap::new();
         for (id, s) in stored {
             if mine(&id) && !groups.contains_key(&id) {
-                let state = if s.members.is_empty() || s.protocol.is_none() {
+                let state = if s.members.is_empty() {
+                    State::Empty
+                } else if s.protocol.is_none() && !s.consumer_protocol {
                     State::Empty
                 } else {
                     State::Stable
@@ -1098,7 +1226,11 @@ impl Coordinator {
             }
         }
         for (id, g) in groups.iter() {
-            if mine(id) && g.state != State::Dead && (g.stored || !g.members.is_empty()) {
+            if let Some(c) = &g.consumer {
+                if mine(id) {
+                    out.insert(id.clone(), ("consumer".to_string(), c.state()));
+                }
+            } else if mine(id) && g.state != State::Dead && (g.stored || !g.members.is_empty()) {
                 out.insert(
                     id.clone(),
                     (g.protocol_type.clone().unwrap_or_default(), g.state.name()),
@@ -1115,7 +1247,7 @@ impl Coordinator {
             Err(c) => return Some(c),
         };
         if let Some(g) = self.lock().get(group)
-            && !g.members.is_empty()
+            && (!g.members.is_empty() || g.is_consumer_group())
         {
             return Some(Code::NonEmptyGroup);
         }
@@ -1134,7 +1266,10 @@ impl Coordinator {
             return Some(Code::CoordinatorNotAvailable);
         }
         let mut groups = self.lock();
-        if groups.get(group).is_some_and(|g| g.members.is_empty()) {
+        if groups
+            .get(group)
+            .is_some_and(|g| g.members.is_empty() && !g.is_consumer_group())
+        {
             groups.remove(group);
         }
         tracing::info!(group, "group deleted");
@@ -1164,6 +1299,27 @@ impl Coordinator {
             true
         });
         for (id, g) in groups.iter_mut() {
+            if let Some(c) = g.consumer.as_mut() {
+                for m in c.expire(now) {
+                    tracing::info!(group = %id, member = %m, "consumer group member expired");
+                    g.dirty = true;
+                }
+                if g.dirty && !g.storing.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                    g.dirty = false;
+                    g.stored = true;
+                    let record = c.to_stored(broker.clock.now_ms());
+                    let meta = broker.meta.clone();
+                    let storing = g.storing.clone();
+                    let group = id.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = meta.store_group(&group, &record).await {
+                            tracing::warn!(%group, error = %e, "could not store the consumer group");
+                        }
+                        storing.store(false, std::sync::atomic::Ordering::Release);
+                    });
+                }
+                continue;
+            }
             g.pending.retain(|_, until| *until > now);
             let expired: Vec<String> = g
                 .members
@@ -1189,5 +1345,48 @@ impl Coordinator {
                 Self::store_later(broker, id, g);
             }
         }
+    }
+}
+
+/// DescribeGroups for a KIP-848 group: members with their partitions encoded
+/// as a classic consumer assignment, so older tools can read them.
+fn describe_consumer(broker: &Broker, c: &ConsumerGroup) -> Described {
+    use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition;
+    use kafka_protocol::messages::{ConsumerProtocolAssignment, TopicName};
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+    let encode = |a: &consumer::Assignment| -> Bytes {
+        let mut cpa = ConsumerProtocolAssignment::default();
+        for (id, ps) in a {
+            let Some(t) = broker.topic_by_id(id) else {
+                continue;
+            };
+            let mut tp = TopicPartition::default();
+            tp.topic = TopicName(StrBytes::from_string(t.meta.name.clone()));
+            tp.partitions = ps.iter().copied().collect();
+            cpa.assigned_partitions.push(tp);
+        }
+        let mut buf = bytes::BytesMut::new();
+        buf.extend_from_slice(&0i16.to_be_bytes());
+        match cpa.encode(&mut buf, 0) {
+            Ok(()) => buf.freeze(),
+            Err(_) => Bytes::new(),
+        }
+    };
+    Described {
+        state: c.state(),
+        protocol_type: "consumer".into(),
+        protocol: String::new(),
+        members: c
+            .members
+            .iter()
+            .map(|(id, m)| DescribedMember {
+                member_id: id.clone(),
+                instance_id: m.instance_id.clone(),
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                metadata: Bytes::new(),
+                assignment: encode(&m.assigned),
+            })
+            .collect(),
     }
 }
