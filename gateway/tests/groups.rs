@@ -1,9 +1,12 @@
-//! Consumer groups, classic protocol: the rebalance protocol on the wire (member
-//! ids, generations, protocol selection, static members, session expiry and
-//! every error code a client can meet), group state surviving a gateway restart,
-//! then librdkafka consumers that subscribe: range, roundrobin and
-//! cooperative-sticky groups splitting a topic, members leaving, and the group
-//! coordinator's gateway killed under a consuming group.
+//! Consumer groups: the classic rebalance protocol on the wire (member ids,
+//! generations, protocol selection, static members, session expiry and every
+//! error code a client can meet) and the KIP-848 one (member epochs,
+//! revoke-before-assign reconciliation, static members, fencing), group state
+//! surviving a gateway restart, then librdkafka consumers that subscribe with
+//! either protocol: range, roundrobin, cooperative-sticky and the server-side
+//! uniform and range assignors splitting a topic, members leaving, static
+//! members returning, and the group coordinator's gateway killed under a
+//! consuming group.
 
 mod common;
 
@@ -36,6 +39,10 @@ const NON_EMPTY_GROUP: i16 = 68;
 const GROUP_ID_NOT_FOUND: i16 = 69;
 const MEMBER_ID_REQUIRED: i16 = 79;
 const FENCED_INSTANCE_ID: i16 = 82;
+const FENCED_MEMBER_EPOCH: i16 = 110;
+const UNRELEASED_INSTANCE_ID: i16 = 111;
+const UNSUPPORTED_ASSIGNOR: i16 = 112;
+const STALE_MEMBER_EPOCH: i16 = 113;
 
 fn gid(g: &str) -> GroupId {
     GroupId(sb(g))
@@ -552,6 +559,300 @@ async fn a_stable_group_survives_a_gateway_restart() {
     gw.terminate();
 }
 
+/// One KIP-848 member's view: (error, member epoch, assignment if sent).
+type Beat = (i16, i32, Option<BTreeMap<i32, Vec<i32>>>);
+
+/// A ConsumerGroupHeartbeat v1. `owned` None: unchanged since the last one.
+async fn beat(
+    s: &mut TcpStream,
+    group: &str,
+    member: &str,
+    epoch: i32,
+    instance: Option<&str>,
+    topic: Option<(&str, uuid::Uuid)>,
+    owned: Option<&[i32]>,
+    assignor: Option<&str>,
+) -> Beat {
+    use consumer_group_heartbeat_request::TopicPartitions;
+    let mut r = ConsumerGroupHeartbeatRequest::default();
+    r.group_id = gid(group);
+    r.member_id = sb(member);
+    r.member_epoch = epoch;
+    r.instance_id = instance.map(sb);
+    r.rebalance_timeout_ms = 30_000;
+    r.server_assignor = assignor.map(sb);
+    if let Some((name, _)) = topic {
+        r.subscribed_topic_names = Some(vec![TopicName(sb(name))]);
+    }
+    r.topic_partitions = match (owned, topic) {
+        (Some(ps), Some((_, id))) => {
+            let mut tp = TopicPartitions::default();
+            tp.topic_id = id;
+            tp.partitions = ps.to_vec();
+            Some(vec![tp])
+        }
+        (Some(_), None) => Some(Vec::new()),
+        (None, _) => None,
+    };
+    let resp: ConsumerGroupHeartbeatResponse =
+        roundtrip(s, ApiKey::ConsumerGroupHeartbeat, 1, &r).await;
+    let assignment = resp.assignment.map(|a| {
+        // Keyed by a small number per topic id, for readable assertions.
+        a.topic_partitions
+            .into_iter()
+            .map(|tp| (tp.topic_id.as_u128() as i32, tp.partitions))
+            .collect()
+    });
+    (resp.error_code, resp.member_epoch, assignment)
+}
+
+fn parts(a: &Option<BTreeMap<i32, Vec<i32>>>) -> Vec<i32> {
+    let mut v: Vec<i32> = a
+        .iter()
+        .flat_map(|m| m.values().flatten().copied())
+        .collect();
+    v.sort();
+    v
+}
+
+async fn commit_v9(s: &mut TcpStream, group: &str, epoch: i32, member: &str) -> i16 {
+    let mut p = OffsetCommitRequestPartition::default();
+    p.partition_index = 0;
+    p.committed_offset = 1;
+    p.committed_leader_epoch = -1;
+    let mut t = OffsetCommitRequestTopic::default();
+    t.name = TopicName(sb("k"));
+    t.partitions.push(p);
+    let mut r = OffsetCommitRequest::default();
+    r.group_id = gid(group);
+    r.generation_id_or_member_epoch = epoch;
+    r.member_id = sb(member);
+    r.topics.push(t);
+    let resp: OffsetCommitResponse = roundtrip(s, ApiKey::OffsetCommit, 9, &r).await;
+    resp.topics[0].partitions[0].error_code
+}
+
+/// The topic id of `name`, from Metadata.
+async fn topic_id(s: &mut TcpStream, name: &str) -> uuid::Uuid {
+    let mut t = metadata_request::MetadataRequestTopic::default();
+    t.name = Some(TopicName(sb(name)));
+    let mut r = MetadataRequest::default();
+    r.topics = Some(vec![t]);
+    let resp: MetadataResponse = roundtrip(s, ApiKey::Metadata, 12, &r).await;
+    resp.topics[0].topic_id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consumer_group_protocol_on_the_wire() {
+    let gw = InProcess::start_with(|s| {
+        s.consumer_group_session_timeout = Duration::from_secs(2);
+        s.consumer_group_heartbeat_interval = Duration::from_millis(200);
+    })
+    .await;
+    let addr = gw.addr;
+    common::kafka::create_topic(&gw.bootstrap(), "k", 4).await;
+    let mut s = connect(addr).await;
+    let id = topic_id(&mut s, "k").await;
+    let k = Some(("k", id));
+    let key = id.as_u128() as i32;
+    let (a, b) = ("member-a", "member-b");
+
+    // Refused joins.
+    let r = beat(&mut s, "kg", a, 0, None, k, Some(&[]), Some("sticky-x")).await;
+    assert_eq!(r.0, UNSUPPORTED_ASSIGNOR);
+    assert_eq!(
+        beat(&mut s, "kg", "nobody", 3, None, k, None, None).await.0,
+        UNKNOWN_MEMBER_ID
+    );
+
+    // The first member gets everything.
+    let (code, a_epoch, got) = beat(&mut s, "kg", a, 0, None, k, Some(&[]), None).await;
+    assert_eq!(code, 0);
+    assert!(a_epoch > 0);
+    assert_eq!(parts(&got), vec![0, 1, 2, 3]);
+    assert_eq!(
+        got.as_ref().unwrap().keys().copied().collect::<Vec<_>>(),
+        vec![key]
+    );
+    let r = beat(&mut s, "kg", a, a_epoch + 5, None, None, None, None).await;
+    assert_eq!(r.0, FENCED_MEMBER_EPOCH);
+    // Nothing changed: no assignment in the answer.
+    let r = beat(&mut s, "kg", a, a_epoch, None, None, None, None).await;
+    assert_eq!((r.0, r.1, r.2.clone()), (0, a_epoch, None));
+    // A classic member cannot join a KIP-848 group.
+    let mut other = connect(addr).await;
+    let j = join(&mut other, &join_req("kg", "", None, &["range"])).await;
+    assert_eq!(j.error_code, INCONSISTENT_GROUP_PROTOCOL);
+
+    // A second member: it gets the new epoch but nothing yet (a still holds
+    // everything); a is told to keep only half, at its old epoch.
+    let (code, b_epoch, got) = beat(&mut s, "kg", b, 0, None, k, Some(&[]), None).await;
+    assert_eq!(code, 0);
+    assert!(b_epoch > a_epoch);
+    assert_eq!(parts(&got), Vec::<i32>::new(), "b waits for a's revocation");
+    let (code, epoch, got) = beat(
+        &mut s,
+        "kg",
+        a,
+        a_epoch,
+        None,
+        None,
+        Some(&[0, 1, 2, 3]),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (code, epoch),
+        (0, a_epoch),
+        "a revokes before its epoch moves"
+    );
+    let keep = parts(&got);
+    assert_eq!(keep.len(), 2);
+    // Commits: current epochs only.
+    assert_eq!(commit_v9(&mut s, "kg", a_epoch, a).await, 0);
+    assert_eq!(commit_v9(&mut s, "kg", b_epoch, b).await, 0);
+    assert_eq!(
+        commit_v9(&mut s, "kg", b_epoch - 1, b).await,
+        STALE_MEMBER_EPOCH
+    );
+    assert_eq!(commit_v9(&mut s, "kg", -1, "").await, UNKNOWN_MEMBER_ID);
+    // b still waits; a confirms by listing only what it kept.
+    assert_eq!(
+        parts(
+            &beat(&mut s, "kg", b, b_epoch, None, None, None, None)
+                .await
+                .2
+        ),
+        Vec::<i32>::new()
+    );
+    let (code, epoch, _) = beat(&mut s, "kg", a, a_epoch, None, None, Some(&keep), None).await;
+    assert_eq!((code, epoch), (0, b_epoch), "a reaches the group's epoch");
+    let a_epoch = epoch;
+    let (_, _, got) = beat(&mut s, "kg", b, b_epoch, None, None, Some(&[]), None).await;
+    let b_has = parts(&got);
+    assert_eq!(b_has.len(), 2);
+    assert!(
+        b_has.iter().all(|p| !keep.contains(p)),
+        "{b_has:?} vs {keep:?}"
+    );
+
+    let d = describe(&mut s, "kg").await;
+    assert_eq!(
+        (d.group_state.as_str(), d.protocol_type.as_str()),
+        ("Stable", "consumer")
+    );
+    assert_eq!(d.members.len(), 2);
+    assert!(list(&mut s, &["Stable"]).await.contains(&(
+        "kg".to_string(),
+        "consumer".to_string(),
+        "Stable".to_string()
+    )));
+    assert_eq!(delete(&mut s, "kg").await, NON_EMPTY_GROUP);
+
+    // a leaves: b gets everything at a new epoch.
+    assert_eq!(beat(&mut s, "kg", a, -1, None, None, None, None).await.0, 0);
+    let (code, epoch, got) = beat(&mut s, "kg", b, b_epoch, None, None, Some(&b_has), None).await;
+    assert_eq!(code, 0);
+    assert!(epoch > b_epoch);
+    assert_eq!(parts(&got), vec![0, 1, 2, 3]);
+    let b_epoch = epoch;
+    let _ = a_epoch;
+
+    // A static member leaves for a restart (-2) and its instance comes back
+    // under a new member id with the same partitions; a second member naming
+    // a live instance id is refused.
+    let (c1, c2) = ("static-1", "static-2");
+    let (code, c_epoch, _) = beat(&mut s, "kg", c1, 0, Some("inst"), k, Some(&[]), None).await;
+    assert_eq!(code, 0);
+    // Let the two split the topic.
+    let mut c_has = Vec::new();
+    let mut b_owned = vec![0, 1, 2, 3];
+    let mut c_epoch = c_epoch;
+    let mut b_epoch = b_epoch;
+    for _ in 0..10 {
+        let (_, e, got) = beat(&mut s, "kg", b, b_epoch, None, None, Some(&b_owned), None).await;
+        b_epoch = e;
+        if got.is_some() {
+            b_owned = parts(&got);
+        }
+        let (_, e, got) = beat(
+            &mut s,
+            "kg",
+            c1,
+            c_epoch,
+            Some("inst"),
+            None,
+            Some(&c_has),
+            None,
+        )
+        .await;
+        c_epoch = e;
+        if got.is_some() {
+            c_has = parts(&got);
+        }
+    }
+    assert_eq!(
+        (b_owned.len(), c_has.len()),
+        (2, 2),
+        "split between b and the static member"
+    );
+    let r = beat(
+        &mut s,
+        "kg",
+        "static-x",
+        0,
+        Some("inst"),
+        k,
+        Some(&[]),
+        None,
+    )
+    .await;
+    assert_eq!(r.0, UNRELEASED_INSTANCE_ID);
+    assert_eq!(
+        beat(&mut s, "kg", c1, -2, Some("inst"), None, None, None)
+            .await
+            .0,
+        0
+    );
+    let (code, epoch, got) = beat(&mut s, "kg", c2, 0, Some("inst"), k, Some(&[]), None).await;
+    assert_eq!(code, 0);
+    assert_eq!(epoch, c_epoch, "the instance resumes at its epoch");
+    assert_eq!(parts(&got), c_has, "with its partitions");
+
+    // b goes silent: after the session timeout (2 s here) the static member
+    // gets everything.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut c_owned = c_has.clone();
+    let mut c_epoch = epoch;
+    while c_owned.len() < 4 {
+        assert!(Instant::now() < deadline, "b never expired");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (code, e, got) = beat(
+            &mut s,
+            "kg",
+            c2,
+            c_epoch,
+            Some("inst"),
+            None,
+            Some(&c_owned),
+            None,
+        )
+        .await;
+        assert_eq!(code, 0);
+        c_epoch = e;
+        if got.is_some() {
+            c_owned = parts(&got);
+        }
+    }
+    assert_eq!(
+        beat(&mut s, "kg", b, b_epoch, None, None, None, None)
+            .await
+            .0,
+        UNKNOWN_MEMBER_ID
+    );
+    gw.stop().await;
+}
+
 // ---------------------------------------------------------------------------
 // librdkafka consumers that subscribe.
 
@@ -591,10 +892,18 @@ fn member(
         .set("group.id", group)
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "500")
-        .set("fetch.wait.max.ms", "100")
-        .set("partition.assignment.strategy", strategy);
+        .set("fetch.wait.max.ms", "100");
+    // "consumer:<assignor>": the KIP-848 protocol with a server-side assignor;
+    // otherwise the classic protocol with a client-side one.
+    match strategy.strip_prefix("consumer:") {
+        Some(assignor) => cfg
+            .set("group.protocol", "consumer")
+            .set("group.remote.assignor", assignor),
+        None => cfg
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "500")
+            .set("partition.assignment.strategy", strategy),
+    };
     for (k, v) in extra {
         cfg.set(*k, *v);
     }
@@ -671,16 +980,33 @@ async fn produce_n(bootstrap: &str, topic: &str, partitions: i32, per_partition:
     }
 }
 
-/// Three members of each assignor split 12 partitions 4/4/4; one closes and
-/// the other two split them 6/6, having read every record.
+/// A gateway whose KIP-848 members heartbeat every 500 ms (Kafka's 5 s
+/// default would only slow the tests down).
+async fn gateway() -> InProcess {
+    InProcess::start_with(|s| {
+        s.consumer_group_heartbeat_interval = Duration::from_millis(500);
+        s.consumer_group_session_timeout = Duration::from_secs(6);
+    })
+    .await
+}
+
+/// Three members of each assignor, classic (client-side) and KIP-848
+/// (server-side), split 12 partitions 4/4/4; one closes and the other two split
+/// them 6/6, having read every record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn subscribed_members_split_a_topic_with_each_assignor() {
-    let gw = InProcess::start().await;
+    let gw = gateway().await;
     let bs = gw.bootstrap();
     common::kafka::create_topic(&bs, "split", 12).await;
     produce_n(&bs, "split", 12, 5).await;
-    for strategy in ["range", "roundrobin", "cooperative-sticky"] {
-        let group = format!("split-{strategy}");
+    for strategy in [
+        "range",
+        "roundrobin",
+        "cooperative-sticky",
+        "consumer:uniform",
+        "consumer:range",
+    ] {
+        let group = format!("split-{}", strategy.replace(':', "-"));
         let bs = bs.clone();
         tokio::task::spawn_blocking(move || {
             let (c1, _) = member(&bs, &group, strategy, &[]);
@@ -735,7 +1061,7 @@ async fn subscribed_members_split_a_topic_with_each_assignor() {
 /// never gives up the rest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cooperative_sticky_rebalances_incrementally() {
-    let gw = InProcess::start().await;
+    let gw = gateway().await;
     let bs = gw.bootstrap();
     common::kafka::create_topic(&bs, "coop", 8).await;
     tokio::task::spawn_blocking(move || {
@@ -773,11 +1099,86 @@ async fn cooperative_sticky_rebalances_incrementally() {
     gw.stop().await;
 }
 
+/// A static member (`group.instance.id`) closes and a new consumer with the
+/// same instance id takes its place within the session timeout: it gets the
+/// same partitions and the other member is not rebalanced. Both protocols.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_static_member_returns_to_its_partitions_without_a_rebalance() {
+    let gw = gateway().await;
+    let bs = gw.bootstrap();
+    common::kafka::create_topic(&bs, "static", 4).await;
+    tokio::task::spawn_blocking(move || {
+        for strategy in ["range", "consumer:uniform"] {
+            let group = format!("static-{}", strategy.replace(':', "-"));
+            let stat = [("group.instance.id", "instance-7")];
+            let (other, other_log) = member(&bs, &group, strategy, &[]);
+            let (first, _) = member(&bs, &group, strategy, &stat);
+            other.subscribe(&["static"]).unwrap();
+            first.subscribe(&["static"]).unwrap();
+            let mut seen = BTreeMap::new();
+            poll_until(
+                &[&other, &first],
+                &mut seen,
+                Duration::from_secs(60),
+                strategy,
+                |s| split_evenly(s, 4),
+            );
+            let held = assigned(&first);
+            let others = assigned(&other);
+            let events_before = other_log.0.lock().unwrap().len();
+            drop(first);
+            let (second, _) = member(&bs, &group, strategy, &stat);
+            second.subscribe(&["static"]).unwrap();
+            poll_until(
+                &[&other, &second],
+                &mut seen,
+                Duration::from_secs(30),
+                strategy,
+                |s| s[1] == held,
+            );
+            // A little longer: a rebalance would show up on the other member.
+            let settle = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < settle {
+                poll_until(
+                    &[&other, &second],
+                    &mut seen,
+                    Duration::from_secs(5),
+                    strategy,
+                    |_| true,
+                );
+            }
+            assert_eq!(
+                assigned(&other),
+                others,
+                "{strategy}: the other member kept its partitions"
+            );
+            let log = other_log.0.lock().unwrap().clone();
+            assert_eq!(
+                log.len(),
+                events_before,
+                "{strategy}: the other member was rebalanced: {log:?}"
+            );
+        }
+    })
+    .await
+    .unwrap();
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_classic_group_survives_its_coordinator_gateway_being_killed() {
+    coordinator_killed("range").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_kip848_group_survives_its_coordinator_gateway_being_killed() {
+    coordinator_killed("consumer:uniform").await;
+}
+
 /// Three gateways; the group's coordinator is killed under a consuming group:
 /// the members find the new coordinator and keep every partition consumed,
 /// reading every record produced before and after.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_group_survives_its_coordinator_gateway_being_killed() {
+async fn coordinator_killed(strategy: &'static str) {
     let dir = tempfile::tempdir().unwrap();
     let ports: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
     let backend = common::test_backend("floe-groups-ha");
@@ -792,6 +1193,7 @@ async fn the_group_survives_its_coordinator_gateway_being_killed() {
                 ("node-id", node.as_str()),
                 ("heartbeat-interval", "200ms"),
                 ("session-timeout", "1500ms"),
+                ("consumer-group-heartbeat-interval", "500ms"),
             ];
             args.extend(backend.iter().map(|(k, v)| (*k, v.as_str())));
             Process::start(dir.path(), *port, &args)
@@ -811,8 +1213,8 @@ async fn the_group_survives_its_coordinator_gateway_being_killed() {
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let (formed_tx, formed_rx) = std::sync::mpsc::channel::<()>();
     let consumers = tokio::task::spawn_blocking(move || {
-        let (c1, _) = member(&bs, "ha-group", "range", &[]);
-        let (c2, _) = member(&bs, "ha-group", "range", &[]);
+        let (c1, _) = member(&bs, "ha-group", strategy, &[]);
+        let (c2, _) = member(&bs, "ha-group", strategy, &[]);
         c1.subscribe(&["ha"]).unwrap();
         c2.subscribe(&["ha"]).unwrap();
         let mut seen = BTreeMap::new();

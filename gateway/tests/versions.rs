@@ -369,6 +369,23 @@ fn delete_groups() -> m::DeleteGroupsRequest {
     r
 }
 
+fn consumer_group_heartbeat(version: i16) -> m::ConsumerGroupHeartbeatRequest {
+    let mut r = m::ConsumerGroupHeartbeatRequest::default();
+    r.group_id = group(&format!("kip848-v{version}"));
+    // v0: the coordinator names the member; v1: the client does.
+    r.member_id = if version >= 1 {
+        sb("5f0d2a9e-7a51-4f0c-9d43-6a1c1f4e9b10")
+    } else {
+        sb("")
+    };
+    r.member_epoch = 0;
+    r.rebalance_timeout_ms = 30_000;
+    r.subscribed_topic_names = Some(vec![topic("t")]);
+    r.server_assignor = Some(sb("uniform"));
+    r.topic_partitions = Some(Vec::new());
+    r
+}
+
 /// The (api, version) pairs to check: everything advertised.
 fn pairs() -> Vec<(ApiKey, i16)> {
     let mut out = Vec::new();
@@ -467,6 +484,10 @@ async fn every_advertised_version_is_answered() {
             }
             ApiKey::DeleteGroups => {
                 check::<_, m::DeleteGroupsResponse>(addr, api, v, delete_groups()).await
+            }
+            ApiKey::ConsumerGroupHeartbeat => {
+                let req = consumer_group_heartbeat(v);
+                check::<_, m::ConsumerGroupHeartbeatResponse>(addr, api, v, req).await
             }
             other => Err(format!(
                 "{other:?} is served but this test has no request for it: add one"
