@@ -716,6 +716,18 @@ async fn the_consumer_group_protocol_on_the_wire() {
         STALE_MEMBER_EPOCH
     );
     assert_eq!(commit_v9(&mut s, "kg", -1, "").await, UNKNOWN_MEMBER_ID);
+    // OffsetFetch v9 checks the member's epoch too.
+    for (epoch, code) in [(b_epoch, 0), (b_epoch - 1, STALE_MEMBER_EPOCH)] {
+        let mut fg = offset_fetch_request::OffsetFetchRequestGroup::default();
+        fg.group_id = gid("kg");
+        fg.member_id = Some(sb(b));
+        fg.member_epoch = epoch;
+        fg.topics = None;
+        let mut f = OffsetFetchRequest::default();
+        f.groups.push(fg);
+        let r: OffsetFetchResponse = roundtrip(&mut s, ApiKey::OffsetFetch, 9, &f).await;
+        assert_eq!(r.groups[0].error_code, code, "fetch at epoch {epoch}");
+    }
     // b still waits; a confirms by listing only what it kept.
     assert_eq!(
         parts(

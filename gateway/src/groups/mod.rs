@@ -1145,9 +1145,9 @@ impl Coordinator {
             );
         }
         let c = g.consumer.get_or_insert_with(ConsumerGroup::default);
-        let epoch = c.epoch;
+        let before = c.to_stored(0);
         let answer = c.heartbeat(b, topics, now, session);
-        if c.epoch != epoch {
+        if c.epoch != before.generation {
             tracing::info!(
                 group,
                 epoch = c.epoch,
@@ -1155,7 +1155,11 @@ impl Coordinator {
                 "consumer group epoch"
             );
         }
-        g.dirty = true;
+        // Stored only when what a new coordinator needs changed: most
+        // heartbeats change nothing and cost no write.
+        if c.to_stored(0) != before {
+            g.dirty = true;
+        }
         answer
     }
 
