@@ -233,7 +233,7 @@ async fn the_rebalance_protocol_on_the_wire() {
     // One member: the join completes after the initial rebalance delay.
     let (mut a, ja) = spawn_new_member(addr, "g", &["range", "roundrobin"])
         .await
-        .unwrap();
+        .expect("consumer thread");
     assert_eq!(ja.error_code, 0);
     assert_eq!(ja.generation_id, 1);
     assert_eq!(ja.leader, ja.member_id, "the only member leads");
@@ -288,8 +288,8 @@ async fn the_rebalance_protocol_on_the_wire() {
     // (consumers commit in their revoke callback).
     assert_eq!(commit(&mut a, "g", 1, &a_id).await, 0);
     let a_join = rejoin(a, join_req("g", &a_id, None, &["range", "roundrobin"]));
-    let (mut a, ja) = a_join.await.unwrap();
-    let (mut b, jb) = b_join.await.unwrap();
+    let (mut a, ja) = a_join.await.expect("member task");
+    let (mut b, jb) = b_join.await.expect("member task");
     assert_eq!((ja.error_code, jb.error_code), (0, 0));
     assert_eq!((ja.generation_id, jb.generation_id), (2, 2));
     assert_eq!(ja.protocol_name.as_deref(), Some("roundrobin"));
@@ -326,7 +326,7 @@ async fn the_rebalance_protocol_on_the_wire() {
     )
     .await;
     assert_eq!((s.error_code, &s.assignment[..]), (0, &b"p0"[..]));
-    let (mut b, sb_) = b_sync.await.unwrap();
+    let (mut b, sb_) = b_sync.await.expect("member task");
     assert_eq!((sb_.error_code, &sb_.assignment[..]), (0, &b"p1"[..]));
 
     // Described, listed, not deletable while it has members.
@@ -409,7 +409,7 @@ async fn static_members_rejoin_without_a_rebalance_and_silent_members_expire() {
         let r = join(&mut s, &join_req("sg", "", Some("instance-1"), &["range"])).await;
         (s, r)
     });
-    let (mut a, ja) = static_join.await.unwrap();
+    let (mut a, ja) = static_join.await.expect("member task");
     assert_eq!(ja.error_code, 0);
     assert_eq!(ja.generation_id, 1);
     let a_id = ja.member_id.to_string();
@@ -425,8 +425,8 @@ async fn static_members_rejoin_without_a_rebalance_and_silent_members_expire() {
     }
     let (a, ja) = rejoin(a, join_req("sg", &a_id, Some("instance-1"), &["range"]))
         .await
-        .unwrap();
-    let (b, jb) = b_join.await.unwrap();
+        .expect("consumer thread");
+    let (b, jb) = b_join.await.expect("member task");
     assert_eq!((ja.generation_id, jb.generation_id), (2, 2));
     let b_id = jb.member_id.to_string();
     let leader = ja.leader.to_string();
@@ -449,7 +449,7 @@ async fn static_members_rejoin_without_a_rebalance_and_silent_members_expire() {
             .error_code,
         0
     );
-    let (follow, fs) = f_sync.await.unwrap();
+    let (follow, fs) = f_sync.await.expect("member task");
     assert_eq!(fs.error_code, 0);
     let (mut a, mut b) = if leader == a_id {
         (lead, follow)
@@ -519,13 +519,13 @@ async fn static_members_rejoin_without_a_rebalance_and_silent_members_expire() {
 /// generation, without a rebalance.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stable_group_survives_a_gateway_restart() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("tempdir");
     let port = common::free_port();
     let backend = common::test_backend("floe-groups");
     let mut args = vec![("group-initial-rebalance-delay", "0s")];
     args.extend(backend.iter().map(|(k, v)| (*k, v.as_str())));
     let mut gw = Process::start(dir.path(), port, &args);
-    let addr: std::net::SocketAddr = gw.bootstrap().parse().unwrap();
+    let addr: std::net::SocketAddr = gw.bootstrap().parse().expect("gateway address");
     let mut s = connect(addr).await;
     let j = join(&mut s, &join_req("kept", "", Some("keeper"), &["range"])).await;
     assert_eq!(j.error_code, 0);
@@ -563,6 +563,7 @@ async fn a_stable_group_survives_a_gateway_restart() {
 type Beat = (i16, i32, Option<BTreeMap<i32, Vec<i32>>>);
 
 /// A ConsumerGroupHeartbeat v1. `owned` None: unchanged since the last one.
+#[allow(clippy::too_many_arguments)]
 async fn beat(
     s: &mut TcpStream,
     group: &str,
@@ -671,7 +672,11 @@ async fn the_consumer_group_protocol_on_the_wire() {
     assert!(a_epoch > 0);
     assert_eq!(parts(&got), vec![0, 1, 2, 3]);
     assert_eq!(
-        got.as_ref().unwrap().keys().copied().collect::<Vec<_>>(),
+        got.as_ref()
+            .expect("an assignment")
+            .keys()
+            .copied()
+            .collect::<Vec<_>>(),
         vec![key]
     );
     let r = beat(&mut s, "kg", a, a_epoch + 5, None, None, None, None).await;
@@ -870,12 +875,15 @@ async fn the_consumer_group_protocol_on_the_wire() {
 
 /// Records every rebalance a consumer goes through.
 #[derive(Default, Clone)]
-struct Rebalances(Arc<Mutex<Vec<(String, BTreeSet<i32>)>>>);
+struct Rebalances(Arc<Mutex<RebalanceLog>>);
+
+/// ("assign" | "revoke" | "error ...", partitions), in order.
+type RebalanceLog = Vec<(String, BTreeSet<i32>)>;
 
 impl ClientContext for Rebalances {}
 impl ConsumerContext for Rebalances {
     fn pre_rebalance(&self, _c: &BaseConsumer<Self>, r: &Rebalance<'_>) {
-        let mut log = self.0.lock().unwrap();
+        let mut log = self.0.lock().expect("rebalance log");
         match r {
             Rebalance::Assign(tpl) => log.push((
                 "assign".into(),
@@ -1063,7 +1071,7 @@ async fn subscribed_members_split_a_topic_with_each_assignor() {
             }
         })
         .await
-        .unwrap();
+        .expect("consumer thread");
     }
     gw.stop().await;
 }
@@ -1078,13 +1086,13 @@ async fn cooperative_sticky_rebalances_incrementally() {
     common::kafka::create_topic(&bs, "coop", 8).await;
     tokio::task::spawn_blocking(move || {
         let (c1, log1) = member(&bs, "coop-g", "cooperative-sticky", &[]);
-        c1.subscribe(&["coop"]).unwrap();
+        c1.subscribe(&["coop"]).expect("subscribe");
         let mut seen = BTreeMap::new();
         poll_until(&[&c1], &mut seen, Duration::from_secs(30), "first", |s| {
             s[0].len() == 8
         });
         let (c2, _) = member(&bs, "coop-g", "cooperative-sticky", &[]);
-        c2.subscribe(&["coop"]).unwrap();
+        c2.subscribe(&["coop"]).expect("subscribe");
         poll_until(
             &[&c1, &c2],
             &mut seen,
@@ -1092,7 +1100,7 @@ async fn cooperative_sticky_rebalances_incrementally() {
             "second",
             |s| split_evenly(s, 8),
         );
-        let log = log1.0.lock().unwrap().clone();
+        let log = log1.0.lock().expect("rebalance log").clone();
         let revoked: BTreeSet<i32> = log
             .iter()
             .filter(|(k, _)| k == "revoke")
@@ -1107,7 +1115,7 @@ async fn cooperative_sticky_rebalances_incrementally() {
         assert!(log.iter().all(|(k, _)| !k.starts_with("error")), "{log:?}");
     })
     .await
-    .unwrap();
+    .expect("consumer thread");
     gw.stop().await;
 }
 
@@ -1125,8 +1133,8 @@ async fn a_static_member_returns_to_its_partitions_without_a_rebalance() {
             let stat = [("group.instance.id", "instance-7")];
             let (other, other_log) = member(&bs, &group, strategy, &[]);
             let (first, _) = member(&bs, &group, strategy, &stat);
-            other.subscribe(&["static"]).unwrap();
-            first.subscribe(&["static"]).unwrap();
+            other.subscribe(&["static"]).expect("subscribe");
+            first.subscribe(&["static"]).expect("subscribe");
             let mut seen = BTreeMap::new();
             poll_until(
                 &[&other, &first],
@@ -1137,10 +1145,10 @@ async fn a_static_member_returns_to_its_partitions_without_a_rebalance() {
             );
             let held = assigned(&first);
             let others = assigned(&other);
-            let events_before = other_log.0.lock().unwrap().len();
+            let events_before = other_log.0.lock().expect("rebalance log").len();
             drop(first);
             let (second, _) = member(&bs, &group, strategy, &stat);
-            second.subscribe(&["static"]).unwrap();
+            second.subscribe(&["static"]).expect("subscribe");
             poll_until(
                 &[&other, &second],
                 &mut seen,
@@ -1164,7 +1172,7 @@ async fn a_static_member_returns_to_its_partitions_without_a_rebalance() {
                 others,
                 "{strategy}: the other member kept its partitions"
             );
-            let log = other_log.0.lock().unwrap().clone();
+            let log = other_log.0.lock().expect("rebalance log").clone();
             assert_eq!(
                 log.len(),
                 events_before,
@@ -1173,7 +1181,7 @@ async fn a_static_member_returns_to_its_partitions_without_a_rebalance() {
         }
     })
     .await
-    .unwrap();
+    .expect("consumer thread");
     gw.stop().await;
 }
 
@@ -1191,7 +1199,7 @@ async fn a_kip848_group_survives_its_coordinator_gateway_being_killed() {
 /// the members find the new coordinator and keep every partition consumed,
 /// reading every record produced before and after.
 async fn coordinator_killed(strategy: &'static str) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("tempdir");
     let ports: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
     let backend = common::test_backend("floe-groups-ha");
     let mut gws: Vec<Process> = ports
@@ -1227,8 +1235,8 @@ async fn coordinator_killed(strategy: &'static str) {
     let consumers = tokio::task::spawn_blocking(move || {
         let (c1, _) = member(&bs, "ha-group", strategy, &[]);
         let (c2, _) = member(&bs, "ha-group", strategy, &[]);
-        c1.subscribe(&["ha"]).unwrap();
-        c2.subscribe(&["ha"]).unwrap();
+        c1.subscribe(&["ha"]).expect("subscribe");
+        c2.subscribe(&["ha"]).expect("subscribe");
         let mut seen = BTreeMap::new();
         poll_until(
             &[&c1, &c2],
@@ -1238,8 +1246,8 @@ async fn coordinator_killed(strategy: &'static str) {
             |s| split_evenly(s, 6),
         );
         // Formed: the test now kills the coordinator and produces more.
-        formed_tx.send(()).unwrap();
-        rx.recv().unwrap();
+        formed_tx.send(()).expect("consumer thread");
+        rx.recv().expect("test thread");
         let deadline = Instant::now() + Duration::from_secs(90);
         while seen.values().map(|o| o.len()).sum::<usize>() < 36 {
             poll_until(
@@ -1266,7 +1274,7 @@ async fn coordinator_killed(strategy: &'static str) {
         .recv_timeout(Duration::from_secs(90))
         .expect("group formed");
     // The coordinator, as any gateway names it.
-    let first: std::net::SocketAddr = gws[0].bootstrap().parse().unwrap();
+    let first: std::net::SocketAddr = gws[0].bootstrap().parse().expect("gateway address");
     let mut s = connect(first).await;
     let mut fc = FindCoordinatorRequest::default();
     fc.coordinator_keys = vec![sb("ha-group")];
@@ -1284,8 +1292,8 @@ async fn coordinator_killed(strategy: &'static str) {
         .map(|(_, g)| g.bootstrap())
         .collect();
     produce_n(&survivors.join(","), "ha", 6, 3).await;
-    tx.send(()).unwrap();
-    consumers.await.unwrap();
+    tx.send(()).expect("consumer thread");
+    consumers.await.expect("consumer thread");
     for (i, g) in gws.iter_mut().enumerate() {
         if i != victim {
             g.terminate();

@@ -431,11 +431,12 @@ impl Group {
             .values()
             .next()
             .map(|m| m.protocol_type.clone());
-        if !self
+        let leader_rejoined = self
             .leader
             .as_ref()
-            .is_some_and(|l| self.members.get(l).is_some_and(|m| m.join.is_some()))
-        {
+            .and_then(|l| self.members.get(l))
+            .is_some_and(|m| m.join.is_some());
+        if !leader_rejoined {
             self.leader = self
                 .members
                 .iter()
@@ -667,6 +668,8 @@ impl Coordinator {
             .unwrap_or_else(|_| Joined::error(Code::NotCoordinator, ""))
     }
 
+    // The Err variant is the immediate answer, built once per request.
+    #[allow(clippy::result_large_err)]
     fn join_locked(
         &self,
         broker: &Broker,
@@ -778,7 +781,7 @@ impl Coordinator {
     /// A static member rejoined without its member id (it restarted): it takes
     /// over its old member id's place under a new id. In a stable group with
     /// unchanged protocols there is no rebalance: it gets its old assignment.
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments, clippy::result_large_err)]
     fn replace_static(
         &self,
         broker: &Broker,
@@ -1219,13 +1222,12 @@ impl Coordinator {
         let mut out: BTreeMap<String, (String, &'static str)> = BTreeMap::new();
         for (id, s) in stored {
             if mine(&id) && !groups.contains_key(&id) {
-                let state = if s.members.is_empty() {
-                    State::Empty
-                } else if s.protocol.is_none() && !s.consumer_protocol {
-                    State::Empty
-                } else {
-                    State::Stable
-                };
+                let state =
+                    if s.members.is_empty() || (s.protocol.is_none() && !s.consumer_protocol) {
+                        State::Empty
+                    } else {
+                        State::Stable
+                    };
                 out.insert(id, (s.protocol_type, state.name()));
             }
         }
