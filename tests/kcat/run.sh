@@ -7,6 +7,8 @@
 #     snappy, lz4, zstd), consumed back (-o beginning -e) and compared byte-exact;
 #   - offsets by timestamp (-Q): the instant between the halves maps to offset
 #     500, time 0 to offset 0, a future time to -1;
+#   - a balanced consumer group (-G) reads a topic, and resumes after its
+#     committed offset when run again;
 #   - SIGTERM, and the broker exits 0.
 # Prints "N passed, M failed" last; exits non-zero on any failure.
 #
@@ -188,6 +190,25 @@ for codec in none gzip snappy lz4 zstd; do
     fi
   done
 done
+
+# A balanced consumer (-G: JoinGroup/SyncGroup/Heartbeat, commits on exit)
+# reads the whole topic; run again in the same group it resumes after its
+# committed offset and reads nothing. (No -o: in -G mode kcat assigns the -o
+# offset explicitly, overriding the committed one.)
+if k -G kcat-group -X auto.offset.reset=earliest -e -q -f '%k:%s\n' -X session.timeout.ms=6000 kcat-none \
+  >"$work/group1" 2>"$work/group1.log" && cmp -s "$work/lines" "$work/group1"; then
+  pass "-G consumer group reads the topic byte-exact"
+else
+  fail "-G consumer group reads the topic ($(wc -l <"$work/group1") lines)"
+  head -5 "$work/group1.log"
+fi
+if k -G kcat-group -X auto.offset.reset=earliest -e -q -f '%k:%s\n' -X session.timeout.ms=6000 kcat-none \
+  >"$work/group2" 2>"$work/group2.log" && [ ! -s "$work/group2" ]; then
+  pass "-G again resumes after the committed offset"
+else
+  fail "-G again resumes after the committed offset ($(wc -l <"$work/group2") lines re-read)"
+  head -5 "$work/group2.log"
+fi
 
 # Metadata now lists the five topics, one partition each, led by broker 0.
 if k -L >"$work/meta1" 2>&1 && [ "$(grep -cE 'topic "kcat-(none|gzip|snappy|lz4|zstd)" with 1 partitions' "$work/meta1")" = 5 ] \
