@@ -231,6 +231,126 @@ class Floe {
   }
 }
 
+// ---------------------------------------------------------------- several gateways
+// Gateway flags of a cluster: membership heartbeats every 200ms and a gateway that stops
+// heartbeating for 1.5s is gone (its partitions and groups move to the others).
+const CLUSTER_FLAGS = ['--heartbeat-interval', '200ms', '--session-timeout', '1500ms', '--checkpoint-interval', '1s']
+
+// A Floe that logs at info (membership changes, claims, fencing, group generations), not warn;
+// FLOE_TEST_LOG_LEVEL overrides.
+class Gateway extends Floe {
+  args () {
+    const a = super.args()
+    a[a.indexOf('--log-level') + 1] = process.env.FLOE_TEST_LOG_LEVEL || 'info'
+    return a
+  }
+}
+
+// Gateways gw-N (node id N) sharing one data dir, or one bucket and table on aws.
+class Cluster {
+  constructor (extraArgs = []) {
+    this.shared = fs.mkdtempSync(path.join(os.tmpdir(), 'floe-node-cluster-'))
+    this.extraArgs = extraArgs
+    this.gateways = new Map()
+    this.killed = new Set()
+    this.awsName = null
+  }
+
+  async start (n) {
+    const gw = new Gateway(['--gateway-id', `gw-${n}`, '--node-id', String(n), ...CLUSTER_FLAGS, ...this.extraArgs])
+    gw.dataDir = this.shared
+    if (gw.backend === 'aws') {
+      // the first gateway runs `floe init`; the others use its bucket and table
+      gw.awsInitialized = this.awsName !== null
+      this.awsName = this.awsName || gw.awsName
+      gw.awsName = this.awsName
+    }
+    this.gateways.set(n, gw)
+    await gw.start()
+    return gw
+  }
+
+  bootstrap (nodes) { return nodes.map(n => this.gateways.get(n).bootstrap) }
+
+  async kill9 (n) {
+    const gw = this.gateways.get(n)
+    this.killed.add(n)
+    gw.proc.kill('SIGKILL')
+    await gw.exited
+  }
+
+  logTails (lines = 40) {
+    return [...this.gateways].map(([n, gw]) => `--- gw-${n} log tail (${gw.logPath}) ---\n${gw.logTail(lines)}`).join('\n')
+  }
+
+  // SIGTERM every gateway that should be running; returns the problems (a gateway that died by
+  // itself, or one that did not exit 0).
+  async shutdown () {
+    const problems = []
+    await Promise.all([...this.gateways].map(async ([n, gw]) => {
+      if (this.killed.has(n) || !gw.proc) return
+      if (!gw.running()) {
+        problems.push(`gw-${n} died during the test (code ${gw.proc.exitCode}, signal ${gw.proc.signalCode})`)
+        return
+      }
+      const res = await gw.stop()
+      if (res.code !== 0) problems.push(`gw-${n} did not exit 0 on SIGTERM: ${JSON.stringify(res)}`)
+    }))
+    return problems
+  }
+
+  // Removes every directory; kept (and returned) when `keep` (a failure, or FLOE_TEST_KEEP_LOGS set).
+  cleanup (keep) {
+    if (keep) return [this.shared, ...[...this.gateways.values()].map(g => g.workdir)]
+    for (const gw of this.gateways.values()) fs.rmSync(gw.workdir, { recursive: true, force: true })
+    fs.rmSync(this.shared, { recursive: true, force: true })
+    return []
+  }
+}
+
+// Runs fn(cluster) on a fresh Cluster, always shut down afterwards: on failure the kafkajs log
+// tail and every gateway's log tail are attached to the error and the logs are kept; a gateway
+// that died by itself or did not exit 0 on SIGTERM fails the test.
+async function withCluster (fn, extraArgs = []) {
+  const cluster = new Cluster(extraArgs)
+  let failed = false
+  try {
+    return await fn(cluster)
+  } catch (err) {
+    failed = true
+    const extra = `\n--- kafkajs log tail (DEBUG) ---\n${kafkaLogTail()}\n${cluster.logTails()}`
+    try { err.message += extra } catch { console.error(extra) }
+    throw err
+  } finally {
+    const problems = await cluster.shutdown()
+    const kept = cluster.cleanup(failed || problems.length > 0 || !!process.env.FLOE_TEST_KEEP_LOGS)
+    if (kept.length) console.error(`gateway logs kept in ${kept.join(' ')}`)
+    if (!failed) assert.deepEqual(problems, [], `${problems.join('; ')}\n${cluster.logTails()}`)
+  }
+}
+
+// {partition: leader node id}, once the cluster lists exactly the brokers `nodes` and each of the
+// topic's `partitions` is led by one of them.
+async function waitForLeaders (admin, topic, partitions, nodes, timeoutMs = 20_000) {
+  const want = [...nodes].sort().join(',')
+  const deadline = Date.now() + timeoutMs
+  let last
+  for (;;) {
+    try {
+      const { brokers } = await admin.describeCluster()
+      const [t] = (await admin.fetchTopicMetadata({ topics: [topic] })).topics
+      const leaders = Object.fromEntries(t.partitions.map(p => [p.partitionId, p.leader]))
+      last = { brokers: brokers.map(b => b.nodeId).sort(), leaders }
+      if (last.brokers.join(',') === want && t.partitions.length === partitions &&
+          Object.values(leaders).every(l => nodes.includes(l))) return leaders
+    } catch (e) {
+      last = e.message
+    }
+    if (Date.now() > deadline) throw new Error(`${topic}: no view with brokers [${want}] all leading; last ${JSON.stringify(last)}`)
+    await sleep(200)
+  }
+}
+
 // ---------------------------------------------------------------- kafkajs clients
 // kafkajs logs go to a ring buffer at DEBUG level (every request/response), dumped when a test
 // fails; KAFKAJS_LOG=debug|info|warn|error prints them live instead.
@@ -272,6 +392,15 @@ function kafka (floe, opts = {}) {
 
 function producer (client, opts = {}) {
   return client.producer({ createPartitioner: Partitioners.DefaultPartitioner, allowAutoTopicCreation: false, ...opts })
+}
+
+// Consumer-group timings for tests: the smallest session timeout Floe (like Kafka) accepts, 6s;
+// a heartbeat every 500ms; fetches that wait at most 250ms for data (kafkajs heartbeats between
+// fetches, so it notices a rebalance quickly); a rebalance that waits at most 10s for members.
+const CONSUMER_DEFAULTS = { sessionTimeout: 6000, heartbeatInterval: 500, rebalanceTimeout: 10_000, maxWaitTimeInMs: 250 }
+
+function consumer (client, opts) {
+  return client.consumer({ ...CONSUMER_DEFAULTS, ...opts })
 }
 
 // Run fn; on failure attach the kafkajs log tail and broker log tail to the error.
@@ -419,7 +548,8 @@ let topicSeq = 0
 const uniqueTopic = name => `${name}-${process.pid}-${++topicSeq}`
 
 module.exports = {
-  Floe, pickPort, kafka, producer, withDiagnostics, kafkaLogTail, requestsSeen, readBack, verifyTopic, tagSend,
-  makeMessages, flatHeaders, uniqueTopic, sleep, CODECS, BASE_TS, REPO_ROOT,
+  Floe, Gateway, Cluster, withCluster, waitForLeaders, CLUSTER_FLAGS, pickPort,
+  kafka, producer, consumer, CONSUMER_DEFAULTS, withDiagnostics, kafkaLogTail, requestsSeen,
+  readBack, verifyTopic, tagSend, makeMessages, flatHeaders, uniqueTopic, sleep, CODECS, BASE_TS, REPO_ROOT,
   CompressionTypes,
 }

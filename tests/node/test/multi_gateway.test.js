@@ -13,129 +13,18 @@
 
 const { describe, it } = require('node:test')
 const assert = require('node:assert/strict')
-const fs = require('node:fs')
-const os = require('node:os')
-const path = require('node:path')
 const { Partitioners } = require('kafkajs')
 const {
-  Floe, kafka, producer, kafkaLogTail, readBack, verifyTopic, tagSend, makeMessages, uniqueTopic, sleep, BASE_TS,
+  withCluster, waitForLeaders, kafka, producer, readBack, verifyTopic, tagSend, makeMessages, uniqueTopic, sleep,
+  BASE_TS,
 } = require('../helpers')
 
 const PARTITIONS = 6
-const CLUSTER_FLAGS = ['--heartbeat-interval', '200ms', '--session-timeout', '1500ms', '--checkpoint-interval', '1s']
-
-// A Floe that logs at info (membership changes, claims, fencing), not warn.
-class Gateway extends Floe {
-  args () {
-    const a = super.args()
-    a[a.indexOf('--log-level') + 1] = process.env.FLOE_TEST_LOG_LEVEL || 'info'
-    return a
-  }
-}
-
-// Gateways gw-N (node id N) sharing one data dir, or one bucket and table on aws.
-class Cluster {
-  constructor () {
-    this.shared = fs.mkdtempSync(path.join(os.tmpdir(), 'floe-node-cluster-'))
-    this.gateways = new Map()
-    this.killed = new Set()
-    this.awsName = null
-  }
-
-  async start (n) {
-    const gw = new Gateway(['--gateway-id', `gw-${n}`, '--node-id', String(n), ...CLUSTER_FLAGS])
-    gw.dataDir = this.shared
-    if (gw.backend === 'aws') {
-      // the first gateway runs `floe init`; the others use its bucket and table
-      gw.awsInitialized = this.awsName !== null
-      this.awsName = this.awsName || gw.awsName
-      gw.awsName = this.awsName
-    }
-    this.gateways.set(n, gw)
-    await gw.start()
-    return gw
-  }
-
-  bootstrap (nodes) { return nodes.map(n => this.gateways.get(n).bootstrap) }
-
-  async kill9 (n) {
-    const gw = this.gateways.get(n)
-    this.killed.add(n)
-    gw.proc.kill('SIGKILL')
-    await gw.exited
-  }
-
-  logTails (lines = 40) {
-    return [...this.gateways].map(([n, gw]) => `--- gw-${n} log tail (${gw.logPath}) ---\n${gw.logTail(lines)}`).join('\n')
-  }
-
-  // SIGTERM every gateway that should be running; returns the problems (a gateway that died by
-  // itself, or one that did not exit 0).
-  async shutdown () {
-    const problems = []
-    await Promise.all([...this.gateways].map(async ([n, gw]) => {
-      if (this.killed.has(n) || !gw.proc) return
-      if (!gw.running()) {
-        problems.push(`gw-${n} died during the test (code ${gw.proc.exitCode}, signal ${gw.proc.signalCode})`)
-        return
-      }
-      const res = await gw.stop()
-      if (res.code !== 0) problems.push(`gw-${n} did not exit 0 on SIGTERM: ${JSON.stringify(res)}`)
-    }))
-    return problems
-  }
-
-  // Removes every directory; kept (and returned) when `keep` (a failure, or FLOE_TEST_KEEP_LOGS set).
-  cleanup (keep) {
-    if (keep) return [this.shared, ...[...this.gateways.values()].map(g => g.workdir)]
-    for (const gw of this.gateways.values()) fs.rmSync(gw.workdir, { recursive: true, force: true })
-    fs.rmSync(this.shared, { recursive: true, force: true })
-    return []
-  }
-}
-
-// {partition: leader node id} and the broker ids, once the cluster lists exactly `nodes` and
-// every partition is led by one of them.
-async function waitForLeaders (admin, topic, nodes, timeoutMs = 20_000) {
-  const want = [...nodes].sort().join(',')
-  const deadline = Date.now() + timeoutMs
-  let last
-  for (;;) {
-    try {
-      const { brokers } = await admin.describeCluster()
-      const [t] = (await admin.fetchTopicMetadata({ topics: [topic] })).topics
-      const leaders = Object.fromEntries(t.partitions.map(p => [p.partitionId, p.leader]))
-      last = { brokers: brokers.map(b => b.nodeId).sort(), leaders }
-      if (last.brokers.join(',') === want && t.partitions.length === PARTITIONS &&
-          Object.values(leaders).every(l => nodes.includes(l))) return leaders
-    } catch (e) {
-      last = e.message
-    }
-    if (Date.now() > deadline) throw new Error(`${topic}: no view with brokers [${want}] all leading; last ${JSON.stringify(last)}`)
-    await sleep(200)
-  }
-}
 
 describe('several gateways', () => {
-  // Runs one scenario on a fresh 3-gateway cluster, always stopped afterwards; gateway logs are
-  // kept (and their tails attached to the error) when it fails.
-  const scenario = perPartition => async () => {
-    const cluster = new Cluster()
-    let failed = false
-    try {
-      await killDuringLoad(cluster, perPartition)
-    } catch (err) {
-      failed = true
-      const extra = `\n--- kafkajs log tail (DEBUG) ---\n${kafkaLogTail()}\n${cluster.logTails()}`
-      try { err.message += extra } catch { console.error(extra) }
-      throw err
-    } finally {
-      const problems = await cluster.shutdown()
-      const kept = cluster.cleanup(failed || problems.length > 0 || !!process.env.FLOE_TEST_KEEP_LOGS)
-      if (kept.length) console.error(`gateway logs kept in ${kept.join(' ')}`)
-      if (!failed) assert.deepEqual(problems, [], `${problems.join('; ')}\n${cluster.logTails()}`)
-    }
-  }
+  // Each scenario runs on a fresh 3-gateway cluster (withCluster: stopped afterwards, logs kept and
+  // their tails attached to the error when it fails).
+  const scenario = perPartition => () => withCluster(cluster => killDuringLoad(cluster, perPartition))
 
   it('idempotent kafkajs producer, one sender per partition: a gateway is SIGKILLed mid-load; every message read back exactly once',
     { timeout: 90_000 }, scenario(true))
@@ -161,7 +50,7 @@ async function killDuringLoad (cluster, perPartition) {
   const started = Date.now()
   try {
     assert.equal(await admin.createTopics({ waitForLeaders: true, topics: [{ topic, numPartitions: PARTITIONS }] }), true)
-    const before = await waitForLeaders(admin, topic, [0, 1, 2])
+    const before = await waitForLeaders(admin, topic, PARTITIONS, [0, 1, 2])
     const counts = {}
     for (const l of Object.values(before)) counts[l] = (counts[l] || 0) + 1
     const victim = Number(Object.entries(counts).sort((a, b) => b[1] - a[1])[0][0])
@@ -195,7 +84,7 @@ async function killDuringLoad (cluster, perPartition) {
     for (const s of sends) assert.ok(s.result, 'a send() never resolved')
 
     const survivors = [0, 1, 2].filter(n => n !== victim)
-    const afterKill = await waitForLeaders(admin, topic, survivors)
+    const afterKill = await waitForLeaders(admin, topic, PARTITIONS, survivors)
     const rb = await readBack({ bootstrap: cluster.bootstrap(survivors).join(',') }, topic)
     // Which partitions each send() wrote to (kafkajs' default partitioner, as the producer used it),
     // against the partitions its result acknowledged: a send() that resolved without an entry for
