@@ -779,8 +779,9 @@ impl Coordinator {
     }
 
     /// A static member rejoined without its member id (it restarted): it takes
-    /// over its old member id's place under a new id. In a stable group with
-    /// unchanged protocols there is no rebalance: it gets its old assignment.
+    /// over its old member id's place under a new id. In a stable group whose
+    /// protocol it does not change there is no rebalance: it gets its old
+    /// assignment.
     #[allow(clippy::too_many_arguments, clippy::result_large_err)]
     fn replace_static(
         &self,
@@ -807,7 +808,9 @@ impl Coordinator {
             let _ = old.send(Synced::error(Code::FencedInstanceId));
         }
         let id = new_member_id(&instance);
-        let unchanged = m.protocols == j.protocols && m.protocol_type == j.protocol_type;
+        let same_type = m.protocol_type == j.protocol_type;
+        m.protocols = j.protocols;
+        m.protocol_type = j.protocol_type;
         m.client_id = j.client_id;
         m.client_host = j.client_host;
         m.session_timeout = Duration::from_millis(j.session_timeout_ms as u64);
@@ -818,16 +821,18 @@ impl Coordinator {
         }
         g.statics.insert(instance, id.clone());
         tracing::info!(group, old = old_id, new = %id, "static member rejoined");
-        if g.state == State::Stable && unchanged {
-            g.members.insert(id.clone(), m);
+        g.members.insert(id.clone(), m);
+        // As Kafka: a stable group stays stable unless the new member's
+        // protocols would change the group's protocol (its metadata may differ:
+        // cooperative-sticky members encode what they owned).
+        if g.state == State::Stable && same_type && g.select_protocol() == g.protocol {
             Self::store_later(broker, group, g);
             let leader = g.leader.as_deref() == Some(id.as_str());
             return Err(g.current(&id, leader));
         }
-        m.protocols = j.protocols;
-        m.protocol_type = j.protocol_type;
-        m.join = Some(tx);
-        g.members.insert(id, m);
+        if let Some(m) = g.members.get_mut(&id) {
+            m.join = Some(tx);
+        }
         self.after_join(g, now, delay);
         Ok(rx)
     }
