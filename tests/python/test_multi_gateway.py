@@ -14,14 +14,10 @@ tails of all of them are printed when a test fails.
 
 from __future__ import annotations
 
-import os
 import random
-import re
 import threading
 import time
-import urllib.request
 from collections import Counter
-from datetime import datetime
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -30,196 +26,12 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KTopicPartition
 from kafka.admin import NewTopic as KNewTopic
 
-from conftest import FloeBroker, free_port, selected_backend
-from helpers import wait_until
+from conftest import wait_for_leaders
 
 TIMEOUT = 15.0
-CLUSTER_FLAGS = ["--heartbeat-interval", "200ms", "--session-timeout", "1500ms", "--checkpoint-interval", "1s"]
-
-
-# --------------------------------------------------------------------------- cluster fixture
-
-
-class Gateway(FloeBroker):
-    """A FloeBroker whose log filter can be set with FLOE_TEST_LOG_LEVEL (e.g.
-    "info,floe_flusher=debug") to dig into a failure; info by default."""
-
-    def command(self) -> list[str]:
-        cmd = super().command()
-        level = os.environ.get("FLOE_TEST_LOG_LEVEL")
-        if level:
-            cmd[cmd.index("--log-level") + 1] = level
-        return cmd
-
-
-class GatewayCluster:
-    """floe gateways `gw-N` (node id N) sharing one backend; each is a FloeBroker with its own port
-    and log (`<tmp>/gw-N/floe.log`) but the cluster's data dir, or its bucket and table on aws."""
-
-    def __init__(self, binary, workdir):
-        self.binary = binary
-        self.workdir = workdir
-        self.data_dir = workdir / "data"
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.gateways: dict[int, FloeBroker] = {}
-        self.metrics_ports: dict[int, int] = {}
-        self.retired: set[int] = set()  # stopped by the test itself (SIGTERM scale-in)
-        self.aws_name = None
-        self.aws_initialized = False
-        self.t0 = time.time()
-
-    def start(self, n: int, zone: str | None = None, metrics: bool = False) -> FloeBroker:
-        assert n not in self.gateways, f"gw-{n} already started"
-        args = ["--gateway-id", f"gw-{n}", "--node-id", str(n), *CLUSTER_FLAGS]
-        if zone:
-            args += ["--zone", zone]
-        if metrics:
-            self.metrics_ports[n] = free_port()
-            args += ["--metrics-listen", f"127.0.0.1:{self.metrics_ports[n]}"]
-        gw = Gateway(self.binary, self.workdir / f"gw-{n}", args)
-        gw.data_dir = self.data_dir
-        if gw.backend == "aws":
-            # one bucket and table for the whole cluster, `floe init`ed by the first gateway
-            self.aws_name = self.aws_name or gw.aws_name
-            gw.aws_name = self.aws_name
-            gw.aws_initialized = self.aws_initialized
-        self.gateways[n] = gw
-        gw.start()
-        self.aws_initialized = True
-        return gw
-
-    def live(self) -> list[int]:
-        return sorted(n for n, gw in self.gateways.items() if gw.is_running())
-
-    def bootstrap(self, nodes=None) -> str:
-        nodes = self.live() if nodes is None else nodes
-        return ",".join(self.gateways[n].bootstrap for n in nodes)
-
-    def kill9(self, n: int) -> None:
-        self.gateways[n].kill9()
-
-    def scale_in(self, n: int) -> int:
-        """SIGTERM gateway n (releases its partitions); returns the exit code."""
-        self.retired.add(n)
-        return self.gateways[n].stop()
-
-    def log_tails(self, lines: int = 60) -> str:
-        return "\n".join(
-            f"--- gw-{n} log tail ({gw.log_path}) ---\n{gw.log_tail(lines)}" for n, gw in sorted(self.gateways.items())
-        )
-
-    def timeline(self, t0: float, pattern=r"membership changed|claimed|released|signal received|fenced|ERROR|WARN") -> str:
-        """The log lines of every gateway matching `pattern`, in time order, each prefixed with its
-        time in seconds after `t0` (time.time()); gateways log RFC 3339 UTC timestamps."""
-        rx = re.compile(pattern)
-        rows = []
-        for n, gw in self.gateways.items():
-            try:
-                lines = gw.log_path.read_text(errors="replace").splitlines()
-            except FileNotFoundError:
-                continue
-            for line in lines:
-                if not rx.search(line):
-                    continue
-                try:
-                    ts = datetime.fromisoformat(line.split()[0].replace("Z", "+00:00")).timestamp()
-                except (ValueError, IndexError):
-                    continue
-                rows.append((ts, f"  +{ts - t0:6.2f}s gw-{n}: {line.split(None, 1)[1][:200]}"))
-        return "\n".join(r for _, r in sorted(rows))
-
-    def metrics_sample(self, n: int, name: str) -> float:
-        url = f"http://127.0.0.1:{self.metrics_ports[n]}/metrics"
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            body = resp.read().decode()
-        for line in body.splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-        raise AssertionError(f"gw-{n}: no sample {name!r} at {url}")
-
-    def shutdown(self) -> list[str]:
-        """SIGTERM every running gateway at once and wait; returns the problems found (a gateway that
-        died by itself during the test, or one that did not exit 0 on SIGTERM)."""
-        problems = []
-        for n, gw in self.gateways.items():
-            if gw.proc is None:
-                continue
-            if gw.is_running():
-                gw.proc.terminate()
-            elif not gw.killed and n not in self.retired:
-                problems.append(f"gw-{n} died during the test (rc={gw.proc.returncode})")
-        for n, gw in self.gateways.items():
-            if gw.proc is None or gw.killed or n in self.retired:
-                continue
-            try:
-                rc = gw.proc.wait(timeout=20)
-            except Exception:
-                gw.proc.kill()
-                gw.proc.wait()
-                rc = "still running 20 s after SIGTERM (killed)"
-            if rc != 0 and not any(p.startswith(f"gw-{n} died") for p in problems):
-                problems.append(f"gw-{n} did not exit 0 on SIGTERM: rc={rc}")
-        return problems
-
-
-@pytest.fixture
-def cluster(request, floe_bin, tmp_path):
-    """An empty GatewayCluster; the test starts its gateways. Every gateway is stopped at the end,
-    also when the test fails; then a gateway that crashed or did not exit 0 on SIGTERM fails it."""
-    selected_backend()
-    c = GatewayCluster(floe_bin, tmp_path)
-    try:
-        yield c
-    finally:
-        problems = c.shutdown()
-        failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
-        if failed or problems:
-            print(f"--- membership and ownership events (s after the cluster fixture started) ---\n"
-                  f"{c.timeline(c.t0)}\n{c.log_tails(80)}")
-        if problems:
-            pytest.fail("; ".join(problems) + "\n" + c.log_tails(), pytrace=False)
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def cluster_view(bootstrap: str, topic: str):
-    """(broker node ids, {partition: leader node id}) from one Metadata response, or None."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, "client.id": "floe-e2e-view"})
-    try:
-        md = admin.list_topics(topic, timeout=5)
-    except Exception:
-        return None
-    t = md.topics.get(topic)
-    if t is None or t.error is not None:
-        return None
-    return set(md.brokers), {p: pm.leader for p, pm in t.partitions.items()}
-
-
-def wait_for_leaders(cluster: GatewayCluster, topic: str, partitions: int, nodes, timeout: float = 20.0):
-    """Waits until every gateway of `nodes`, asked alone, lists exactly `nodes` as brokers and names
-    the same leader, one of them, for every partition. Returns {partition: leader}. Leaders follow a
-    rendezvous hash of the gateway id and the topic's random id, so a gateway may lead none of a
-    few partitions. (A named leader may still be claiming the partition for a moment: readers retry
-    NOT_LEADER_OR_FOLLOWER, as clients do.)"""
-    nodes = set(nodes)
-    last = {}
-
-    def ok():
-        views = [cluster_view(cluster.bootstrap([n]), topic) for n in sorted(nodes)]
-        last["views"] = views
-        if any(v is None for v in views):
-            return None
-        brokers, leaders = views[0]
-        if all(v == views[0] for v in views) and brokers == nodes and len(leaders) == partitions \
-                and set(leaders.values()) <= nodes:
-            return leaders
-        return None
-
-    try:
-        return wait_until(ok, timeout=timeout, interval=0.2, what=f"{topic}: gateways {sorted(nodes)} agreeing")
-    except AssertionError as e:
-        raise AssertionError(f"{e}; last views per gateway {dict(zip(sorted(nodes), last.get('views', [])))}") from None
 
 
 RETRIABLE = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError._TRANSPORT,
