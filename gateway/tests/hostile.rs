@@ -262,10 +262,10 @@ async fn unknown_api_key_closes() {
         send(&mut s, &size_prefixed(&payload)).await;
         expect_closed(&mut s, &format!("API key {key}")).await;
     }
-    // A real Kafka API Floe does not serve (JoinGroup) is closed the same way.
+    // A real Kafka API Floe does not serve (DeleteRecords) is closed the same way.
     let mut s = connect(gw.addr).await;
-    send(&mut s, &request_raw(ApiKey::JoinGroup, 0, 1, &[0; 16])).await;
-    expect_closed(&mut s, "JoinGroup").await;
+    send(&mut s, &request_raw(ApiKey::DeleteRecords, 0, 1, &[0; 16])).await;
+    expect_closed(&mut s, "DeleteRecords").await;
     assert_healthy(gw.addr).await;
     gw.stop().await;
 }
