@@ -446,11 +446,12 @@ def cluster(request, floe_bin, tmp_path):
 
 def cluster_view(bootstrap: str, topic: str):
     """(broker node ids, {partition: leader node id}) from one Metadata response, or None."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, "client.id": "floe-e2e-view"})
-    try:
-        md = admin.list_topics(topic, timeout=5)
-    except Exception:
-        return None
+    # `with`: destroyed here, never by a garbage collection on a librdkafka thread (which aborts)
+    with AdminClient({"bootstrap.servers": bootstrap, "client.id": "floe-e2e-view"}) as admin:
+        try:
+            md = admin.list_topics(topic, timeout=5)
+        except Exception:
+            return None
     t = md.topics.get(topic)
     if t is None or t.error is not None:
         return None

@@ -9,9 +9,19 @@ before partitions are revoked and on close. Rebalance callbacks are recorded, ne
 clients then apply the assignment themselves (incrementally under cooperative-sticky).
 
 Spec keys: client ("confluent" | "kafka-python"), bootstrap, group, topic, client_id; optional
-instance_id (group.instance.id), assignor ("range" | "roundrobin" | "cooperative-sticky"),
-auto_commit (default True), commit_each_batch (default True), session_timeout_ms (default 6000,
-Kafka's minimum).
+protocol ("classic", the default, or "consumer": KIP-848, confluent-kafka only), instance_id
+(group.instance.id), assignor (classic: partition.assignment.strategy "range" | "roundrobin" |
+"cooperative-sticky"; consumer: group.remote.assignor "uniform" | "range"), auto_commit (default
+True), commit_each_batch (default True), session_timeout_ms (classic only; default 6000, Kafka's
+minimum).
+
+With protocol "consumer" the coordinator decides the session timeout and heartbeat interval and
+runs the assignor, so librdkafka refuses session.timeout.ms, heartbeat.interval.ms and
+partition.assignment.strategy: they are not set (the gateways of test_groups.py run with
+`--consumer-group-session-timeout 6s --consumer-group-heartbeat-interval 500ms`).
+
+FLOE_TEST_RDKAFKA_DEBUG (e.g. "cgrp") turns on librdkafka debug logs (stderr) of confluent-kafka
+members, to dig into a failure.
 
 Records are reported as (partition, offset, index) where index is the producer's record number
 taken from the value `<tag>-<index>`.
@@ -20,6 +30,7 @@ taken from the value `<tag>-<index>`.
 from __future__ import annotations
 
 import json
+import os
 import queue
 import signal
 import subprocess
@@ -49,18 +60,25 @@ class ConfluentMember:
             "bootstrap.servers": spec["bootstrap"],
             "group.id": spec["group"],
             "client.id": spec["client_id"],
-            "session.timeout.ms": spec.get("session_timeout_ms", 6000),
-            "heartbeat.interval.ms": HEARTBEAT_MS,
             "max.poll.interval.ms": MAX_POLL_INTERVAL_MS,
             "enable.auto.commit": spec.get("auto_commit", True),
             "auto.offset.reset": "earliest",
             "enable.partition.eof": False,
             "fetch.wait.max.ms": 100,
         }
+        if spec.get("protocol", "classic") == "consumer":
+            conf["group.protocol"] = "consumer"
+            if spec.get("assignor"):
+                conf["group.remote.assignor"] = spec["assignor"]
+        else:
+            conf["session.timeout.ms"] = spec.get("session_timeout_ms", 6000)
+            conf["heartbeat.interval.ms"] = HEARTBEAT_MS
+            if spec.get("assignor"):
+                conf["partition.assignment.strategy"] = spec["assignor"]
         if spec.get("instance_id"):
             conf["group.instance.id"] = spec["instance_id"]
-        if spec.get("assignor"):
-            conf["partition.assignment.strategy"] = spec["assignor"]
+        if os.environ.get("FLOE_TEST_RDKAFKA_DEBUG"):
+            conf["debug"] = os.environ["FLOE_TEST_RDKAFKA_DEBUG"]
         self.c = Consumer(conf)
         self.c.subscribe(
             [spec["topic"]],
@@ -77,7 +95,9 @@ class ConfluentMember:
         for m in self.c.consume(num_messages=500, timeout=POLL_S):
             err = m.error()
             if err is not None:
-                if err.fatal():
+                # A fatal error of the consumer comes back as _FATAL (KafkaError.fatal() is False on
+                # it); the consumer is unusable from then on.
+                if err.fatal() or err.code() == self.KafkaError._FATAL:
                     raise self.KafkaException(err)
                 self.report("consume_error", str(err))
                 continue
@@ -105,6 +125,7 @@ class ConfluentMember:
 
 class KafkaPythonMember:
     def __init__(self, spec: dict, report):
+        assert spec.get("protocol", "classic") == "classic", "kafka-python has no KIP-848 consumer protocol"
         from kafka import ConsumerRebalanceListener, KafkaConsumer
         from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
         from kafka.coordinator.assignors.range import RangePartitionAssignor
@@ -278,12 +299,13 @@ class MemberThread(MemberView):
         self._calls.put((busy, Future()))
         assert started.wait(30), f"{self.name}: the pause did not begin within 30 s"
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Stops polling and closes the consumer; raises what the member's thread raised."""
+    def close(self, timeout: float = 30.0, expect_error: bool = False) -> None:
+        """Stops polling and closes the consumer; raises what the member's thread raised, unless
+        the test expected it to fail (`expect_error`)."""
         self._stop.set()
         self.thread.join(timeout)
         assert not self.thread.is_alive(), f"{self.name}: close() did not finish within {timeout}s"
-        if self.error is not None:
+        if self.error is not None and not expect_error:
             raise AssertionError(f"{self.name} failed: {self.error!r}") from self.error
 
 
