@@ -630,17 +630,28 @@ impl Coordinator {
         broker.settings.group_initial_rebalance_delay
     }
 
-    /// Stores `group`'s record in the background (the group emptied or a static
-    /// member was replaced: nothing waits on it).
-    fn store_later(broker: &Broker, group: &str, g: &mut Group) {
+    /// Stores a changed group's record in the background: one store per group
+    /// in flight at a time, so records land in order, and `delete` can wait
+    /// for the one in flight before deleting.
+    fn store_dirty(broker: &Broker, id: &str, g: &mut Group) {
+        if !g.dirty || g.storing.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return;
+        }
+        g.dirty = false;
         g.stored = true;
-        let record = g.to_stored(broker.clock.now_ms());
+        let now_ms = broker.clock.now_ms();
+        let record = match &g.consumer {
+            Some(c) => c.to_stored(now_ms),
+            None => g.to_stored(now_ms),
+        };
         let meta = broker.meta.clone();
-        let id = group.to_string();
+        let storing = g.storing.clone();
+        let group = id.to_string();
         tokio::spawn(async move {
-            if let Err(e) = meta.store_group(&id, &record).await {
-                tracing::warn!(group = %id, error = %e, "could not store the group");
+            if let Err(e) = meta.store_group(&group, &record).await {
+                tracing::warn!(%group, error = %e, "could not store the group");
             }
+            storing.store(false, std::sync::atomic::Ordering::Release);
         });
     }
 
@@ -659,7 +670,7 @@ impl Coordinator {
             let delay = Self::initial_delay(broker);
             let mut groups = self.lock();
             let g = groups.entry(group.to_string()).or_insert_with(Group::empty);
-            match self.join_locked(broker, group, g, j, now, delay) {
+            match self.join_locked(group, g, j, now, delay) {
                 Ok(rx) => rx,
                 Err(answer) => return answer,
             }
@@ -672,7 +683,6 @@ impl Coordinator {
     #[allow(clippy::result_large_err)]
     fn join_locked(
         &self,
-        broker: &Broker,
         group: &str,
         g: &mut Group,
         j: Join,
@@ -708,7 +718,7 @@ impl Coordinator {
         if j.member_id.is_empty() {
             if let Some(instance) = &j.instance_id {
                 if let Some(old_id) = g.statics.get(instance).cloned() {
-                    return self.replace_static(broker, group, g, &old_id, j, tx, rx, now, delay);
+                    return self.replace_static(group, g, &old_id, j, tx, rx, now, delay);
                 }
                 let id = new_member_id(instance);
                 g.statics.insert(instance.clone(), id.clone());
@@ -785,7 +795,6 @@ impl Coordinator {
     #[allow(clippy::too_many_arguments, clippy::result_large_err)]
     fn replace_static(
         &self,
-        broker: &Broker,
         group: &str,
         g: &mut Group,
         old_id: &str,
@@ -826,7 +835,7 @@ impl Coordinator {
         // protocols would change the group's protocol (its metadata may differ:
         // cooperative-sticky members encode what they owned).
         if g.state == State::Stable && same_type && g.select_protocol() == g.protocol {
-            Self::store_later(broker, group, g);
+            g.dirty = true;
             let leader = g.leader.as_deref() == Some(id.as_str());
             return Err(g.current(&id, leader));
         }
@@ -1026,7 +1035,7 @@ impl Coordinator {
             }
         }
         if emptied {
-            Self::store_later(broker, group, g);
+            g.dirty = true;
         }
         Ok(out)
     }
@@ -1257,10 +1266,24 @@ impl Coordinator {
             Ok(e) => e,
             Err(c) => return Some(c),
         };
-        if let Some(g) = self.lock().get(group)
-            && (!g.members.is_empty() || g.is_consumer_group())
-        {
-            return Some(Code::NonEmptyGroup);
+        // Taken out of memory first, so no new store of it starts; then a
+        // store already in flight is waited for, so it cannot re-create the
+        // record after the delete.
+        let storing = {
+            let mut groups = self.lock();
+            match groups.get(group) {
+                Some(g) if !g.members.is_empty() || g.is_consumer_group() => {
+                    return Some(Code::NonEmptyGroup);
+                }
+                Some(_) => groups.remove(group).map(|g| g.storing),
+                None => None,
+            }
+        };
+        if let Some(storing) = storing {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while storing.load(std::sync::atomic::Ordering::Acquire) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
         }
         let has_offsets = match broker.meta.fetch_offsets(group).await {
             Ok(o) => !o.is_empty(),
@@ -1275,13 +1298,6 @@ impl Coordinator {
         if let Err(e) = broker.meta.delete_group(group).await {
             tracing::warn!(group, error = %e, "could not delete the group");
             return Some(Code::CoordinatorNotAvailable);
-        }
-        let mut groups = self.lock();
-        if groups
-            .get(group)
-            .is_some_and(|g| g.members.is_empty() && !g.is_consumer_group())
-        {
-            groups.remove(group);
         }
         tracing::info!(group, "group deleted");
         None
@@ -1315,20 +1331,7 @@ impl Coordinator {
                     tracing::info!(group = %id, member = %m, "consumer group member expired");
                     g.dirty = true;
                 }
-                if g.dirty && !g.storing.swap(true, std::sync::atomic::Ordering::AcqRel) {
-                    g.dirty = false;
-                    g.stored = true;
-                    let record = c.to_stored(broker.clock.now_ms());
-                    let meta = broker.meta.clone();
-                    let storing = g.storing.clone();
-                    let group = id.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = meta.store_group(&group, &record).await {
-                            tracing::warn!(%group, error = %e, "could not store the consumer group");
-                        }
-                        storing.store(false, std::sync::atomic::Ordering::Release);
-                    });
-                }
+                Self::store_dirty(broker, id, g);
                 continue;
             }
             g.pending.retain(|_, until| *until > now);
@@ -1353,8 +1356,9 @@ impl Coordinator {
                 }
             }
             if emptied {
-                Self::store_later(broker, id, g);
+                g.dirty = true;
             }
+            Self::store_dirty(broker, id, g);
         }
     }
 }
