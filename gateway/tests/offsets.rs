@@ -451,3 +451,33 @@ async fn every_gateway_names_one_coordinator_and_commits_survive_its_loss() {
         }
     }
 }
+
+/// Commits pipelined on one connection (librdkafka's async commits) land in
+/// request order: the last one wins, as on Kafka.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_commits_on_one_connection_land_in_order() {
+    use common::wire::{Reply, decode_response, reply, request, send};
+    let gw = InProcess::start().await;
+    create_topic(gw.addr, "piped", &[]).await;
+    let mut s = connect(gw.addr).await;
+    let mut frames = Vec::new();
+    for offset in 1..=50i64 {
+        frames.extend(request(
+            ApiKey::OffsetCommit,
+            8,
+            offset as i32,
+            &commit_req("piped-group", "piped", &[(0, offset, -1, None)]),
+        ));
+    }
+    send(&mut s, &frames).await;
+    for offset in 1..=50i32 {
+        let Reply::Frame(f) = reply(&mut s).await else {
+            panic!("connection closed at commit {offset}");
+        };
+        let r: OffsetCommitResponse = decode_response(f, ApiKey::OffsetCommit, 8, offset);
+        assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    }
+    let (_, rows) = fetch_v(&mut s, 7, "piped-group", "piped", &[0]).await;
+    assert_eq!(rows[0].1, 50, "the last commit wins");
+    gw.stop().await;
+}

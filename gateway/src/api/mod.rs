@@ -362,9 +362,11 @@ async fn dispatch(
     client: groups::Client,
 ) -> Result<Option<BytesMut>, Close> {
     let rv = api.response_header_version(v);
-    // Only Produce holds its turn (until its appends are enqueued).
+    // Produce holds its turn until its appends are enqueued; OffsetCommit
+    // until its write is done, so pipelined commits on one connection land in
+    // request order (the last one wins, as on Kafka).
     let turn = match body {
-        Body::Produce(_) => Some(turn),
+        Body::Produce(_) | Body::OffsetCommit(_) => Some(turn),
         _ => {
             drop(turn);
             None
@@ -399,7 +401,13 @@ async fn dispatch(
         Body::DescribeCluster(req) => respond!(describe_cluster::handle(broker, v, req).await),
         Body::InitProducerId(req) => respond!(init_producer_id::handle(broker, v, req).await),
         Body::FindCoordinator(req) => respond!(find_coordinator::handle(broker, v, req).await),
-        Body::OffsetCommit(req) => respond!(offsets::commit(broker, v, req).await),
+        Body::OffsetCommit(req) => {
+            let mut turn = turn.unwrap_or_default();
+            turn.wait().await;
+            let resp = offsets::commit(broker, v, req).await;
+            turn.done();
+            respond!(resp)
+        }
         Body::OffsetFetch(req) => respond!(offsets::fetch(broker, v, req).await),
         Body::OffsetDelete(req) => respond!(offsets::delete(broker, v, req).await),
         Body::JoinGroup(req) => respond!(groups::join(broker, v, req, client).await),
