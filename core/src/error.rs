@@ -85,6 +85,40 @@ impl Error {
         self.kind().is_retriable()
     }
 
+    /// The message, without the kind's prefix.
+    pub fn message(&self) -> &str {
+        match self {
+            Error::Unavailable(m)
+            | Error::Ambiguous(m)
+            | Error::Fenced(m)
+            | Error::AlreadyExists(m)
+            | Error::Precondition(m)
+            | Error::NotFound(m)
+            | Error::InvalidInput(m)
+            | Error::Corrupt(m)
+            | Error::Config(m)
+            | Error::Denied(m)
+            | Error::Internal(m) => m,
+        }
+    }
+
+    /// An error of `kind` with `message`.
+    pub fn of_kind(kind: ErrorKind, message: String) -> Error {
+        match kind {
+            ErrorKind::Unavailable => Error::Unavailable(message),
+            ErrorKind::Ambiguous => Error::Ambiguous(message),
+            ErrorKind::Fenced => Error::Fenced(message),
+            ErrorKind::AlreadyExists => Error::AlreadyExists(message),
+            ErrorKind::Precondition => Error::Precondition(message),
+            ErrorKind::NotFound => Error::NotFound(message),
+            ErrorKind::InvalidInput => Error::InvalidInput(message),
+            ErrorKind::Corrupt => Error::Corrupt(message),
+            ErrorKind::Config => Error::Config(message),
+            ErrorKind::Denied => Error::Denied(message),
+            ErrorKind::Internal => Error::Internal(message),
+        }
+    }
+
     /// An I/O error from the local filesystem. Local disks fail by running out of
     /// space or permission, which an operator must fix, but we treat them as
     /// retriable so a transient condition (ENOSPC cleared) heals by itself.

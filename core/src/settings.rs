@@ -1,8 +1,16 @@
-//! Floe's settings: one struct, documented field by field with the trade-off each
-//! makes. Values come from defaults, then an optional TOML file, then `FLOE_*`
-//! environment variables, then command-line flags; every source goes through
-//! [`Settings::apply`], so a value is parsed and checked the same way wherever it
-//! comes from. Durations are written like `250ms` or `10s`, sizes like `8MiB`.
+//! Floe's settings, each declared once below: its name, type, default, the
+//! check of its value and its documentation (the trade-off it makes). From that
+//! one declaration come the `Settings` struct, `Default`, [`SETTINGS`] (which
+//! the `floe` binary turns into flags and `FLOE_*` variables, and README's
+//! table is rendered from: [`markdown_table`], checked by a test), the TOML
+//! keys and [`Settings::apply`], so a value is parsed and checked the same way
+//! wherever it comes from.
+//!
+//! Sources, lowest precedence first: defaults, an optional TOML file, `FLOE_*`
+//! environment variables, command-line flags. Durations are written like
+//! `250ms` or `10s`, sizes like `8MiB` or plain bytes (every `u64` setting is a
+//! byte size). [`Settings::validate`] checks relations between values once all
+//! sources are applied.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,184 +24,125 @@ pub enum Backend {
     Aws,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Settings {
-    /// Address the Kafka listener binds.
-    pub listen: String,
-    /// `host:port` clients are told to connect to (Metadata). Defaults to `listen`.
-    pub advertised_listener: Option<String>,
-    /// Where the embedded backend keeps its objects and SQLite database.
-    pub data_dir: PathBuf,
-    /// `embedded` (local directory + SQLite, the default) or `aws` (S3 +
-    /// DynamoDB, standard AWS credential chain).
-    pub backend: Backend,
-    /// aws: the S3 bucket holding segment objects.
-    pub bucket: Option<String>,
-    /// aws: the DynamoDB table holding metadata.
-    pub table: Option<String>,
-    /// aws: region (else from the AWS configuration / environment).
-    pub region: Option<String>,
-    /// aws: endpoint of an S3/DynamoDB-compatible service (LocalStack, moto);
-    /// implies path-style bucket addressing.
-    pub endpoint_url: Option<String>,
-    /// aws: how long DynamoDB keeps a flush record before its TTL deletes it.
-    /// Checkpoints make records obsolete within seconds; the TTL must outlast
-    /// the longest time a crashed gateway's records may wait for recovery.
-    pub flush_record_ttl: Duration,
-    /// Longest a produced batch waits in the buffer before its segment is sealed.
-    /// Shorter means lower produce latency and more object PUTs (cost on S3).
-    pub flush_interval: Duration,
-    /// A segment is sealed as soon as it holds this many bytes. Larger segments
-    /// mean fewer PUTs per GiB but more latency under low load and more memory.
-    pub segment_bytes: u64,
-    /// Bytes of produced data the gateway holds before it stops reading from
-    /// producers (backpressure). Bounds memory whatever the load.
-    pub max_buffer_bytes: u64,
-    /// Segment uploads in flight at once. Commits still happen in seal order.
-    pub upload_concurrency: usize,
-    /// How long a commit or an upload is retried on retriable errors before the
-    /// produce fails with a retriable Kafka error.
-    pub retry_budget: Duration,
-    /// How often the owner folds new index entries and producer state into the
-    /// per-partition checkpoint (bulk metadata write) and trims flush records.
-    pub checkpoint_interval: Duration,
-    /// Bytes of recently written or read object ranges kept for fetches.
-    pub read_cache_bytes: u64,
-    /// Create a topic on first Metadata request for it, as Kafka does by default.
-    pub auto_create_topics: bool,
-    /// Partitions of an auto-created topic (and of CreateTopics asking for -1).
-    pub default_partitions: i32,
-    /// Largest request frame accepted (Kafka's socket.request.max.bytes).
-    pub max_request_bytes: u64,
-    /// Request bytes being handled at once, over all connections (like Kafka's
-    /// queued.max.request.bytes). Non-produce requests count 32x their size,
-    /// since decoding them can take that much memory. Bounds memory under floods
-    /// of large requests; readers wait when it is used up.
-    pub max_inflight_request_bytes: u64,
-    /// A connection with no complete request for this long is closed.
-    pub idle_timeout: Duration,
-    /// Default max.message.bytes for topics that don't set it.
-    pub max_message_bytes: u64,
-    /// This gateway's stable id in the MetaStore.
-    pub gateway_id: String,
-    /// Kafka node id this gateway reports in Metadata; unique among the
-    /// gateways sharing a backend.
-    pub node_id: i32,
-    /// This gateway's availability zone (Kafka's rack), reported in Metadata.
-    pub zone: Option<String>,
-    /// How often the gateway proves it is alive and re-reads the membership.
-    pub heartbeat_interval: Duration,
-    /// A gateway whose heartbeat counter has not moved for this long (on the
-    /// observer's own clock) is fenced and its partitions are taken over.
-    pub session_timeout: Duration,
-    /// Zone-local reads: how often a gateway re-reads the metadata of a
-    /// partition led in another zone that consumers of its zone fetch.
-    pub follower_refresh: Duration,
-    /// Kafka's `group.initial.rebalance.delay.ms`: how long the first join of
-    /// an empty consumer group waits for more members (each new one extends
-    /// the wait, up to the rebalance timeout), saving a rebalance per member
-    /// when a whole group starts at once.
-    pub group_initial_rebalance_delay: Duration,
-    /// KIP-848 groups (`group.protocol=consumer`): Kafka's
-    /// `group.consumer.session.timeout.ms`, set by the coordinator for every
-    /// member.
-    pub consumer_group_session_timeout: Duration,
-    /// KIP-848 groups: Kafka's `group.consumer.heartbeat.interval.ms`, told to
-    /// every member.
-    pub consumer_group_heartbeat_interval: Duration,
-    /// Kafka cluster id reported in Metadata and DescribeCluster.
-    pub cluster_id: String,
-    /// tracing filter, e.g. `info` or `floe_gateway=debug,info`.
-    pub log_level: String,
-    /// Address of the Prometheus metrics endpoint (`GET /metrics`); `None`
-    /// (the default) serves no endpoint. Counters are kept either way, for the
-    /// summary logged at shutdown.
-    pub metrics_listen: Option<String>,
+/// How a setting's value is read from text and shown (defaults in `--help`
+/// and README). The field's type decides.
+pub trait SettingValue: Sized {
+    fn parse(key: &str, text: &str) -> Result<Self>;
+    fn show(&self) -> String;
 }
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            listen: "127.0.0.1:9092".to_string(),
-            advertised_listener: None,
-            data_dir: PathBuf::from("./floe-data"),
-            backend: Backend::Embedded,
-            bucket: None,
-            table: None,
-            region: None,
-            endpoint_url: None,
-            flush_interval: Duration::from_millis(5),
-            flush_record_ttl: crate::meta::dynamodb::DEFAULT_FLUSH_RECORD_TTL,
-            segment_bytes: 8 * 1024 * 1024,
-            max_buffer_bytes: 64 * 1024 * 1024,
-            upload_concurrency: 4,
-            retry_budget: Duration::from_secs(10),
-            checkpoint_interval: Duration::from_secs(5),
-            read_cache_bytes: 256 * 1024 * 1024,
-            auto_create_topics: true,
-            default_partitions: 1,
-            max_request_bytes: 100 * 1024 * 1024,
-            max_inflight_request_bytes: 512 * 1024 * 1024,
-            idle_timeout: Duration::from_secs(600),
-            max_message_bytes: 1024 * 1024 + 12,
-            gateway_id: "floe-0".to_string(),
-            node_id: 0,
-            zone: None,
-            heartbeat_interval: Duration::from_secs(1),
-            session_timeout: Duration::from_secs(6),
-            follower_refresh: Duration::from_millis(500),
-            group_initial_rebalance_delay: Duration::from_secs(3),
-            consumer_group_session_timeout: Duration::from_secs(45),
-            consumer_group_heartbeat_interval: Duration::from_secs(5),
-            cluster_id: "floe-cluster".to_string(),
-            log_level: "info".to_string(),
-            metrics_listen: None,
-        }
-    }
-}
-
-/// Every key [`Settings::apply`] accepts, in the dashed form flags use; the TOML
-/// file and `FLOE_*` variables use the same names (underscored / upper-cased).
-pub const KEYS: &[&str] = &[
-    "listen",
-    "advertised-listener",
-    "data-dir",
-    "backend",
-    "bucket",
-    "table",
-    "region",
-    "endpoint-url",
-    "flush-record-ttl",
-    "flush-interval",
-    "segment-bytes",
-    "max-buffer-bytes",
-    "upload-concurrency",
-    "retry-budget",
-    "checkpoint-interval",
-    "read-cache-bytes",
-    "auto-create-topics",
-    "default-partitions",
-    "max-request-bytes",
-    "max-inflight-request-bytes",
-    "idle-timeout",
-    "max-message-bytes",
-    "gateway-id",
-    "node-id",
-    "zone",
-    "heartbeat-interval",
-    "session-timeout",
-    "follower-refresh",
-    "group-initial-rebalance-delay",
-    "consumer-group-session-timeout",
-    "consumer-group-heartbeat-interval",
-    "cluster-id",
-    "log-level",
-    "metrics-listen",
-];
 
 fn bad(key: &str, value: &str, why: impl std::fmt::Display) -> Error {
     Error::Config(format!("{key} = {value:?}: {why}"))
 }
+
+impl SettingValue for String {
+    fn parse(_: &str, text: &str) -> Result<Self> {
+        Ok(text.to_string())
+    }
+    fn show(&self) -> String {
+        self.clone()
+    }
+}
+
+/// Empty text means unset.
+impl SettingValue for Option<String> {
+    fn parse(_: &str, text: &str) -> Result<Self> {
+        Ok((!text.is_empty()).then(|| text.to_string()))
+    }
+    fn show(&self) -> String {
+        self.clone().unwrap_or_default()
+    }
+}
+
+impl SettingValue for PathBuf {
+    fn parse(_: &str, text: &str) -> Result<Self> {
+        Ok(PathBuf::from(text))
+    }
+    fn show(&self) -> String {
+        self.display().to_string()
+    }
+}
+
+impl SettingValue for Backend {
+    fn parse(key: &str, text: &str) -> Result<Self> {
+        match text.trim() {
+            "embedded" => Ok(Backend::Embedded),
+            "aws" => Ok(Backend::Aws),
+            _ => Err(bad(key, text, "expected embedded or aws")),
+        }
+    }
+    fn show(&self) -> String {
+        match self {
+            Backend::Embedded => "embedded",
+            Backend::Aws => "aws",
+        }
+        .to_string()
+    }
+}
+
+impl SettingValue for Duration {
+    fn parse(key: &str, text: &str) -> Result<Self> {
+        parse_duration(key, text)
+    }
+    /// In the largest unit that divides it: `7d`, `5s`, `250ms`.
+    fn show(&self) -> String {
+        let ms = self.as_millis();
+        for (unit, size) in [
+            ("d", 86_400_000),
+            ("h", 3_600_000),
+            ("m", 60_000),
+            ("s", 1000),
+        ] {
+            if ms >= size && ms.is_multiple_of(size) {
+                return format!("{}{unit}", ms / size);
+            }
+        }
+        format!("{ms}ms")
+    }
+}
+
+/// A byte size.
+impl SettingValue for u64 {
+    fn parse(key: &str, text: &str) -> Result<Self> {
+        parse_size(key, text)
+    }
+    /// In the largest binary unit that divides it (`8MiB`), else in bytes.
+    fn show(&self) -> String {
+        for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+            if *self >= size && self.is_multiple_of(size) {
+                return format!("{}{unit}", *self / size);
+            }
+        }
+        self.to_string()
+    }
+}
+
+impl SettingValue for bool {
+    fn parse(key: &str, text: &str) -> Result<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" => Ok(false),
+            _ => Err(bad(key, text, "expected true or false")),
+        }
+    }
+    fn show(&self) -> String {
+        self.to_string()
+    }
+}
+
+macro_rules! integer_setting {
+    ($($t:ty),*) => {$(
+        impl SettingValue for $t {
+            fn parse(key: &str, text: &str) -> Result<Self> {
+                text.trim().parse::<$t>().map_err(|e| bad(key, text, e))
+            }
+            fn show(&self) -> String {
+                self.to_string()
+            }
+        }
+    )*};
+}
+integer_setting!(i32, usize);
 
 pub fn parse_duration(key: &str, value: &str) -> Result<Duration> {
     humantime::parse_duration(value.trim()).map_err(|e| {
@@ -221,91 +170,262 @@ pub fn parse_size(key: &str, value: &str) -> Result<u64> {
         })
 }
 
-fn parse_bool(key: &str, value: &str) -> Result<bool> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(bad(key, value, "expected true or false")),
+/// One declared setting, as flags, variables, files and docs see it.
+#[derive(Debug)]
+pub struct SettingDef {
+    /// The field name; the flag is `--` + it with dashes, the variable
+    /// `FLOE_` + it upper-cased, the TOML key the name itself.
+    pub name: &'static str,
+    /// What it is for and what it trades, one paragraph.
+    pub doc: &'static str,
+    /// How README and `--help` describe the default, when `show`ing the
+    /// default value would not say it (an unset value that means something).
+    pub default_doc: Option<&'static str>,
+    /// The setting's value in `s`, as text.
+    pub show: fn(&Settings) -> String,
+}
+
+impl SettingDef {
+    /// `flush-interval`.
+    pub fn key(&self) -> String {
+        self.name.replace('_', "-")
+    }
+
+    /// `FLOE_FLUSH_INTERVAL`.
+    pub fn env(&self) -> String {
+        format!("FLOE_{}", self.name.to_ascii_uppercase())
+    }
+
+    /// The default, as README and `--help` give it.
+    pub fn default_text(&self) -> String {
+        match self.default_doc {
+            Some(d) => d.to_string(),
+            None => format!("`{}`", (self.show)(&Settings::default())),
+        }
     }
 }
 
-fn parse_int<T: std::str::FromStr>(key: &str, value: &str) -> Result<T>
-where
-    T::Err: std::fmt::Display,
-{
-    value.trim().parse::<T>().map_err(|e| bad(key, value, e))
+/// Declares the settings: for each, its doc comment (the README text), its
+/// field, type and default, optionally how README describes the default, and
+/// optionally a check of the value alone.
+macro_rules! declare_settings {
+    ($(
+        $(#[doc = $doc:literal])+
+        $name:ident: $ty:ty = $default:expr
+        $(, default_doc = $dd:literal)?
+        $(, check = $check:expr)?
+        ;
+    )*) => {
+        /// Every setting of a Floe process. See the module docs for where
+        /// values come from; each field's doc is its README entry.
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct Settings {
+            $(
+                $(#[doc = $doc])+
+                pub $name: $ty,
+            )*
+        }
+
+        impl Default for Settings {
+            fn default() -> Self {
+                Settings { $($name: $default,)* }
+            }
+        }
+
+        /// Every setting, in declaration order.
+        pub const SETTINGS: &[SettingDef] = &[$(
+            SettingDef {
+                name: stringify!($name),
+                doc: concat!($($doc, "\n"),+),
+                default_doc: declare_settings!(@opt $($dd)?),
+                show: |s: &Settings| SettingValue::show(&s.$name),
+            },
+        )*];
+
+        impl Settings {
+            /// Sets one setting from its textual value; the key may be written
+            /// with dashes or underscores.
+            pub fn apply(&mut self, key: &str, value: &str) -> Result<()> {
+                let name = key.trim().replace('-', "_");
+                $(
+                    if name == stringify!($name) {
+                        let dashed = name.replace('_', "-");
+                        let v: $ty = SettingValue::parse(&dashed, value)?;
+                        $(
+                            check_value::<$ty>(&v, $check).map_err(|why| bad(&dashed, value, why))?;
+                        )?
+                        self.$name = v;
+                        return Ok(());
+                    }
+                )*
+                Err(Error::Config(format!(
+                    "unknown setting {key:?}; known settings: {}",
+                    SETTINGS.iter().map(|d| d.key()).collect::<Vec<_>>().join(", ")
+                )))
+            }
+        }
+    };
+    (@opt $dd:literal) => { Some($dd) };
+    (@opt) => { None };
+}
+
+/// Runs a declared check (a function of the value alone).
+fn check_value<T>(
+    v: &T,
+    check: impl Fn(&T) -> std::result::Result<(), String>,
+) -> std::result::Result<(), String> {
+    check(v)
+}
+
+fn at_least<T: PartialOrd + SettingValue>(
+    min: T,
+) -> impl Fn(&T) -> std::result::Result<(), String> {
+    move |v| {
+        if *v >= min {
+            Ok(())
+        } else {
+            Err(format!("must be at least {}", min.show()))
+        }
+    }
+}
+
+declare_settings! {
+    /// Address the Kafka listener binds (`host:port`).
+    listen: String = "127.0.0.1:9092".to_string(),
+        check = |v| if v.contains(':') { Ok(()) } else { Err("expected host:port".into()) };
+    /// `host:port` clients are told to connect to (Metadata).
+    advertised_listener: Option<String> = None, default_doc = "the listen address",
+        check = |v| match v {
+            Some(a) if a.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() =>
+                Err("expected host:port".into()),
+            _ => Ok(()),
+        };
+    /// Embedded backend: the directory holding `objects/` and `meta.sqlite`.
+    data_dir: PathBuf = PathBuf::from("./floe-data");
+    /// `embedded` (local directory + SQLite) or `aws` (S3 + DynamoDB, standard
+    /// AWS credential chain).
+    backend: Backend = Backend::Embedded;
+    /// aws: the S3 bucket holding segment objects (`floe init` creates it).
+    bucket: Option<String> = None, default_doc = "none";
+    /// aws: the DynamoDB table holding metadata (`floe init` creates it).
+    table: Option<String> = None, default_doc = "none";
+    /// aws: the region.
+    region: Option<String> = None, default_doc = "from the AWS configuration";
+    /// aws: endpoint of an S3/DynamoDB-compatible service (LocalStack, moto);
+    /// implies path-style bucket addressing.
+    endpoint_url: Option<String> = None, default_doc = "AWS's own";
+    /// aws: DynamoDB TTL of flush records. Checkpoints make them obsolete
+    /// within seconds; TTL deletes are free, where a delete per flush would add
+    /// 1 WRU to each flush's 4. Must outlast the longest time a crashed
+    /// gateway's records can wait for recovery; at least `1h`.
+    flush_record_ttl: Duration = Duration::from_secs(7 * 24 * 3600),
+        check = at_least(Duration::from_secs(3600));
+    /// Longest a produced batch waits before its segment is sealed: lower
+    /// produce latency vs more objects (every PUT costs money on S3).
+    flush_interval: Duration = Duration::from_millis(5),
+        check = |v| if v.is_zero() { Err("must be greater than 0".into()) } else { Ok(()) };
+    /// Seal a segment early once it holds this much: fewer, larger objects vs
+    /// memory and latency under low load. At least `1KiB`.
+    segment_bytes: u64 = 8 * 1024 * 1024, check = at_least(1024);
+    /// Produced bytes held before producers are slowed down (backpressure
+    /// bounds memory whatever the load); at least `segment-bytes`.
+    max_buffer_bytes: u64 = 64 * 1024 * 1024;
+    /// Segment uploads in flight at once: more throughput on slow object
+    /// stores vs memory; commits still happen in seal order.
+    upload_concurrency: usize = 4, check = at_least(1);
+    /// How long an upload or a commit is retried on retriable storage errors
+    /// (throttling, 5xx, refused connections) before its flush fails and its
+    /// producers get a retriable error (they retry, idempotently): rides out
+    /// longer outages vs holds produce requests longer. A commit whose outcome
+    /// is unknown when the budget runs out is read back before it is failed.
+    retry_budget: Duration = Duration::from_secs(30), check = at_least(Duration::from_millis(100));
+    /// How often each partition's new index entries and producer state are
+    /// folded into the metadata store in bulk (and flush records trimmed):
+    /// fewer metadata writes vs more flush records to replay at takeover.
+    checkpoint_interval: Duration = Duration::from_secs(5),
+        check = at_least(Duration::from_millis(10));
+    /// Recently written and read object ranges kept for fetches: tailing
+    /// consumers never touch object storage vs memory.
+    read_cache_bytes: u64 = 256 * 1024 * 1024;
+    /// Create a topic on the first Metadata request for it, as Kafka does.
+    auto_create_topics: bool = true;
+    /// Partitions of auto-created topics (and of CreateTopics asking for -1).
+    default_partitions: i32 = 1,
+        check = |v| if (1..=10_000).contains(v) { Ok(()) } else { Err("must be between 1 and 10000".into()) };
+    /// Largest request frame accepted (Kafka's `socket.request.max.bytes`); at
+    /// least `1KiB`.
+    max_request_bytes: u64 = 100 * 1024 * 1024, check = at_least(1024);
+    /// Request bytes handled at once over all connections (non-produce
+    /// requests count 32x, their decoding cost): bounds memory under request
+    /// floods; readers wait when it is used up. At least `max-request-bytes`.
+    max_inflight_request_bytes: u64 = 512 * 1024 * 1024;
+    /// Connections with no request for this long are closed.
+    idle_timeout: Duration = Duration::from_secs(600);
+    /// Default `max.message.bytes` of topics that do not set it.
+    max_message_bytes: u64 = 1024 * 1024 + 12;
+    /// This gateway's identity in the metadata store; unique per gateway
+    /// sharing a backend (ASCII letters, digits, `-`, `_`).
+    gateway_id: String = "floe-0".to_string(),
+        check = |v| {
+            if !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                Ok(())
+            } else {
+                Err("expected non-empty ASCII letters, digits, - or _".into())
+            }
+        };
+    /// Kafka node id reported to clients; unique per gateway sharing a backend.
+    node_id: i32 = 0;
+    /// Availability zone, reported to clients as the gateway's rack (set it
+    /// from ECS task metadata's `AvailabilityZone`); enables zone-local reads.
+    zone: Option<String> = None, default_doc = "none";
+    /// How often the gateway proves it is alive and re-reads the membership
+    /// (one small write and a few reads each: on DynamoDB ≈ 1 WRU + 1 RRU per
+    /// gateway). At least `50ms`.
+    heartbeat_interval: Duration = Duration::from_secs(1),
+        check = at_least(Duration::from_millis(50));
+    /// A gateway whose heartbeat has not moved for this long (on the
+    /// observer's own clock) is fenced and its partitions are taken over:
+    /// faster failover vs false alarms on a stalled process; at least 3 × the
+    /// heartbeat interval.
+    session_timeout: Duration = Duration::from_secs(6);
+    /// Zone-local reads: how often a gateway re-reads a partition led in
+    /// another zone while its zone's consumers fetch it: lower end-to-end
+    /// latency for them vs more metadata reads. At least `10ms`.
+    follower_refresh: Duration = Duration::from_millis(500),
+        check = at_least(Duration::from_millis(10));
+    /// Kafka's `group.initial.rebalance.delay.ms`: how long an empty consumer
+    /// group's first join waits for more members (each one extends it, up to
+    /// the rebalance timeout): fewer rebalances when a whole group starts vs a
+    /// slower first assignment.
+    group_initial_rebalance_delay: Duration = Duration::from_secs(3);
+    /// KIP-848 groups: a member not heard from for this long is removed
+    /// (Kafka's `group.consumer.session.timeout.ms`); at least twice the
+    /// consumer-group heartbeat interval.
+    consumer_group_session_timeout: Duration = Duration::from_secs(45);
+    /// KIP-848 groups: how often members heartbeat (Kafka's
+    /// `group.consumer.heartbeat.interval.ms`): faster reassignment vs more
+    /// requests to the coordinator (no storage cost). At least `100ms`.
+    consumer_group_heartbeat_interval: Duration = Duration::from_secs(5),
+        check = at_least(Duration::from_millis(100));
+    /// Kafka cluster id reported in Metadata and DescribeCluster; the same on
+    /// every gateway sharing a backend.
+    cluster_id: String = "floe-cluster".to_string(),
+        check = |v| if v.is_empty() { Err("must not be empty".into()) } else { Ok(()) };
+    /// Log filter, e.g. `info` or `floe_gateway=debug,info`.
+    log_level: String = "info".to_string();
+    /// `host:port` of the Prometheus endpoint (`GET /metrics`), e.g.
+    /// `127.0.0.1:9464`. Counters are kept either way, for the summary logged
+    /// at shutdown.
+    metrics_listen: Option<String> = None, default_doc = "off",
+        check = |v| match v {
+            Some(m) if !m.contains(':') => Err("expected host:port".into()),
+            _ => Ok(()),
+        };
 }
 
 impl Settings {
-    /// Sets one key from its textual value. Keys may be written with dashes or
-    /// underscores.
-    pub fn apply(&mut self, key: &str, value: &str) -> Result<()> {
-        let k = key.replace('_', "-");
-        match k.as_str() {
-            "listen" => self.listen = value.to_string(),
-            "advertised-listener" => {
-                self.advertised_listener = (!value.is_empty()).then(|| value.to_string())
-            }
-            "data-dir" => self.data_dir = PathBuf::from(value),
-            "backend" => {
-                self.backend = match value.trim() {
-                    "embedded" => Backend::Embedded,
-                    "aws" => Backend::Aws,
-                    _ => return Err(bad(&k, value, "expected embedded or aws")),
-                }
-            }
-            "bucket" => self.bucket = (!value.is_empty()).then(|| value.to_string()),
-            "table" => self.table = (!value.is_empty()).then(|| value.to_string()),
-            "region" => self.region = (!value.is_empty()).then(|| value.to_string()),
-            "endpoint-url" => self.endpoint_url = (!value.is_empty()).then(|| value.to_string()),
-            "flush-interval" => self.flush_interval = parse_duration(&k, value)?,
-            "flush-record-ttl" => self.flush_record_ttl = parse_duration(&k, value)?,
-            "segment-bytes" => self.segment_bytes = parse_size(&k, value)?,
-            "max-buffer-bytes" => self.max_buffer_bytes = parse_size(&k, value)?,
-            "upload-concurrency" => self.upload_concurrency = parse_int(&k, value)?,
-            "retry-budget" => self.retry_budget = parse_duration(&k, value)?,
-            "checkpoint-interval" => self.checkpoint_interval = parse_duration(&k, value)?,
-            "read-cache-bytes" => self.read_cache_bytes = parse_size(&k, value)?,
-            "auto-create-topics" => self.auto_create_topics = parse_bool(&k, value)?,
-            "default-partitions" => self.default_partitions = parse_int(&k, value)?,
-            "max-request-bytes" => self.max_request_bytes = parse_size(&k, value)?,
-            "max-inflight-request-bytes" => {
-                self.max_inflight_request_bytes = parse_size(&k, value)?
-            }
-            "idle-timeout" => self.idle_timeout = parse_duration(&k, value)?,
-            "max-message-bytes" => self.max_message_bytes = parse_size(&k, value)?,
-            "gateway-id" => self.gateway_id = value.to_string(),
-            "node-id" => self.node_id = parse_int(&k, value)?,
-            "zone" => self.zone = (!value.is_empty()).then(|| value.to_string()),
-            "heartbeat-interval" => self.heartbeat_interval = parse_duration(&k, value)?,
-            "session-timeout" => self.session_timeout = parse_duration(&k, value)?,
-            "follower-refresh" => self.follower_refresh = parse_duration(&k, value)?,
-            "group-initial-rebalance-delay" => {
-                self.group_initial_rebalance_delay = parse_duration(&k, value)?
-            }
-            "consumer-group-session-timeout" => {
-                self.consumer_group_session_timeout = parse_duration(&k, value)?
-            }
-            "consumer-group-heartbeat-interval" => {
-                self.consumer_group_heartbeat_interval = parse_duration(&k, value)?
-            }
-            "cluster-id" => self.cluster_id = value.to_string(),
-            "log-level" => self.log_level = value.to_string(),
-            "metrics-listen" => {
-                self.metrics_listen = (!value.is_empty()).then(|| value.to_string())
-            }
-            _ => {
-                return Err(Error::Config(format!(
-                    "unknown setting {key:?}; known settings: {}",
-                    KEYS.join(", ")
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    /// Applies every key of a TOML document (flat table; values may be strings,
-    /// integers or booleans).
+    /// Applies every key of a TOML document (a flat table; values may be
+    /// strings, integers, floats or booleans).
     pub fn apply_toml(&mut self, text: &str, origin: &str) -> Result<()> {
         let table: toml::Table = text
             .parse()
@@ -329,41 +449,15 @@ impl Settings {
         Ok(())
     }
 
-    /// Checks relations between values; called once all sources are applied.
+    /// Checks relations between values; called once all sources are applied
+    /// (each value alone was checked when it was applied).
     pub fn validate(&self) -> Result<()> {
         let fail = |m: String| Err(Error::Config(m));
-        if self.segment_bytes < 1024 {
-            return fail(format!(
-                "segment-bytes {} is below 1KiB",
-                self.segment_bytes
-            ));
-        }
         if self.max_buffer_bytes < self.segment_bytes {
             return fail(format!(
                 "max-buffer-bytes ({}) must be at least segment-bytes ({})",
                 self.max_buffer_bytes, self.segment_bytes
             ));
-        }
-        if self.flush_record_ttl < Duration::from_secs(3600) {
-            return fail(format!(
-                "flush-record-ttl {:?} is too short: at least 1h (it must outlast any outage)",
-                self.flush_record_ttl
-            ));
-        }
-        if self.flush_interval.is_zero() {
-            return fail("flush-interval must be greater than 0".into());
-        }
-        if self.default_partitions < 1 {
-            return fail(format!(
-                "default-partitions must be at least 1, got {}",
-                self.default_partitions
-            ));
-        }
-        if self.upload_concurrency == 0 {
-            return fail("upload-concurrency must be at least 1".into());
-        }
-        if self.max_request_bytes < 1024 {
-            return fail("max-request-bytes must be at least 1KiB".into());
         }
         if self.max_inflight_request_bytes < self.max_request_bytes {
             return fail(format!(
@@ -371,57 +465,39 @@ impl Settings {
                 self.max_inflight_request_bytes, self.max_request_bytes
             ));
         }
-        if self.gateway_id.is_empty()
-            || !self
-                .gateway_id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
+        if self.session_timeout < 3 * self.heartbeat_interval {
             return fail(format!(
-                "gateway-id {:?} must be non-empty ASCII letters, digits, - or _",
-                self.gateway_id
-            ));
-        }
-        if self.heartbeat_interval < Duration::from_millis(50)
-            || self.session_timeout < 3 * self.heartbeat_interval
-        {
-            return fail(format!(
-                "session-timeout ({:?}) must be at least 3 x heartbeat-interval ({:?}, at least 50ms)",
+                "session-timeout ({:?}) must be at least 3 x heartbeat-interval ({:?})",
                 self.session_timeout, self.heartbeat_interval
             ));
         }
-        if self.consumer_group_heartbeat_interval < Duration::from_millis(100)
-            || self.consumer_group_session_timeout < 2 * self.consumer_group_heartbeat_interval
-        {
+        if self.consumer_group_session_timeout < 2 * self.consumer_group_heartbeat_interval {
             return fail(format!(
-                "consumer-group-session-timeout ({:?}) must be at least twice consumer-group-heartbeat-interval ({:?}), which must be at least 100ms",
+                "consumer-group-session-timeout ({:?}) must be at least twice consumer-group-heartbeat-interval ({:?})",
                 self.consumer_group_session_timeout, self.consumer_group_heartbeat_interval
             ));
-        }
-        if self.follower_refresh < Duration::from_millis(10) {
-            return fail("follower-refresh must be at least 10ms".into());
         }
         if self.backend == Backend::Aws && (self.bucket.is_none() || self.table.is_none()) {
             return fail("backend aws needs --bucket and --table".into());
         }
-        if self.listen.parse::<std::net::SocketAddr>().is_err() && !self.listen.contains(':') {
-            return fail(format!("listen {:?} is not host:port", self.listen));
-        }
-        if let Some(m) = &self.metrics_listen
-            && m.parse::<std::net::SocketAddr>().is_err()
-            && !m.contains(':')
-        {
-            return fail(format!("metrics-listen {m:?} is not host:port"));
-        }
-        if let Some(a) = &self.advertised_listener
-            && a.rsplit_once(':')
-                .and_then(|(_, p)| p.parse::<u16>().ok())
-                .is_none()
-        {
-            return fail(format!("advertised-listener {a:?} is not host:port"));
-        }
         Ok(())
     }
+}
+
+/// README's configuration table, rendered from [`SETTINGS`]: flag, default,
+/// what it trades.
+pub fn markdown_table() -> String {
+    let mut out = String::from("| flag | default | what it trades |\n|---|---|---|\n");
+    for d in SETTINGS {
+        let doc = d.doc.split_whitespace().collect::<Vec<_>>().join(" ");
+        out.push_str(&format!(
+            "| `--{}` | {} | {} |\n",
+            d.key(),
+            d.default_text(),
+            doc
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -434,30 +510,54 @@ mod tests {
         s.apply("flush-interval", "250ms").unwrap();
         s.apply("segment_bytes", "8MiB").unwrap();
         s.apply("read-cache-bytes", "1048576").unwrap();
+        s.apply("retry-budget", "2m").unwrap();
         assert_eq!(s.flush_interval, Duration::from_millis(250));
         assert_eq!(s.segment_bytes, 8 * 1024 * 1024);
         assert_eq!(s.read_cache_bytes, 1 << 20);
+        assert_eq!(s.retry_budget, Duration::from_secs(120));
         let e = s.apply("flush-interval", "fast").unwrap_err();
         assert!(e.to_string().contains("flush-interval"), "{e}");
         assert!(s.apply("segment-bytes", "lots").is_err());
         assert!(s.apply("auto-create-topics", "maybe").is_err());
-        assert!(s.apply("no-such-key", "1").is_err());
+        let e = s.apply("no-such-key", "1").unwrap_err();
+        assert!(
+            e.to_string().contains("retry-budget"),
+            "lists the known keys: {e}"
+        );
     }
 
     #[test]
-    fn flush_record_ttl_has_a_floor() {
+    fn declared_checks_refuse_bad_values_and_name_the_setting() {
         let mut s = Settings::default();
-        assert_eq!(s.flush_record_ttl, Duration::from_secs(7 * 24 * 3600));
+        for (key, value) in [
+            ("flush-record-ttl", "10m"),
+            ("flush-interval", "0s"),
+            ("segment-bytes", "512"),
+            ("upload-concurrency", "0"),
+            ("retry-budget", "10ms"),
+            ("default-partitions", "0"),
+            ("default-partitions", "10001"),
+            ("gateway-id", "a b"),
+            ("heartbeat-interval", "10ms"),
+            ("listen", "nohost"),
+            ("advertised-listener", "host:port"),
+            ("metrics-listen", "nohost"),
+            ("cluster-id", ""),
+        ] {
+            let e = s.apply(key, value).expect_err(key);
+            assert!(e.to_string().contains(key), "{e}");
+        }
+        assert_eq!(s, Settings::default(), "a refused value is not applied");
         s.apply("flush-record-ttl", "2d").unwrap();
         assert_eq!(s.flush_record_ttl, Duration::from_secs(2 * 24 * 3600));
-        assert!(s.validate().is_ok());
-        s.apply("flush-record-ttl", "10m").unwrap();
-        let e = s.validate().unwrap_err();
-        assert!(e.to_string().contains("flush-record-ttl"), "{e}");
+        s.apply("metrics_listen", "127.0.0.1:9464").unwrap();
+        assert_eq!(s.metrics_listen.as_deref(), Some("127.0.0.1:9464"));
+        s.apply("metrics-listen", "").unwrap();
+        assert_eq!(s.metrics_listen, None);
     }
 
     #[test]
-    fn toml_and_validation() {
+    fn toml_and_relations() {
         let mut s = Settings::default();
         s.apply_toml(
             "flush_interval = \"20ms\"\ndefault_partitions = 3\nauto_create_topics = false\n",
@@ -467,17 +567,66 @@ mod tests {
         assert_eq!(s.default_partitions, 3);
         assert!(!s.auto_create_topics);
         s.validate().unwrap();
-        s.default_partitions = 0;
-        assert!(s.validate().is_err());
-        s.default_partitions = 1;
-        s.apply("metrics_listen", "127.0.0.1:9464").unwrap();
-        assert_eq!(s.metrics_listen.as_deref(), Some("127.0.0.1:9464"));
-        s.validate().unwrap();
-        s.apply("metrics-listen", "nohost").unwrap();
+        s.apply("max-buffer-bytes", "1MiB").unwrap();
         let e = s.validate().unwrap_err();
-        assert!(e.to_string().contains("metrics-listen"), "{e}");
-        s.apply("metrics-listen", "").unwrap();
-        assert_eq!(s.metrics_listen, None);
+        assert!(e.to_string().contains("max-buffer-bytes"), "{e}");
+        let mut s = Settings::default();
+        s.apply("session-timeout", "2s").unwrap();
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("session-timeout")
+        );
+        let mut s = Settings::default();
+        s.apply("backend", "aws").unwrap();
+        assert!(s.validate().unwrap_err().to_string().contains("--bucket"));
         assert!(Settings::default().apply_toml("x = [1]", "t").is_err());
+        let e = Settings::default()
+            .apply_toml("flush_interval = 5", "f.toml")
+            .unwrap_err();
+        assert!(e.to_string().contains("f.toml"), "{e}");
+    }
+
+    #[test]
+    fn every_setting_is_declared_with_a_flag_a_variable_and_a_default() {
+        let keys: Vec<String> = SETTINGS.iter().map(|d| d.key()).collect();
+        for k in [
+            "upload-concurrency",
+            "retry-budget",
+            "cluster-id",
+            "flush-record-ttl",
+        ] {
+            assert!(keys.contains(&k.to_string()), "{k}");
+        }
+        let d = SETTINGS
+            .iter()
+            .find(|d| d.name == "flush_interval")
+            .unwrap();
+        assert_eq!(d.env(), "FLOE_FLUSH_INTERVAL");
+        assert_eq!(d.default_text(), "`5ms`");
+        let d = SETTINGS
+            .iter()
+            .find(|d| d.name == "flush_record_ttl")
+            .unwrap();
+        assert_eq!(d.default_text(), "`7d`");
+        let d = SETTINGS
+            .iter()
+            .find(|d| d.name == "max_buffer_bytes")
+            .unwrap();
+        assert_eq!(d.default_text(), "`64MiB`");
+        let d = SETTINGS
+            .iter()
+            .find(|d| d.name == "max_message_bytes")
+            .unwrap();
+        assert_eq!(d.default_text(), "`1048588`");
+        // Every default shown parses back to itself.
+        let defaults = Settings::default();
+        let mut s = Settings::default();
+        for d in SETTINGS.iter().filter(|d| d.default_doc.is_none()) {
+            s.apply(&d.key(), &(d.show)(&defaults)).expect(d.name);
+        }
+        assert_eq!(s, defaults);
+        defaults.validate().unwrap();
     }
 }

@@ -3,6 +3,7 @@
 //! wrapped in the fault-injecting store with nothing armed), so a failure names
 //! the backend: `object_store::<case>::<backend>`, `meta_store::<case>::<backend>`.
 
+#[macro_use]
 #[path = "common/contract.rs"]
 mod contract;
 
@@ -141,32 +142,9 @@ macro_rules! meta_store_contract {
     };
 }
 
-object_store_contract!(
-    put_if_absent_never_overwrites,
-    get_returns_exact_bytes,
-    delete_is_idempotent,
-    list_by_prefix_is_sorted,
-    invalid_keys_are_rejected,
-    concurrent_conditional_puts_have_one_winner,
-);
+for_each_object_store_case!(object_store_contract);
 
-meta_store_contract!(
-    register_gateway_epochs_increase,
-    commit_flush_is_fenced_and_idempotent,
-    concurrent_commits_have_one_winner,
-    read_flushes_is_ordered_and_filtered,
-    trim_flushes_and_flush_streams,
-    checkpoints_are_fenced_and_idempotent,
-    load_partition_from_reads_only_newer_entries,
-    committed_offsets_merge_and_come_back_exactly,
-    group_state_is_stored_conditionally,
-    membership_heartbeat_and_fencing,
-    claims_move_ownership_safely,
-    topic_writes_are_conditional,
-    concurrent_topic_updates_have_one_winner,
-    delete_topic_checks_the_id,
-    producer_ids_are_disjoint,
-);
+for_each_meta_store_case!(meta_store_contract);
 
 // ---------------------------------------------------------------------------
 // Durability of the embedded backends across a reopen.

@@ -7,6 +7,7 @@
 //! and runs them with `--run-ignored all`. Run that way without the endpoint
 //! variables, they fail: a green run always means the backends were exercised.
 
+#[macro_use]
 #[path = "common/contract.rs"]
 mod contract;
 
@@ -23,6 +24,8 @@ use floe_core::object_store::{ObjectStore, S3Store};
 use floe_core::types::{FlushPartition, FlushRecord};
 
 const MOTO: &str = "FLOE_TEST_MOTO_ENDPOINT";
+/// Flush records' TTL in the tests (the setting's default).
+const TTL: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 const LOCALSTACK: &str = "FLOE_TEST_LOCALSTACK_ENDPOINT";
 
 #[track_caller]
@@ -87,11 +90,11 @@ impl Bucket {
     async fn new(endpoint_var: &str, prefix: Option<&str>) -> Bucket {
         let client = s3_client(&endpoint(endpoint_var));
         let name = unique("b");
-        S3Store::create_bucket(&client, &name)
+        floe_core::provision::create_bucket(&client, &name)
             .await
             .expect("create bucket");
         // Creating it twice is fine (floe init is re-runnable).
-        S3Store::create_bucket(&client, &name)
+        floe_core::provision::create_bucket(&client, &name)
             .await
             .expect("create bucket again");
         let store = Arc::new(S3Store::new(
@@ -155,10 +158,10 @@ impl Table {
     async fn new() -> Table {
         let client = ddb_client(&endpoint(MOTO));
         let name = unique("t");
-        floe_core::meta::dynamodb::create_table(&client, &name)
+        floe_core::provision::create_table(&client, &name)
             .await
             .expect("create table");
-        floe_core::meta::dynamodb::create_table(&client, &name)
+        floe_core::provision::create_table(&client, &name)
             .await
             .expect("create table again");
         let stats = Arc::new(AwsStats::default());
@@ -166,6 +169,7 @@ impl Table {
             client.clone(),
             name.clone(),
             stats.clone(),
+            TTL,
         ));
         Table {
             client,
@@ -237,32 +241,9 @@ macro_rules! aws_meta_store_contract {
     };
 }
 
-aws_object_store_contract!(
-    put_if_absent_never_overwrites,
-    get_returns_exact_bytes,
-    delete_is_idempotent,
-    list_by_prefix_is_sorted,
-    invalid_keys_are_rejected,
-    concurrent_conditional_puts_have_one_winner,
-);
+for_each_object_store_case!(aws_object_store_contract);
 
-aws_meta_store_contract!(
-    register_gateway_epochs_increase,
-    commit_flush_is_fenced_and_idempotent,
-    concurrent_commits_have_one_winner,
-    read_flushes_is_ordered_and_filtered,
-    trim_flushes_and_flush_streams,
-    checkpoints_are_fenced_and_idempotent,
-    load_partition_from_reads_only_newer_entries,
-    committed_offsets_merge_and_come_back_exactly,
-    group_state_is_stored_conditionally,
-    membership_heartbeat_and_fencing,
-    claims_move_ownership_safely,
-    topic_writes_are_conditional,
-    concurrent_topic_updates_have_one_winner,
-    delete_topic_checks_the_id,
-    producer_ids_are_disjoint,
-);
+for_each_meta_store_case!(aws_meta_store_contract);
 
 // ---------------------------------------------------------------------------
 // Backend-specific checks.
@@ -405,6 +386,7 @@ async fn unreachable_endpoint_is_unavailable() {
         DdbClient::from_conf(conf),
         "t",
         Arc::new(AwsStats::default()),
+        TTL,
     );
     let e = meta.get_topic("x").await.expect_err("nothing listens");
     assert_eq!(e.kind(), floe_core::ErrorKind::Unavailable, "{e}");
@@ -421,6 +403,7 @@ async fn missing_credentials_are_denied() {
         DdbClient::from_conf(conf),
         "t",
         Arc::new(AwsStats::default()),
+        TTL,
     );
     let e = meta.get_topic("x").await.expect_err("no credentials");
     assert_eq!(e.kind(), floe_core::ErrorKind::Denied, "{e}");
@@ -504,8 +487,7 @@ async fn dynamodb_flush_records_expire_by_ttl_once_trimmed() {
     use aws_sdk_dynamodb::types::AttributeValue;
     let t = Table::new().await;
     let ttl = std::time::Duration::from_secs(3 * 24 * 3600);
-    let store = DynamoMetaStore::new(t.client.clone(), t.name.clone(), t.stats.clone())
-        .with_flush_record_ttl(ttl);
+    let store = DynamoMetaStore::new(t.client.clone(), t.name.clone(), t.stats.clone(), ttl);
     let s = stream(
         "gw",
         store.register_gateway("gw", &info()).await.expect("reg"),

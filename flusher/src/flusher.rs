@@ -13,8 +13,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use floe_core::clock::SharedClock;
+use floe_core::keys::object_key;
 use floe_core::meta::SharedMetaStore;
+use floe_core::meta::rules::{CommitOutcome, commit_outcome};
 use floe_core::object_store::SharedObjectStore;
+use floe_core::producer::{SeqCheck, apply_batch, check_sequence};
+use floe_core::retry::RetryPolicy;
 use floe_core::segment::SegmentBuilder;
 use floe_core::types::{
     FlushPartition, FlushRecord, PartitionId, ProducerBatch, ProducerState, StreamId,
@@ -26,7 +30,6 @@ use tokio::time::Instant;
 
 use crate::cache::ReadCache;
 use crate::log::{Lease, PartitionLog};
-use crate::producer::{SeqCheck, apply_batch, check_sequence};
 
 #[derive(Debug, Clone)]
 pub struct FlusherConfig {
@@ -34,6 +37,8 @@ pub struct FlusherConfig {
     pub flush_interval: Duration,
     pub max_buffer_bytes: u64,
     pub upload_concurrency: usize,
+    /// How long an upload or a commit is retried before its flush fails.
+    pub retry_budget: Duration,
 }
 
 /// One Kafka RecordBatch v2, validated by the gateway, with the header fields the
@@ -151,7 +156,15 @@ struct Inner {
     committed_through: AtomicU64,
     fenced: AtomicBool,
     abandon: AtomicBool,
+    retry: RetryPolicy,
     stats: Arc<FlusherStats>,
+}
+
+impl Inner {
+    /// Shutdown passed its deadline: stop retrying storage.
+    fn abandoned(&self) -> bool {
+        self.abandon.load(Ordering::SeqCst)
+    }
 }
 
 /// Handle to the write path; cheap to clone.
@@ -170,16 +183,9 @@ impl std::fmt::Debug for Flusher {
     }
 }
 
-/// Object keys spread over 256 prefixes so S3 scales request rates per prefix.
-pub fn object_key(stream: &StreamId, seq: u64) -> String {
-    let name = format!("{}-{:010}-{:012}", stream.gateway, stream.epoch, seq);
-    let spread = crc32c::crc32c(name.as_bytes()) & 0xff;
-    format!("segments/{spread:02x}/{name}.seg")
-}
-
 impl Flusher {
-    /// Starts the write path for incarnation `stream`; the first flush gets seq
-    /// `first_seq`.
+    /// Starts the write path for incarnation `stream`; its first flush gets
+    /// seq 1 (every incarnation starts a new stream).
     pub fn start(
         config: FlusherConfig,
         stream: StreamId,
@@ -192,6 +198,7 @@ impl Flusher {
             config.max_buffer_bytes.min(u32::MAX as u64) as usize
         ));
         let uploads = Arc::new(Semaphore::new(config.upload_concurrency));
+        let retry = RetryPolicy::new(config.retry_budget);
         let inner = Arc::new(Inner {
             config,
             stream,
@@ -209,6 +216,7 @@ impl Flusher {
             committed_through: AtomicU64::new(0),
             fenced: AtomicBool::new(false),
             abandon: AtomicBool::new(false),
+            retry,
             stats: Arc::default(),
         });
         let (tx, rx) = mpsc::unbounded_channel();
@@ -594,21 +602,28 @@ fn seal(inner: &Arc<Inner>, open: Open) -> Sealed {
         let body = body.clone();
         tokio::spawn(async move {
             let _permit = inner.uploads.clone().acquire_owned().await;
-            retry_until_definite(&inner, "upload", || {
-                inner.stats.put_requests.fetch_add(1, Ordering::Relaxed);
-                let inner = inner.clone();
-                let key = key.clone();
-                let body = body.clone();
-                async move {
-                    match inner.objects.put_if_absent(&key, body.clone()).await {
-                        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                            same_object(&*inner.objects, &key, &body).await
+            // Past the budget the flush fails: nothing refers to the object yet.
+            inner
+                .retry
+                .run(
+                    "upload",
+                    || inner.abandoned(),
+                    || {
+                        inner.stats.put_requests.fetch_add(1, Ordering::Relaxed);
+                        let inner = inner.clone();
+                        let key = key.clone();
+                        let body = body.clone();
+                        async move {
+                            match inner.objects.put_if_absent(&key, body.clone()).await {
+                                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                                    same_object(&*inner.objects, &key, &body).await
+                                }
+                                r => r,
+                            }
                         }
-                        r => r,
-                    }
-                }
-            })
-            .await
+                    },
+                )
+                .await
         })
     };
     Sealed {
@@ -639,44 +654,6 @@ async fn same_object(
             found.len(),
             body.len()
         )))
-    }
-}
-
-/// Retries retriable errors with capped exponential backoff until the store
-/// answers definitively. The outcome of a flush must be known before offsets can
-/// be reused, so this does not give up on its own; producers waiting on it see a
-/// retriable timeout from their request deadline, and memory stays bounded by the
-/// buffer semaphore. Only shutdown past its deadline abandons.
-async fn retry_until_definite<F, Fut>(inner: &Inner, what: &str, mut op: F) -> floe_core::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = floe_core::Result<()>>,
-{
-    let mut backoff = Duration::from_millis(10);
-    let mut attempt = 0u32;
-    loop {
-        match op().await {
-            Ok(()) => {
-                if attempt > 0 {
-                    tracing::info!(what, attempts = attempt + 1, "storage recovered");
-                }
-                return Ok(());
-            }
-            Err(e) if e.is_retriable() => {
-                if inner.abandon.load(Ordering::SeqCst) {
-                    return Err(Error::Unavailable(format!(
-                        "{what} abandoned at shutdown: {e}"
-                    )));
-                }
-                attempt += 1;
-                if attempt == 1 || attempt.is_power_of_two() {
-                    tracing::warn!(what, attempt, error = %e, "retrying");
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
-            Err(e) => return Err(e),
-        }
     }
 }
 
@@ -723,20 +700,29 @@ async fn commit_one(inner: &Arc<Inner>, s: &mut Sealed) -> floe_core::Result<()>
         // says nothing about it: the record may have landed. Rolling back then
         // would let the next flush commit the same offsets again.
         let uncertain = AtomicBool::new(false);
-        let result = retry_until_definite(inner, "commit", || {
-            inner.stats.commit_requests.fetch_add(1, Ordering::Relaxed);
-            let uncertain = &uncertain;
-            async move {
-                let r = inner.meta.commit_flush(record).await;
-                if matches!(&r, Err(e) if e.kind() == ErrorKind::Ambiguous) {
-                    uncertain.store(true, Ordering::SeqCst);
-                }
-                r
-            }
-        })
-        .await;
+        let result = inner
+            .retry
+            .run(
+                "commit",
+                || inner.abandoned(),
+                || {
+                    inner.stats.commit_requests.fetch_add(1, Ordering::Relaxed);
+                    let uncertain = &uncertain;
+                    async move {
+                        let r = inner.meta.commit_flush(record).await;
+                        if matches!(&r, Err(e) if e.kind() == ErrorKind::Ambiguous) {
+                            uncertain.store(true, Ordering::SeqCst);
+                        }
+                        r
+                    }
+                },
+            )
+            .await;
         match result {
-            Err(e) if uncertain.load(Ordering::SeqCst) => {
+            // An outcome may be unknown, or the retry budget ran out (an attempt
+            // that failed with a 5xx may still have been applied): the stored
+            // record decides before any offset is reused.
+            Err(e) if uncertain.load(Ordering::SeqCst) || e.is_retriable() => {
                 match commit_landed(inner, record).await {
                     Ok(true) => {}
                     Ok(false) => return Err(e),
@@ -758,22 +744,30 @@ async fn commit_one(inner: &Arc<Inner>, s: &mut Sealed) -> floe_core::Result<()>
     Ok(())
 }
 
-/// Reads back whether `record` was committed (resolves an ambiguous commit).
+/// Reads back whether `record` was committed (resolves an unknown outcome),
+/// within the retry budget.
 async fn commit_landed(inner: &Arc<Inner>, record: &FlushRecord) -> floe_core::Result<bool> {
-    let landed = AtomicBool::new(false);
-    retry_until_definite(inner, "commit read-back", || {
-        let landed = &landed;
-        async move {
-            let found = inner
-                .meta
-                .read_flushes(&record.stream, record.seq.saturating_sub(1))
-                .await?;
-            landed.store(found.first() == Some(record), Ordering::SeqCst);
-            Ok(())
-        }
-    })
-    .await?;
-    Ok(landed.load(Ordering::SeqCst))
+    let found = inner
+        .retry
+        .run(
+            "commit read-back",
+            || inner.abandoned(),
+            || {
+                inner
+                    .meta
+                    .read_flushes(&record.stream, record.seq.saturating_sub(1))
+            },
+        )
+        .await?;
+    let stored = found.first().filter(|r| r.seq == record.seq);
+    match commit_outcome(record, stored) {
+        CommitOutcome::Landed => Ok(true),
+        CommitOutcome::Absent => Ok(false),
+        CommitOutcome::Conflict => Err(Error::Internal(format!(
+            "flush {} #{} holds another record than the one this gateway committed",
+            record.stream, record.seq
+        ))),
+    }
 }
 
 fn apply_committed(inner: &Arc<Inner>, s: Sealed) {
@@ -783,7 +777,7 @@ fn apply_committed(inner: &Arc<Inner>, s: Sealed) {
             {
                 let mut st = log.lock();
                 st.high_watermark = fp.last_offset + 1;
-                st.entries.push(fp.index_entry(&record.object_key));
+                st.index.push(fp.index_entry(&record.object_key));
                 for pb in &fp.producers {
                     apply_batch(st.producers.entry(pb.producer_id).or_default(), pb);
                 }

@@ -10,7 +10,6 @@ mod cache;
 mod checkpoint;
 mod flusher;
 mod log;
-mod producer;
 mod recovery;
 
 pub use cache::ReadCache;
@@ -19,5 +18,4 @@ pub use flusher::{
     AppendError, AppendOk, AppendTicket, BatchIn, Flusher, FlusherConfig, FlusherStats,
 };
 pub use log::{Lease, LogSnapshot, PartitionLog};
-pub use producer::{SeqCheck, apply_batch, check_sequence};
 pub use recovery::{Adoption, adopt_partitions, recover_partition_logs, trim_streams};

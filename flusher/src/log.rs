@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
+use floe_core::index::PartitionIndex;
 use floe_core::types::{
     IndexEntry, PartitionCheckpoint, PartitionId, PartitionSnapshot, ProducerState, StreamId,
 };
@@ -18,7 +19,7 @@ pub(crate) struct LogState {
     // Committed.
     pub high_watermark: i64,
     pub log_start_offset: i64,
-    pub entries: Vec<IndexEntry>,
+    pub index: PartitionIndex,
     pub producers: BTreeMap<i64, ProducerState>,
     // Working.
     pub next_offset: i64,
@@ -74,7 +75,7 @@ impl PartitionLog {
             state: Mutex::new(LogState {
                 high_watermark: next_offset,
                 log_start_offset,
-                entries,
+                index: PartitionIndex::new(entries),
                 working_producers: producers.clone(),
                 producers,
                 next_offset,
@@ -112,7 +113,7 @@ impl PartitionLog {
         s.high_watermark = snap.next_offset;
         s.next_offset = snap.next_offset;
         s.log_start_offset = snap.log_start_offset;
-        s.entries = snap.entries;
+        s.index = PartitionIndex::new(snap.entries);
         s.working_producers = snap.producers.clone();
         s.producers = snap.producers;
         s.version += 1;
@@ -138,7 +139,7 @@ impl PartitionLog {
             }
             s.high_watermark = e.last_offset + 1;
             s.next_offset = s.high_watermark;
-            s.entries.push(e);
+            s.index.push(e);
             grew = true;
         }
         s.log_start_offset = s.log_start_offset.max(log_start_offset);
@@ -148,6 +149,19 @@ impl PartitionLog {
             self.wake();
         }
         true
+    }
+
+    /// Replaces a read-only copy's state with a freshly loaded one (the copy
+    /// fell behind what the index still holds).
+    pub fn reset_replica(&self, log_start_offset: i64, next_offset: i64, entries: Vec<IndexEntry>) {
+        let mut s = self.lock();
+        s.index = PartitionIndex::new(entries);
+        s.high_watermark = next_offset;
+        s.next_offset = next_offset;
+        s.log_start_offset = log_start_offset;
+        s.version += 1;
+        drop(s);
+        self.wake();
     }
 
     /// Starts or finishes a hand-over; waiting fetches wake so they answer
@@ -182,44 +196,23 @@ impl PartitionLog {
     /// data (always at least one entry if any exists).
     pub fn read_plan(&self, offset: i64, max_bytes: u64) -> LogSnapshot {
         let s = self.lock();
-        let start = s.entries.partition_point(|e| e.last_offset < offset);
-        let mut entries = Vec::new();
-        let mut bytes = 0u64;
-        for e in &s.entries[start..] {
-            if !entries.is_empty() && bytes >= max_bytes {
-                break;
-            }
-            bytes += e.length as u64;
-            entries.push(e.clone());
-        }
         LogSnapshot {
             high_watermark: s.high_watermark,
             log_start_offset: s.log_start_offset,
-            entries,
+            entries: s.index.read_plan(offset, max_bytes),
         }
     }
 
     /// Index entries whose max timestamp reaches `timestamp`, starting with the
     /// first such entry (for ListOffsets by time).
     pub fn entries_from_timestamp(&self, timestamp: i64) -> Vec<IndexEntry> {
-        let s = self.lock();
-        match s.entries.iter().position(|e| e.max_timestamp >= timestamp) {
-            Some(i) => s.entries[i..].to_vec(),
-            None => Vec::new(),
-        }
+        self.lock().index.from_timestamp(timestamp)
     }
 
     /// The entry holding the largest timestamp (first of equals), for
     /// ListOffsets MAX_TIMESTAMP.
     pub fn entry_with_max_timestamp(&self) -> Option<IndexEntry> {
-        let s = self.lock();
-        let mut best: Option<&IndexEntry> = None;
-        for e in &s.entries {
-            if best.is_none_or(|b| e.max_timestamp > b.max_timestamp) {
-                best = Some(e);
-            }
-        }
-        best.cloned()
+        self.lock().index.max_timestamp_entry()
     }
 
     /// Registers `notify` to be woken at the next commit (or deletion).
@@ -256,10 +249,10 @@ impl PartitionLog {
                 next_offset: s.high_watermark,
                 log_start_offset: s.log_start_offset,
                 producers: s.producers.clone(),
-                new_entries: s.entries[s.checkpointed_entries.min(s.entries.len())..].to_vec(),
+                new_entries: s.index.since(s.checkpointed_entries).to_vec(),
             },
             s.version,
-            s.entries.len(),
+            s.index.len(),
         ))
     }
 
@@ -279,7 +272,7 @@ impl PartitionLog {
             next_offset: s.high_watermark,
             log_start_offset: s.log_start_offset,
             producers: s.producers.clone(),
-            new_entries: s.entries[s.checkpointed_entries.min(s.entries.len())..].to_vec(),
+            new_entries: s.index.since(s.checkpointed_entries).to_vec(),
         }
     }
 
@@ -287,6 +280,6 @@ impl PartitionLog {
     pub fn mark_all_checkpointed(&self) {
         let mut s = self.lock();
         s.checkpointed_version = s.version;
-        s.checkpointed_entries = s.entries.len();
+        s.checkpointed_entries = s.index.len();
     }
 }

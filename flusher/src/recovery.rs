@@ -1,17 +1,17 @@
-//! Taking partitions over: each partition's checkpoint, plus the flush records
-//! of its previous owner that the checkpoint does not yet hold, then a claim (a
-//! full checkpoint under this incarnation, conditional on that previous owner
-//! having released the partition or no longer being live).
+//! Taking partitions over: each partition's checkpoint plus a replay of its
+//! previous owner's flush records (the rule of `floe_core::index`), then a
+//! claim: a full checkpoint under this incarnation, conditional on that
+//! previous owner having released the partition or no longer being live.
 //!
-//! The previous owner's records are read only after its release or fence is
-//! committed, so every flush it acknowledged is either in the checkpoint or in
-//! the records read here. Replay is idempotent by offset: a flush entry whose
-//! offsets the checkpoint already holds is skipped, and one that would leave a
-//! gap is corruption.
+//! The caller reads the previous owner's state only after its release or fence
+//! is committed, so every flush it acknowledged is either in the checkpoint or
+//! in the records replayed here. One read of each owner's records serves all of
+//! its partitions.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use floe_core::index::replay;
 use floe_core::meta::SharedMetaStore;
 use floe_core::types::{
     FlushRecord, PartitionCheckpoint, PartitionId, PartitionSnapshot, StreamId,
@@ -19,7 +19,6 @@ use floe_core::types::{
 use floe_core::{Error, Result};
 
 use crate::log::PartitionLog;
-use crate::producer::apply_batch;
 
 /// One partition to take over: its slot and its state as just read from the
 /// MetaStore (`None`: never claimed).
@@ -86,7 +85,7 @@ async fn adopt_one(
             Some(Err(e)) => return Err(Error::Unavailable(format!("reading {owner}: {e}"))),
             None => return Err(Error::Internal(format!("records of {owner} not read"))),
         };
-        replay(&mut snap, id, owner, recs)?;
+        replay(&mut snap, id, recs)?;
     }
     let cp = PartitionCheckpoint {
         partition: id,
@@ -108,37 +107,6 @@ async fn adopt_one(
         replayed,
         "partition claimed"
     );
-    Ok(())
-}
-
-/// Applies `owner`'s flush entries for `id` that follow the checkpoint.
-fn replay(
-    snap: &mut PartitionSnapshot,
-    id: PartitionId,
-    owner: &StreamId,
-    records: &[FlushRecord],
-) -> Result<()> {
-    for record in records {
-        if record.seq <= snap.checkpoint_seq {
-            continue;
-        }
-        for fp in record.partitions.iter().filter(|fp| fp.partition == id) {
-            if fp.last_offset < snap.next_offset {
-                continue; // already in the checkpoint
-            }
-            if fp.base_offset != snap.next_offset {
-                return Err(Error::Corrupt(format!(
-                    "partition {id}: flush {owner} #{} starts at offset {} but the log ends at {}",
-                    record.seq, fp.base_offset, snap.next_offset
-                )));
-            }
-            snap.next_offset = fp.last_offset + 1;
-            snap.entries.push(fp.index_entry(&record.object_key));
-            for pb in &fp.producers {
-                apply_batch(snap.producers.entry(pb.producer_id).or_default(), pb);
-            }
-        }
-    }
     Ok(())
 }
 

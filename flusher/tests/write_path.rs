@@ -39,6 +39,7 @@ fn config(flush_interval_ms: u64, max_buffer_bytes: u64) -> FlusherConfig {
         flush_interval: Duration::from_millis(flush_interval_ms),
         max_buffer_bytes,
         upload_concurrency: 4,
+        retry_budget: Duration::from_secs(30),
     }
 }
 
@@ -461,6 +462,74 @@ async fn retriable_commit_errors_are_retried() {
     assert_eq!(log.high_watermark(), 4);
     let b = ok(rig.flusher.append(log.clone(), vec![plain(1, 2)]).await);
     assert_eq!(b.base_offset, 4);
+}
+
+/// Past the retry budget a flush fails with a retriable error instead of
+/// holding its producers forever; nothing landed, so its offsets are reused
+/// once the store is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_budget_bounds_commit_retries() {
+    let mut cfg = config(5, 1 << 20);
+    cfg.retry_budget = Duration::from_millis(300);
+    let rig = Rig::memory(cfg).await;
+    let log = PartitionLog::empty(pid(0));
+    rig.faults.set("meta.commit", Fault::Unavailable, None);
+    let r = tokio::time::timeout(
+        Duration::from_secs(20),
+        rig.flusher.append(log.clone(), vec![plain(3, 1)]),
+    )
+    .await
+    .expect("the retry budget bounds the commit");
+    assert!(matches!(r, Err(AppendError::Storage(_))), "{r:?}");
+    let attempts = rig.faults.hits("meta.commit");
+    assert!(attempts > 1, "retried: {attempts} attempts");
+    assert!(rig.flushes().await.is_empty());
+    assert_eq!(log.high_watermark(), 0);
+    rig.faults.clear_all();
+    let a = ok(rig.flusher.append(log.clone(), vec![plain(2, 2)]).await);
+    assert_eq!(a.base_offset, 0, "the failed flush's offsets are reused");
+    assert_eq!(log.high_watermark(), 2);
+}
+
+/// Every attempt lands but reports an unknown outcome until the budget runs
+/// out: the read-back finds the record, so the append is acknowledged once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_retried_out_but_landed_is_acked() {
+    let mut cfg = config(5, 1 << 20);
+    cfg.retry_budget = Duration::from_millis(200);
+    let rig = Rig::memory(cfg).await;
+    let log = PartitionLog::empty(pid(0));
+    rig.faults.set("meta.commit", Fault::Ambiguous, None);
+    let a = ok(rig.flusher.append(log.clone(), vec![plain(3, 1)]).await);
+    assert_eq!(a.base_offset, 0);
+    assert!(rig.faults.hits("meta.commit") > 1);
+    rig.faults.clear_all();
+    assert_eq!(rig.flushes().await.len(), 1);
+    let b = ok(rig.flusher.append(log.clone(), vec![plain(1, 2)]).await);
+    assert_eq!(b.base_offset, 3);
+}
+
+/// An upload that keeps failing fails its flush after the budget; nothing
+/// refers to the object, and the write path serves again afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_budget_bounds_upload_retries() {
+    let mut cfg = config(5, 1 << 20);
+    cfg.retry_budget = Duration::from_millis(300);
+    let rig = Rig::memory(cfg).await;
+    let log = PartitionLog::empty(pid(0));
+    rig.faults.set("object.put", Fault::Unavailable, None);
+    let r = tokio::time::timeout(
+        Duration::from_secs(20),
+        rig.flusher.append(log.clone(), vec![plain(3, 1)]),
+    )
+    .await
+    .expect("the retry budget bounds the upload");
+    assert!(matches!(r, Err(AppendError::Storage(_))), "{r:?}");
+    assert!(rig.faults.hits("object.put") > 1);
+    assert!(rig.flushes().await.is_empty());
+    rig.faults.clear_all();
+    let a = ok(rig.flusher.append(log.clone(), vec![plain(1, 2)]).await);
+    assert_eq!(a.base_offset, 0);
 }
 
 // ---------------------------------------------------------------------------

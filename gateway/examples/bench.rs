@@ -44,20 +44,16 @@ async fn main() {
         .await
         .expect("bind");
     let bs = listener.local_addr().expect("addr").to_string();
-    let (objects, meta) = floe_gateway::open_embedded(&settings, None).expect("backend");
+    let stores = floe_core::backend::open_backend(&settings, None)
+        .await
+        .expect("backend");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let flush_interval = settings.flush_interval;
     let segment_bytes = settings.segment_bytes;
-    let obj = objects.clone();
-    let server = tokio::spawn(floe_gateway::run(
-        listener,
-        settings,
-        objects,
-        meta,
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let obj = stores.objects.clone();
+    let server = tokio::spawn(floe_gateway::run(listener, settings, stores, async {
+        let _ = stopped.await;
+    }));
 
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &bs)

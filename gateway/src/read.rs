@@ -1,61 +1,159 @@
-//! Reading committed batches: index entry → cached range or one ranged GET.
+//! Reading committed batches: index entry → cached range or one ranged GET,
+//! for partitions led here and for read-only copies of partitions led in
+//! other zones.
+//!
+//! Zone-local reads (Kafka's fetch-from-follower, KIP-392): any gateway can
+//! serve reads of any partition, since the data is in the object store. A
+//! consumer that sends `client.rack` and fetches from the leader of a
+//! partition in another zone is told to fetch from a live gateway in its own
+//! zone instead (`preferred_read_replica`); that gateway keeps a read-only
+//! copy of the partition's index, re-read at most every `follower_refresh`
+//! while it is fetched, by the storage model's rule (`floe_core::index::load`:
+//! the checkpoint's entries from the copy's end on, plus the leader's flush
+//! records after the checkpoint). The trade-off: no cross-zone transfer for
+//! those consumers, for up to `follower_refresh` more end-to-end latency and a
+//! few metadata reads per refresh and partition (shared by every consumer of
+//! it on that gateway).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use floe_core::types::IndexEntry;
+use floe_core::meta::SharedMetaStore;
+use floe_core::object_store::SharedObjectStore;
+use floe_core::types::{IndexEntry, PartitionId};
+use floe_flusher::{PartitionLog, ReadCache};
+use tokio::time::Instant;
 
 use crate::batch::stored_batches;
-use crate::broker::Broker;
 
-/// The bytes of one index entry's region.
-pub async fn entry_bytes(broker: &Broker, e: &IndexEntry) -> floe_core::Result<Bytes> {
-    if let Some(b) = broker.cache.get(&e.object_key, e.position) {
-        return Ok(b);
-    }
-    let b = broker
-        .objects
-        .get_range(&e.object_key, e.position..e.position + e.length as u64)
-        .await?;
-    broker.cache.insert(&e.object_key, e.position, b.clone());
-    Ok(b)
+/// A read-only copy of one partition led elsewhere.
+#[derive(Debug)]
+struct Copy {
+    log: Arc<PartitionLog>,
+    /// When it was last brought up to date; the lock makes one refresh at a
+    /// time serve every fetch waiting on it.
+    refreshed: tokio::sync::Mutex<Option<Instant>>,
 }
 
-/// Collects whole batches from `offset`, stopping before `limit` bytes unless
-/// `must_return_one` (KIP-74: the first batch is returned even if larger).
-pub async fn read_batches(
-    broker: &Broker,
-    entries: &[IndexEntry],
-    offset: i64,
-    limit: usize,
-    must_return_one: bool,
-) -> floe_core::Result<Option<Bytes>> {
-    let mut parts: Vec<Bytes> = Vec::new();
-    let mut total = 0usize;
-    'outer: for e in entries {
-        let bytes = entry_bytes(broker, e).await?;
-        for (start, end, _base, last, _ts) in stored_batches(&bytes) {
-            if last < offset {
-                continue;
-            }
-            let len = end - start;
-            if total + len > limit && !(parts.is_empty() && must_return_one) {
-                break 'outer;
-            }
-            parts.push(bytes.slice(start..end));
-            total += len;
-            if total >= limit {
-                break 'outer;
-            }
+#[derive(Debug)]
+pub struct Reader {
+    objects: SharedObjectStore,
+    meta: SharedMetaStore,
+    cache: Arc<ReadCache>,
+    follower_refresh: Duration,
+    copies: Mutex<HashMap<PartitionId, Arc<Copy>>>,
+}
+
+impl Reader {
+    /// `cache` is shared with the write path, which fills it with what it
+    /// commits.
+    pub fn new(
+        objects: SharedObjectStore,
+        meta: SharedMetaStore,
+        cache: Arc<ReadCache>,
+        follower_refresh: Duration,
+    ) -> Self {
+        Reader {
+            objects,
+            meta,
+            cache,
+            follower_refresh,
+            copies: Mutex::default(),
         }
     }
-    Ok(match parts.len() {
-        0 => None,
-        1 => parts.pop(),
-        _ => {
-            let mut out = BytesMut::with_capacity(total);
-            for p in parts {
-                out.extend_from_slice(&p);
-            }
-            Some(out.freeze())
+
+    /// The bytes of one index entry's region.
+    pub async fn entry_bytes(&self, e: &IndexEntry) -> floe_core::Result<Bytes> {
+        if let Some(b) = self.cache.get(&e.object_key, e.position) {
+            return Ok(b);
         }
-    })
+        let b = self
+            .objects
+            .get_range(&e.object_key, e.position..e.position + e.length as u64)
+            .await?;
+        self.cache.insert(&e.object_key, e.position, b.clone());
+        Ok(b)
+    }
+
+    /// Collects whole batches from `offset`, stopping before `limit` bytes
+    /// unless `must_return_one` (KIP-74: the first batch is returned even if
+    /// larger).
+    pub async fn read_batches(
+        &self,
+        entries: &[IndexEntry],
+        offset: i64,
+        limit: usize,
+        must_return_one: bool,
+    ) -> floe_core::Result<Option<Bytes>> {
+        let mut parts: Vec<Bytes> = Vec::new();
+        let mut total = 0usize;
+        'outer: for e in entries {
+            let bytes = self.entry_bytes(e).await?;
+            for (start, end, _base, last, _ts) in stored_batches(&bytes) {
+                if last < offset {
+                    continue;
+                }
+                let len = end - start;
+                if total + len > limit && !(parts.is_empty() && must_return_one) {
+                    break 'outer;
+                }
+                parts.push(bytes.slice(start..end));
+                total += len;
+                if total >= limit {
+                    break 'outer;
+                }
+            }
+        }
+        Ok(match parts.len() {
+            0 => None,
+            1 => parts.pop(),
+            _ => {
+                let mut out = BytesMut::with_capacity(total);
+                for p in parts {
+                    out.extend_from_slice(&p);
+                }
+                Some(out.freeze())
+            }
+        })
+    }
+
+    /// How long a copy serves fetches before it is refreshed.
+    pub fn follower_refresh(&self) -> Duration {
+        self.follower_refresh
+    }
+
+    /// An up-to-date (within `follower_refresh`) read-only copy of `p`.
+    pub async fn replica(&self, p: PartitionId) -> floe_core::Result<Arc<PartitionLog>> {
+        let copy = self
+            .copies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(p)
+            .or_insert_with(|| {
+                Arc::new(Copy {
+                    log: PartitionLog::unowned(p),
+                    refreshed: tokio::sync::Mutex::new(None),
+                })
+            })
+            .clone();
+        let mut refreshed = copy.refreshed.lock().await;
+        if refreshed.is_some_and(|t| t.elapsed() < self.follower_refresh) {
+            return Ok(copy.log.clone());
+        }
+        let from = copy.log.high_watermark();
+        if let Some(snap) = floe_core::index::load(&*self.meta, p, from).await?
+            && !copy.log.extend_replica(snap.log_start_offset, snap.entries)
+        {
+            // The copy fell behind what the index still holds: start afresh.
+            tracing::info!(partition = %p, "zone-local copy fell behind; reloading it");
+            if let Some(full) = floe_core::index::load(&*self.meta, p, 0).await? {
+                copy.log
+                    .reset_replica(full.log_start_offset, full.next_offset, full.entries);
+            }
+        }
+        *refreshed = Some(Instant::now());
+        Ok(copy.log.clone())
+    }
 }

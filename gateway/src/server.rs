@@ -65,7 +65,7 @@ pub async fn serve(
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             _ = &mut shutdown => break,
-            _ = broker.fenced() => break,
+            _ = broker.cluster.fenced() => break,
         }
     }
     tracing::info!("shutting down: draining connections");

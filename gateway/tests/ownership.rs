@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use floe_core::backend::Stores;
 use floe_core::clock::{SharedClock, SystemClock};
 use floe_core::meta::{MemoryMetaStore, SharedMetaStore};
 use floe_core::object_store::{MemoryObjectStore, SharedObjectStore};
@@ -36,11 +37,9 @@ async fn gateway(
     let clock: SharedClock = Arc::new(SystemClock);
     let broker = Broker::open(
         settings,
-        meta.clone(),
-        objects.clone(),
+        Stores::new(objects.clone(), meta.clone()),
         clock,
         format!("127.0.0.1:{}", 9000 + node),
-        None,
     )
     .await
     .expect("open");
@@ -57,7 +56,7 @@ impl Gateway {
         self.controller.round(&self.broker).await.expect("round");
     }
     fn log(&self, p: i32) -> Arc<PartitionLog> {
-        self.broker.topic("t").expect("topic").logs[p as usize].clone()
+        self.broker.topics.get("t").expect("topic").logs[p as usize].clone()
     }
     fn owned(&self) -> Vec<i32> {
         (0..PARTITIONS)
@@ -66,8 +65,10 @@ impl Gateway {
     }
     async fn append(&self, p: i32, tag: u8) -> Result<i64, AppendError> {
         self.broker
-            .flusher
-            .append(self.log(p), vec![batch(tag)])
+            .leases
+            .enqueue(self.log(p), vec![batch(tag)])
+            .await?
+            .wait()
             .await
             .map(|a| a.base_offset)
     }
@@ -94,7 +95,7 @@ fn assert_exclusive(gws: &[&Gateway]) {
         let owners: Vec<_> = gws
             .iter()
             .filter(|g| g.log(p).lease() == Lease::Owned)
-            .map(|g| g.broker.stream.to_string())
+            .map(|g| g.broker.cluster.me().to_string())
             .collect();
         assert_eq!(owners.len(), 1, "partition {p} owned by {owners:?}");
     }
@@ -128,14 +129,19 @@ async fn a_silent_gateway_is_fenced_and_its_partitions_move_with_every_ack() {
         "split: a {on_a:?} b {on_b:?}"
     );
     for p in 0..PARTITIONS {
-        let leader = a.broker.leader_of(&a.log(p).id).expect("leader");
+        let leader = a.broker.cluster.leader_of(&a.log(p).id).expect("leader");
         assert_eq!(
             leader.stream,
-            b.broker.leader_of(&b.log(p).id).expect("leader").stream
+            b.broker
+                .cluster
+                .leader_of(&b.log(p).id)
+                .expect("leader")
+                .stream
         );
         let owner = if on_a.contains(&p) { &a } else { &b };
         assert_eq!(
-            leader.stream, owner.broker.stream,
+            leader.stream,
+            *owner.broker.cluster.me(),
             "metadata names the owner of {p}"
         );
     }
@@ -161,7 +167,7 @@ async fn a_silent_gateway_is_fenced_and_its_partitions_move_with_every_ack() {
     assert!(
         members
             .iter()
-            .any(|m| m.stream == a.broker.stream && m.fenced)
+            .any(|m| m.stream == *a.broker.cluster.me() && m.fenced)
     );
     assert_eq!(
         b.owned().len(),

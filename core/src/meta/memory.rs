@@ -3,8 +3,11 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{
-    MetaStore, check_topic_update, claim_conflict, fenced, fenced_by_peer, not_owner, stale_group,
+use super::MetaStore;
+use super::rules::{
+    CommitOutcome, EpochRecord, FenceDecision, StoredOwner, check_checkpoint, check_claim,
+    check_epoch, check_group_store, check_release, check_topic_update, commit_conflict,
+    commit_outcome, decide_fence, fence_refused,
 };
 use crate::error::{Error, Result};
 use crate::types::{
@@ -31,10 +34,11 @@ struct Partition {
 }
 
 impl State {
-    fn owner(&self, p: PartitionId) -> Option<(StreamId, bool)> {
-        self.partitions
-            .get(&p)
-            .map(|x| (x.checkpoint.owner.clone(), x.released))
+    fn owner(&self, p: PartitionId) -> Option<StoredOwner> {
+        self.partitions.get(&p).map(|x| StoredOwner {
+            owner: x.checkpoint.owner.clone(),
+            released: x.released,
+        })
     }
 
     fn store(&mut self, owner: &StreamId, cp: &PartitionCheckpoint, released: bool) {
@@ -60,10 +64,16 @@ impl State {
         entry.released = released;
     }
 
-    fn live(&self, s: &StreamId) -> bool {
-        self.members
-            .get(&s.gateway)
-            .is_some_and(|m| m.stream == *s && !m.fenced)
+    /// `gateway`'s registration.
+    fn epoch(&self, gateway: &str) -> Option<EpochRecord> {
+        self.members.get(gateway).map(|m| EpochRecord {
+            epoch: m.stream.epoch,
+            fenced: m.fenced,
+        })
+    }
+
+    fn check_epoch(&self, stream: &StreamId) -> Result<()> {
+        check_epoch(stream, self.epoch(&stream.gateway))
     }
 }
 
@@ -79,14 +89,6 @@ impl MemoryMetaStore {
     }
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-fn check_fence(s: &State, stream: &StreamId) -> Result<()> {
-    match s.members.get(&stream.gateway) {
-        Some(m) if m.stream == *stream && !m.fenced => Ok(()),
-        Some(m) if m.stream == *stream => Err(fenced_by_peer(stream)),
-        other => Err(fenced(stream, other.map(|m| m.stream.epoch))),
     }
 }
 
@@ -112,7 +114,7 @@ impl MetaStore for MemoryMetaStore {
 
     async fn heartbeat(&self, me: &StreamId) -> Result<u64> {
         let mut s = self.lock();
-        check_fence(&s, me)?;
+        s.check_epoch(me)?;
         let m = s.members.get_mut(&me.gateway).expect("checked above");
         m.heartbeat += 1;
         Ok(m.heartbeat)
@@ -124,18 +126,18 @@ impl MetaStore for MemoryMetaStore {
 
     async fn fence_gateway(&self, target: &StreamId, observed: u64) -> Result<()> {
         let mut s = self.lock();
-        match s.members.get_mut(&target.gateway) {
-            Some(m) if m.stream == *target && !m.fenced => {
-                if m.heartbeat != observed {
-                    return Err(Error::Precondition(format!(
-                        "{target} heartbeated since ({observed} -> {}): it is alive",
-                        m.heartbeat
-                    )));
+        let stored = s
+            .epoch(&target.gateway)
+            .zip(s.members.get(&target.gateway).map(|m| m.heartbeat));
+        match decide_fence(target, observed, stored) {
+            FenceDecision::AlreadyGone => Ok(()),
+            FenceDecision::Alive(now) => Err(fence_refused(target, observed, now)),
+            FenceDecision::Fence => {
+                if let Some(m) = s.members.get_mut(&target.gateway) {
+                    m.fenced = true;
                 }
-                m.fenced = true;
                 Ok(())
             }
-            _ => Ok(()),
         }
     }
 
@@ -176,15 +178,12 @@ impl MetaStore for MemoryMetaStore {
 
     async fn commit_flush(&self, record: &FlushRecord) -> Result<()> {
         let mut s = self.lock();
-        check_fence(&s, &record.stream)?;
+        s.check_epoch(&record.stream)?;
         let key = (record.stream.clone(), record.seq);
-        match s.flushes.get(&key) {
-            Some(existing) if existing == record => Ok(()),
-            Some(_) => Err(Error::AlreadyExists(format!(
-                "flush {} #{}",
-                record.stream, record.seq
-            ))),
-            None => {
+        match commit_outcome(record, s.flushes.get(&key)) {
+            CommitOutcome::Landed => Ok(()),
+            CommitOutcome::Conflict => Err(commit_conflict(record)),
+            CommitOutcome::Absent => {
                 s.flushes.insert(key, record.clone());
                 Ok(())
             }
@@ -219,13 +218,9 @@ impl MetaStore for MemoryMetaStore {
         checkpoints: &[PartitionCheckpoint],
     ) -> Result<()> {
         let mut s = self.lock();
-        check_fence(&s, fence)?;
+        s.check_epoch(fence)?;
         for cp in checkpoints {
-            if let Some((owner, _)) = s.owner(cp.partition)
-                && owner != *fence
-            {
-                return Err(not_owner(fence, cp.partition, &owner));
-            }
+            check_checkpoint(fence, cp.partition, s.owner(cp.partition).as_ref())?;
         }
         for cp in checkpoints {
             s.store(fence, cp, false);
@@ -240,21 +235,16 @@ impl MetaStore for MemoryMetaStore {
         checkpoint: &PartitionCheckpoint,
     ) -> Result<()> {
         let mut s = self.lock();
-        check_fence(&s, me)?;
+        s.check_epoch(me)?;
         let stored = s.owner(checkpoint.partition);
-        let ok = match (&stored, previous) {
-            (None, None) => true,
-            (Some((owner, released)), Some(prev)) => owner == prev && (*released || !s.live(prev)),
-            _ => false,
-        };
-        if !ok {
-            return Err(claim_conflict(
-                me,
-                checkpoint.partition,
-                previous,
-                stored.as_ref(),
-            ));
-        }
+        let owner_record = stored.as_ref().and_then(|o| s.epoch(&o.owner.gateway));
+        check_claim(
+            me,
+            checkpoint.partition,
+            previous,
+            stored.as_ref(),
+            owner_record,
+        )?;
         s.store(me, checkpoint, false);
         Ok(())
     }
@@ -265,18 +255,9 @@ impl MetaStore for MemoryMetaStore {
         checkpoints: &[PartitionCheckpoint],
     ) -> Result<()> {
         let mut s = self.lock();
-        check_fence(&s, me)?;
+        s.check_epoch(me)?;
         for cp in checkpoints {
-            match s.owner(cp.partition) {
-                Some((owner, _)) if owner == *me => {}
-                Some((owner, _)) => return Err(not_owner(me, cp.partition, &owner)),
-                None => {
-                    return Err(Error::Fenced(format!(
-                        "{me} cannot release {}: never claimed",
-                        cp.partition
-                    )));
-                }
-            }
+            check_release(me, cp.partition, s.owner(cp.partition).as_ref())?;
         }
         for cp in checkpoints {
             s.store(me, cp, true);
@@ -346,11 +327,11 @@ impl MetaStore for MemoryMetaStore {
 
     async fn store_group(&self, group: &str, state: &StoredGroup) -> Result<()> {
         let mut s = self.lock();
-        if let Some(stored) = s.groups.get(group)
-            && stored.generation > state.generation
-        {
-            return Err(stale_group(group, stored.generation, state.generation));
-        }
+        check_group_store(
+            group,
+            s.groups.get(group).map(|g| g.generation),
+            state.generation,
+        )?;
         s.groups.insert(group.to_string(), state.clone());
         Ok(())
     }

@@ -6,7 +6,9 @@
 //! - `commit_flush` is atomic: the epoch check and the record write happen in one
 //!   transaction. It is idempotent: committing the same record twice succeeds, a
 //!   different record at the same `(stream, seq)` fails with `AlreadyExists`, and a
-//!   stale epoch fails with `Fenced`.
+//!   stale epoch fails with `Fenced` (a retry of a record that landed while its
+//!   epoch was current may instead succeed, as DynamoDB's idempotency token
+//!   makes it: that outcome is true).
 //! - `write_checkpoints` is atomic over all given partitions, fenced the same way,
 //!   and idempotent for index entries already written.
 //! - Ownership: a partition's state names one owning stream. `write_checkpoints`
@@ -20,6 +22,10 @@
 //!   counter is still the one the caller observed (it did not heartbeat since).
 //! - Topic writes are conditional: create fails with `AlreadyExists`, update with
 //!   `Precondition` unless the stored version is the one the caller read.
+//!
+//! The decisions behind these rules (epochs, checkpoint and release ownership,
+//! claims, fences, commit outcomes) are pure functions in [`rules`], shared by
+//! every backend.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -33,12 +39,17 @@ use crate::types::{
     PartitionId, PartitionSnapshot, StoredGroup, StreamId, TopicId, TopicMeta,
 };
 
+#[cfg(feature = "aws")]
 pub mod dynamodb;
 mod memory;
+pub mod rules;
+#[cfg(feature = "embedded")]
 mod sqlite;
 
+#[cfg(feature = "aws")]
 pub use dynamodb::DynamoMetaStore;
 pub use memory::MemoryMetaStore;
+#[cfg(feature = "embedded")]
 pub use sqlite::SqliteMetaStore;
 
 #[async_trait]
@@ -143,65 +154,3 @@ pub trait MetaStore: Send + Sync + Debug {
 }
 
 pub type SharedMetaStore = Arc<dyn MetaStore>;
-
-/// Checks a topic update against the stored topic.
-pub(crate) fn check_topic_update(stored: Option<&TopicMeta>, new: &TopicMeta) -> Result<()> {
-    match stored {
-        Some(s) if s.id == new.id && s.version + 1 == new.version => Ok(()),
-        Some(s) => Err(crate::Error::Precondition(format!(
-            "topic {} is at version {} (id {}), update expected {} (id {})",
-            new.name,
-            s.version,
-            s.id,
-            new.version.saturating_sub(1),
-            new.id
-        ))),
-        None => Err(crate::Error::NotFound(format!("topic {}", new.name))),
-    }
-}
-
-/// A group write from a coordinator behind the stored generation.
-pub(crate) fn stale_group(group: &str, stored: i32, attempted: i32) -> crate::Error {
-    crate::Error::Precondition(format!(
-        "group {group} is stored at generation {stored}; refusing to roll it back to {attempted}"
-    ))
-}
-
-pub(crate) fn fenced(stream: &StreamId, current: Option<u64>) -> crate::Error {
-    crate::Error::Fenced(match current {
-        Some(e) => format!(
-            "{stream} is stale: gateway {} is at epoch {e}",
-            stream.gateway
-        ),
-        None => format!("{stream} is not registered"),
-    })
-}
-
-/// `me` was fenced by another gateway that found its heartbeat stopped.
-pub(crate) fn fenced_by_peer(me: &StreamId) -> crate::Error {
-    crate::Error::Fenced(format!(
-        "{me} was fenced: another gateway saw its heartbeat stop and took over its partitions"
-    ))
-}
-
-/// A write by `me` to a partition another stream owns.
-pub(crate) fn not_owner(me: &StreamId, p: PartitionId, owner: &StreamId) -> crate::Error {
-    crate::Error::Fenced(format!("{me} no longer owns partition {p}: {owner} does"))
-}
-
-/// A claim whose expected previous owner is not what is stored, or is still live.
-pub(crate) fn claim_conflict(
-    me: &StreamId,
-    p: PartitionId,
-    expected: Option<&StreamId>,
-    stored: Option<&(StreamId, bool)>,
-) -> crate::Error {
-    let expected = expected.map_or("no owner".to_string(), |s| s.to_string());
-    crate::Error::Precondition(match stored {
-        None => format!("{me} cannot claim {p}: expected {expected}, but it was never claimed"),
-        Some((owner, released)) if expected == owner.to_string() && !released => {
-            format!("{me} cannot claim {p}: {owner} is live and has not released it")
-        }
-        Some((owner, _)) => format!("{me} cannot claim {p}: expected {expected}, owned by {owner}"),
-    })
-}

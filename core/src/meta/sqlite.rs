@@ -22,8 +22,11 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{
-    MetaStore, check_topic_update, claim_conflict, fenced, fenced_by_peer, not_owner, stale_group,
+use super::MetaStore;
+use super::rules::{
+    CommitOutcome, EpochRecord, FenceDecision, StoredOwner, check_checkpoint, check_claim,
+    check_epoch, check_group_store, check_release, check_topic_update, commit_conflict,
+    commit_outcome, decide_fence, fence_refused,
 };
 use crate::error::{Error, Result};
 use crate::types::{
@@ -121,39 +124,43 @@ fn unjson<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
     serde_json::from_str(s).map_err(|e| Error::Corrupt(format!("decode stored metadata: {e}")))
 }
 
-/// The gateway's current epoch and whether it is fenced.
-fn gateway_epoch(tx: &Connection, gateway: &str) -> Result<Option<(u64, bool)>> {
+/// `gateway`'s registration, and its heartbeat counter.
+fn gateway_epoch(tx: &Connection, gateway: &str) -> Result<Option<(EpochRecord, u64)>> {
     tx.query_row(
-        "SELECT epoch, fenced FROM gateways WHERE gateway = ?1",
+        "SELECT epoch, fenced, hb FROM gateways WHERE gateway = ?1",
         params![gateway],
-        |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, bool>(1)?)),
+        |r| {
+            Ok((
+                EpochRecord {
+                    epoch: r.get::<_, i64>(0)? as u64,
+                    fenced: r.get::<_, bool>(1)?,
+                },
+                r.get::<_, i64>(2)? as u64,
+            ))
+        },
     )
     .optional()
     .map_err(db_err)
 }
 
 fn check_fence(tx: &Connection, stream: &StreamId) -> Result<()> {
-    match gateway_epoch(tx, &stream.gateway)? {
-        Some((e, false)) if e == stream.epoch => Ok(()),
-        Some((e, true)) if e == stream.epoch => Err(fenced_by_peer(stream)),
-        other => Err(fenced(stream, other.map(|(e, _)| e))),
-    }
+    check_epoch(stream, gateway_epoch(tx, &stream.gateway)?.map(|(r, _)| r))
 }
 
 /// A partition's stored owner and released flag.
-fn partition_owner(tx: &Connection, p: PartitionId) -> Result<Option<(StreamId, bool)>> {
+fn partition_owner(tx: &Connection, p: PartitionId) -> Result<Option<StoredOwner>> {
     tx.query_row(
         "SELECT owner_gateway, owner_epoch, released FROM partitions
          WHERE topic_id = ?1 AND partition = ?2",
         params![p.topic.as_bytes().to_vec(), p.partition],
         |r| {
-            Ok((
-                StreamId {
+            Ok(StoredOwner {
+                owner: StreamId {
                     gateway: r.get(0)?,
                     epoch: r.get::<_, i64>(1)? as u64,
                 },
-                r.get::<_, bool>(2)?,
-            ))
+                released: r.get::<_, bool>(2)?,
+            })
         },
     )
     .optional()
@@ -396,17 +403,10 @@ impl MetaStore for SqliteMetaStore {
     async fn fence_gateway(&self, target: &StreamId, observed: u64) -> Result<()> {
         let target = target.clone();
         self.tx(move |tx| {
-            let hb: Option<i64> = tx
-                .query_row(
-                    "SELECT hb FROM gateways WHERE gateway = ?1 AND epoch = ?2 AND fenced = 0",
-                    params![target.gateway, target.epoch as i64],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(db_err)?;
-            match hb {
-                None => Ok(()), // already fenced or superseded
-                Some(hb) if hb as u64 == observed => {
+            match decide_fence(&target, observed, gateway_epoch(tx, &target.gateway)?) {
+                FenceDecision::AlreadyGone => Ok(()),
+                FenceDecision::Alive(now) => Err(fence_refused(&target, observed, now)),
+                FenceDecision::Fence => {
                     tx.execute(
                         "UPDATE gateways SET fenced = 1 WHERE gateway = ?1",
                         params![target.gateway],
@@ -414,9 +414,6 @@ impl MetaStore for SqliteMetaStore {
                     .map_err(db_err)?;
                     Ok(())
                 }
-                Some(hb) => Err(Error::Precondition(format!(
-                    "{target} heartbeated since ({observed} -> {hb}): it is alive"
-                ))),
             }
         })
         .await
@@ -534,16 +531,11 @@ impl MetaStore for SqliteMetaStore {
                 )
                 .optional()
                 .map_err(db_err)?;
-            if let Some(existing) = existing {
-                let existing: FlushRecord = unjson(&existing)?;
-                return if existing == r {
-                    Ok(())
-                } else {
-                    Err(Error::AlreadyExists(format!(
-                        "flush {} #{}",
-                        r.stream, r.seq
-                    )))
-                };
+            let existing: Option<FlushRecord> = existing.as_deref().map(unjson).transpose()?;
+            match commit_outcome(&r, existing.as_ref()) {
+                CommitOutcome::Landed => return Ok(()),
+                CommitOutcome::Conflict => return Err(commit_conflict(&r)),
+                CommitOutcome::Absent => {}
             }
             tx.execute(
                 "INSERT INTO flushes (gateway, epoch, seq, record) VALUES (?1, ?2, ?3, ?4)",
@@ -622,12 +614,11 @@ impl MetaStore for SqliteMetaStore {
         self.tx(move |tx| {
             check_fence(tx, &fence)?;
             for (cp, _) in &rows {
-                match partition_owner(tx, cp.partition)? {
-                    Some((owner, _)) if owner != fence => {
-                        return Err(not_owner(&fence, cp.partition, &owner));
-                    }
-                    _ => {}
-                }
+                check_checkpoint(
+                    &fence,
+                    cp.partition,
+                    partition_owner(tx, cp.partition)?.as_ref(),
+                )?;
             }
             store_checkpoints(tx, &fence, &rows, false)
         })
@@ -647,20 +638,11 @@ impl MetaStore for SqliteMetaStore {
             check_fence(tx, &me)?;
             let p = rows[0].0.partition;
             let stored = partition_owner(tx, p)?;
-            let ok = match (&stored, &previous) {
-                (None, None) => true,
-                (Some((owner, released)), Some(prev)) if owner == prev => {
-                    *released
-                        || match gateway_epoch(tx, &prev.gateway)? {
-                            Some((e, fenced)) => e != prev.epoch || fenced,
-                            None => true,
-                        }
-                }
-                _ => false,
+            let owner_record = match &stored {
+                Some(o) => gateway_epoch(tx, &o.owner.gateway)?.map(|(r, _)| r),
+                None => None,
             };
-            if !ok {
-                return Err(claim_conflict(&me, p, previous.as_ref(), stored.as_ref()));
-            }
+            check_claim(&me, p, previous.as_ref(), stored.as_ref(), owner_record)?;
             store_checkpoints(tx, &me, &rows, false)
         })
         .await
@@ -676,16 +658,11 @@ impl MetaStore for SqliteMetaStore {
         self.tx(move |tx| {
             check_fence(tx, &me)?;
             for (cp, _) in &rows {
-                match partition_owner(tx, cp.partition)? {
-                    Some((owner, _)) if owner == me => {}
-                    Some((owner, _)) => return Err(not_owner(&me, cp.partition, &owner)),
-                    None => {
-                        return Err(Error::Fenced(format!(
-                            "{me} cannot release {}: never claimed",
-                            cp.partition
-                        )));
-                    }
-                }
+                check_release(
+                    &me,
+                    cp.partition,
+                    partition_owner(tx, cp.partition)?.as_ref(),
+                )?;
             }
             store_checkpoints(tx, &me, &rows, true)
         })
@@ -841,11 +818,7 @@ impl MetaStore for SqliteMetaStore {
                 )
                 .optional()
                 .map_err(db_err)?;
-            if let Some(stored) = stored
-                && stored > generation
-            {
-                return Err(stale_group(&group, stored, generation));
-            }
+            check_group_store(&group, stored, generation)?;
             tx.execute(
                 "INSERT INTO groups (group_id, generation, state) VALUES (?1, ?2, ?3)
                  ON CONFLICT (group_id) DO UPDATE SET generation = ?2, state = ?3",

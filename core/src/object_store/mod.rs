@@ -17,12 +17,16 @@ use bytes::Bytes;
 
 use crate::error::Result;
 
+#[cfg(feature = "embedded")]
 mod local;
 mod memory;
+#[cfg(feature = "aws")]
 mod s3;
 
+#[cfg(feature = "embedded")]
 pub use local::LocalDirStore;
 pub use memory::MemoryObjectStore;
+#[cfg(feature = "aws")]
 pub use s3::S3Store;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

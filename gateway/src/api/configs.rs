@@ -14,14 +14,51 @@ use kafka_protocol::messages::{
 
 use super::str_bytes;
 use super::topics::{SOURCE_DEFAULT, SOURCE_TOPIC};
+use floe_core::settings::Settings;
+use floe_core::topic_config::{self as defs, ConfigType};
+
 use crate::broker::Broker;
-use crate::configs as defs;
 use crate::error::{Code, KafkaError};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 /// Kafka's source code for static broker config.
 const SOURCE_STATIC_BROKER: i8 = 4;
+
+/// Kafka's DescribeConfigs code of a config type.
+fn type_code(kind: ConfigType) -> i8 {
+    match kind {
+        ConfigType::Boolean => 1,
+        ConfigType::String => 2,
+        ConfigType::Int => 3,
+        ConfigType::Long => 5,
+        ConfigType::Double => 6,
+        ConfigType::List => 7,
+    }
+}
+
+/// Broker-level configs reported for a BROKER resource (read-only: they are
+/// this gateway's settings).
+fn broker_configs(settings: &Settings) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "auto.create.topics.enable",
+            settings.auto_create_topics.to_string(),
+        ),
+        ("num.partitions", settings.default_partitions.to_string()),
+        ("message.max.bytes", settings.max_message_bytes.to_string()),
+        (
+            "socket.request.max.bytes",
+            settings.max_request_bytes.to_string(),
+        ),
+        ("log.retention.ms", "604800000".to_string()),
+        ("default.replication.factor", "1".to_string()),
+        (
+            "connections.max.idle.ms",
+            settings.idle_timeout.as_millis().to_string(),
+        ),
+    ]
+}
 
 fn wanted(keys: &Option<Vec<kafka_protocol::protocol::StrBytes>>, name: &str) -> bool {
     keys.as_ref()
@@ -59,7 +96,7 @@ fn describe_one(
         };
     match res.resource_type {
         RESOURCE_TOPIC => {
-            let Some(topic) = broker.topic(res.resource_name.as_str()) else {
+            let Some(topic) = broker.topics.get(res.resource_name.as_str()) else {
                 out.error_code = Code::UnknownTopicOrPartition.code();
                 out.error_message = Some(str_bytes(format!(
                     "topic {} does not exist",
@@ -79,24 +116,24 @@ fn describe_one(
                 } else {
                     SOURCE_DEFAULT
                 };
-                entry(d.name, value, source, d.kind as i8, false, d.doc);
+                entry(d.name, value, source, type_code(d.kind), false, d.doc);
             }
         }
         RESOURCE_BROKER => {
-            if res.resource_name.as_str() != broker.node_id().to_string()
+            if res.resource_name.as_str() != broker.cluster.node_id().to_string()
                 && !res.resource_name.is_empty()
             {
                 out.error_code = Code::InvalidRequest.code();
                 out.error_message = Some(str_bytes("unknown broker id"));
                 return out;
             }
-            for (name, value) in defs::broker_configs(&broker.settings) {
+            for (name, value) in broker_configs(&broker.settings) {
                 if wanted(&res.configuration_keys, name) {
                     entry(
                         name,
                         value,
                         SOURCE_STATIC_BROKER,
-                        defs::ConfigType::String as i8,
+                        type_code(ConfigType::String),
                         true,
                         "",
                     );
@@ -162,7 +199,8 @@ pub async fn alter(
                 })
                 .collect();
             broker
-                .set_topic_configs(res.resource_name.as_str(), configs, req.validate_only)
+                .topics
+                .set_configs(res.resource_name.as_str(), configs, req.validate_only)
                 .await
         };
         if let Err(e) = result {
@@ -205,7 +243,7 @@ fn apply_ops(
                 next.remove(&name);
             }
             OP_APPEND | OP_SUBTRACT => {
-                if def.kind != defs::ConfigType::List {
+                if def.kind != ConfigType::List {
                     return Err(KafkaError::new(
                         Code::InvalidConfig,
                         format!("{name} is not a list config"),
@@ -258,15 +296,19 @@ pub async fn incremental_alter(
             if res.resource_type != RESOURCE_TOPIC {
                 return Err(not_topic(res.resource_type));
             }
-            let topic = broker.topic(res.resource_name.as_str()).ok_or_else(|| {
-                KafkaError::new(
-                    Code::UnknownTopicOrPartition,
-                    format!("topic {} does not exist", res.resource_name.as_str()),
-                )
-            })?;
+            let topic = broker
+                .topics
+                .get(res.resource_name.as_str())
+                .ok_or_else(|| {
+                    KafkaError::new(
+                        Code::UnknownTopicOrPartition,
+                        format!("topic {} does not exist", res.resource_name.as_str()),
+                    )
+                })?;
             let next = apply_ops(broker, &topic.meta.configs, &res.configs)?;
             broker
-                .set_topic_configs(res.resource_name.as_str(), next, req.validate_only)
+                .topics
+                .set_configs(res.resource_name.as_str(), next, req.validate_only)
                 .await
         }
         .await;

@@ -22,8 +22,8 @@ pub async fn handle(
         return r;
     }
     r.endpoint_type = 1;
-    r.cluster_id = str_bytes(broker.settings.cluster_id.clone());
-    r.controller_id = BrokerId(broker.node_id());
+    r.cluster_id = str_bytes(broker.cluster.cluster_id().to_string());
+    r.controller_id = BrokerId(broker.cluster.node_id());
     r.brokers = super::metadata::brokers(broker)
         .into_iter()
         .map(|m| {

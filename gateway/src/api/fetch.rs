@@ -14,7 +14,6 @@ use tokio::time::Instant;
 
 use crate::broker::Broker;
 use crate::error::Code;
-use crate::read::read_batches;
 use floe_core::types::PartitionId;
 use floe_flusher::PartitionLog;
 
@@ -51,21 +50,21 @@ enum Source {
 /// the consumer's zone), a zone-local copy, or not served here.
 fn sources(broker: &Broker, version: i16, req: &FetchRequest) -> Vec<Vec<Source>> {
     let rack = (version >= 11 && !req.rack_id.is_empty()).then(|| req.rack_id.as_str());
-    let my_zone = broker.settings.zone.as_deref();
+    let my_zone = broker.cluster.zone();
     req.topics
         .iter()
         .map(|t| {
-            let entry = broker.topic(t.topic.0.as_str());
+            let entry = broker.topics.get(t.topic.0.as_str());
             t.partitions
                 .iter()
                 .map(|p| {
                     let Some(log) = entry.as_ref().and_then(|e| e.log(p.partition).cloned()) else {
                         return Source::Missing;
                     };
-                    let led_here = broker.owns(&log);
+                    let led_here = broker.leases.leads(&log);
                     match rack {
                         Some(zone) if led_here && my_zone != Some(zone) => {
-                            match broker.zone_reader(zone, &log.id) {
+                            match broker.cluster.zone_reader(zone, &log.id) {
                                 Some(m) => Source::Redirect(log, m.info.node_id),
                                 None => Source::Leader(log),
                             }
@@ -91,7 +90,7 @@ async fn resolve(
         for s in t.iter_mut() {
             logs.push(match s {
                 Source::Leader(l) | Source::Redirect(l, _) => Some(l.clone()),
-                Source::Replica(p) => match broker.replica(*p).await {
+                Source::Replica(p) => match broker.reader.replica(*p).await {
                     Ok(l) => Some(l),
                     Err(e) => {
                         tracing::warn!(partition = %p, error = %e, "zone-local copy unavailable");
@@ -166,7 +165,11 @@ async fn build(
                 // A copy behind the consumer waits for its next refresh.
                 pd.records = Some(Bytes::new());
             } else {
-                match read_batches(broker, &plan.entries, p.fetch_offset, limit, total == 0).await {
+                match broker
+                    .reader
+                    .read_batches(&plan.entries, p.fetch_offset, limit, total == 0)
+                    .await
+                {
                     Ok(Some(b)) => {
                         total += b.len();
                         pd.records = Some(b);
@@ -217,7 +220,7 @@ pub async fn handle(broker: &Arc<Broker>, version: i16, req: FetchRequest) -> Fe
         }
         // Copies change only when refreshed: wake for the next refresh.
         let until = if copies {
-            deadline.min(Instant::now() + broker.settings.follower_refresh)
+            deadline.min(Instant::now() + broker.reader.follower_refresh())
         } else {
             deadline
         };

@@ -28,7 +28,7 @@ fn lookup(broker: &Broker, key: &str, key_type: i8) -> Result<(i32, String, i32)
     if key.is_empty() {
         return Err((Code::InvalidRequest, "the group id is empty".into()));
     }
-    let m = broker.coordinator_of(key).ok_or_else(|| {
+    let m = broker.cluster.coordinator_of(key).ok_or_else(|| {
         (
             Code::CoordinatorNotAvailable,
             "no live gateway yet".to_string(),

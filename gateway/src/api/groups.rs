@@ -21,8 +21,8 @@ use kafka_protocol::messages::{
 use super::str_bytes;
 use crate::broker::Broker;
 use crate::error::Code;
+use crate::groups::Join;
 use crate::groups::consumer::{Assignment, Beat};
-use crate::groups::{Coordinator, Join};
 
 /// Who sent a request: the header's client id and the connection's host.
 #[derive(Debug, Clone, Default)]
@@ -64,7 +64,7 @@ pub async fn join(
         client_host: client.host,
         require_known_member_id: version >= 4,
     };
-    let joined = broker.groups.join(broker, req.group_id.0.as_str(), j).await;
+    let joined = broker.groups.join(req.group_id.0.as_str(), j).await;
     let mut r = JoinGroupResponse::default();
     r.error_code = code(joined.error);
     r.generation_id = joined.generation;
@@ -92,7 +92,6 @@ pub async fn sync(broker: &Arc<Broker>, _version: i16, req: SyncGroupRequest) ->
     let synced = broker
         .groups
         .sync(
-            broker,
             req.group_id.0.as_str(),
             req.generation_id,
             req.member_id.as_str(),
@@ -123,7 +122,6 @@ pub async fn heartbeat(
         broker
             .groups
             .heartbeat(
-                broker,
                 req.group_id.0.as_str(),
                 req.generation_id,
                 req.member_id.as_str(),
@@ -153,11 +151,7 @@ pub async fn leave(
         vec![(req.member_id.to_string(), None)]
     };
     let mut r = LeaveGroupResponse::default();
-    match broker
-        .groups
-        .leave(broker, req.group_id.0.as_str(), &members)
-        .await
-    {
+    match broker.groups.leave(req.group_id.0.as_str(), &members).await {
         Ok(codes) if version >= 3 => {
             r.members = members
                 .into_iter()
@@ -183,7 +177,7 @@ pub async fn list(
     req: ListGroupsRequest,
 ) -> ListGroupsResponse {
     let mut r = ListGroupsResponse::default();
-    match broker.groups.list(broker).await {
+    match broker.groups.list().await {
         Ok(groups) => {
             let states: Vec<String> = if version >= 4 {
                 req.states_filter
@@ -227,7 +221,7 @@ pub async fn describe(
         } else {
             i32::MIN
         };
-        match broker.groups.describe(broker, id.0.as_str()).await {
+        match broker.groups.describe(id.0.as_str()).await {
             Ok(Some(g)) => {
                 d.group_state = str_bytes(g.state);
                 d.protocol_type = str_bytes(g.protocol_type);
@@ -267,9 +261,9 @@ pub async fn delete(
     let mut r = DeleteGroupsResponse::default();
     for id in req.groups_names {
         let mut d = DeletableGroupResult::default();
-        d.error_code = code(match Coordinator::refuse(broker, id.0.as_str()) {
+        d.error_code = code(match broker.groups.refuse(id.0.as_str()) {
             Some(c) => Some(c),
-            None => broker.groups.delete(broker, id.0.as_str()).await,
+            None => broker.groups.delete(id.0.as_str()).await,
         });
         d.group_id = id;
         r.results.push(d);
@@ -313,7 +307,7 @@ pub async fn consumer_heartbeat(
     };
     let answer = broker
         .groups
-        .consumer_heartbeat(broker, req.group_id.0.as_str(), beat)
+        .consumer_heartbeat(req.group_id.0.as_str(), beat)
         .await;
     let mut r = ConsumerGroupHeartbeatResponse::default();
     r.error_code = code(answer.error);

@@ -26,7 +26,7 @@ pub async fn handle(
         r.producer_epoch = req.producer_epoch + 1;
         return r;
     }
-    match broker.next_producer_id().await {
+    match broker.producer_ids.next().await {
         Ok(id) => {
             r.producer_id = ProducerId(id);
             r.producer_epoch = 0;

@@ -12,7 +12,6 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use crate::batch::stored_batches;
 use crate::broker::Broker;
 use crate::error::{Code, KafkaError};
-use crate::read::entry_bytes;
 use crate::records::record_timestamps;
 use floe_flusher::PartitionLog;
 
@@ -29,7 +28,7 @@ async fn by_timestamp(
     ts: i64,
 ) -> Result<(i64, i64), KafkaError> {
     for e in log.entries_from_timestamp(ts) {
-        let bytes = entry_bytes(broker, &e).await?;
+        let bytes = broker.reader.entry_bytes(&e).await?;
         for (start, end, base, _last, max_ts) in stored_batches(&bytes) {
             if max_ts < ts {
                 continue;
@@ -58,7 +57,7 @@ async fn max_timestamp(broker: &Broker, log: &PartitionLog) -> Result<(i64, i64)
     let Some(e) = log.entry_with_max_timestamp() else {
         return Ok((-1, -1));
     };
-    let bytes = entry_bytes(broker, &e).await?;
+    let bytes = broker.reader.entry_bytes(&e).await?;
     for (start, end, base, _last, max_ts) in stored_batches(&bytes) {
         if max_ts != e.max_timestamp {
             continue;
@@ -84,13 +83,14 @@ async fn lookup(
     ts: i64,
 ) -> Result<(i64, i64), KafkaError> {
     let entry = broker
-        .topic(topic)
+        .topics
+        .get(topic)
         .ok_or_else(|| KafkaError::new(Code::UnknownTopicOrPartition, "unknown topic"))?;
     let log = entry
         .log(partition)
         .cloned()
         .ok_or_else(|| KafkaError::new(Code::UnknownTopicOrPartition, "unknown partition"))?;
-    if !broker.owns(&log) {
+    if !broker.leases.leads(&log) {
         return Err(KafkaError::new(
             Code::NotLeaderOrFollower,
             format!("{topic}-{partition} is led by another gateway"),

@@ -9,8 +9,9 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 
 use super::str_bytes;
-use crate::broker::{Broker, TopicEntry};
+use crate::broker::Broker;
 use crate::error::{Code, KafkaError};
+use crate::topics::TopicEntry;
 
 fn topic_response(broker: &Broker, t: &TopicEntry, with_ops: bool) -> MetadataResponseTopic {
     let mut r = MetadataResponseTopic::default();
@@ -21,7 +22,12 @@ fn topic_response(broker: &Broker, t: &TopicEntry, with_ops: bool) -> MetadataRe
     } else {
         i32::MIN
     };
-    let live: Vec<i32> = broker.view().iter().map(|m| m.info.node_id).collect();
+    let live: Vec<i32> = broker
+        .cluster
+        .view()
+        .iter()
+        .map(|m| m.info.node_id)
+        .collect();
     r.partitions = (0..t.meta.partitions)
         .map(|p| {
             let mut mp = MetadataResponsePartition::default();
@@ -30,8 +36,9 @@ fn topic_response(broker: &Broker, t: &TopicEntry, with_ops: bool) -> MetadataRe
             // membership round, or if the view is empty.
             let node = BrokerId(
                 broker
+                    .cluster
                     .leader_of(&floe_core::types::PartitionId::new(t.meta.id, p))
-                    .map_or(broker.node_id(), |m| m.info.node_id),
+                    .map_or(broker.cluster.node_id(), |m| m.info.node_id),
             );
             mp.leader_id = node;
             mp.leader_epoch = 0;
@@ -59,7 +66,7 @@ fn error_topic(name: Option<String>, id: uuid::Uuid, e: &KafkaError) -> Metadata
 /// Every live gateway, by its advertised address and zone (Kafka's rack).
 pub(crate) fn brokers(broker: &Broker) -> Vec<MetadataResponseBroker> {
     let mut out: Vec<MetadataResponseBroker> = Vec::new();
-    for m in broker.view() {
+    for m in broker.cluster.view() {
         let Some((host, port)) = m.info.advertised.rsplit_once(':') else {
             continue;
         };
@@ -77,12 +84,13 @@ pub(crate) fn brokers(broker: &Broker) -> Vec<MetadataResponseBroker> {
         b.rack = m.info.zone.clone().map(str_bytes);
         out.push(b);
     }
-    if !out.iter().any(|b| b.node_id.0 == broker.node_id()) {
+    if !out.iter().any(|b| b.node_id.0 == broker.cluster.node_id()) {
         let mut b = MetadataResponseBroker::default();
-        b.node_id = BrokerId(broker.node_id());
-        b.host = str_bytes(broker.advertised_host.clone());
-        b.port = broker.advertised_port;
-        b.rack = broker.settings.zone.clone().map(str_bytes);
+        b.node_id = BrokerId(broker.cluster.node_id());
+        let (host, port) = broker.cluster.advertised();
+        b.host = str_bytes(host);
+        b.port = port;
+        b.rack = broker.cluster.zone().map(str_bytes);
         out.push(b);
     }
     out.sort_by_key(|b| b.node_id.0);
@@ -92,8 +100,8 @@ pub(crate) fn brokers(broker: &Broker) -> Vec<MetadataResponseBroker> {
 pub async fn handle(broker: &Arc<Broker>, version: i16, req: MetadataRequest) -> MetadataResponse {
     let mut resp = MetadataResponse::default();
     resp.brokers = brokers(broker);
-    resp.cluster_id = Some(str_bytes(broker.settings.cluster_id.clone()));
-    resp.controller_id = BrokerId(broker.node_id());
+    resp.cluster_id = Some(str_bytes(broker.cluster.cluster_id().to_string()));
+    resp.controller_id = BrokerId(broker.cluster.node_id());
     // The field exists in v8-v10 only (later versions moved it to DescribeCluster).
     resp.cluster_authorized_operations =
         if req.include_cluster_authorized_operations && (8..=10).contains(&version) {
@@ -110,7 +118,8 @@ pub async fn handle(broker: &Arc<Broker>, version: i16, req: MetadataRequest) ->
     };
     let Some(requested) = requested else {
         resp.topics = broker
-            .all_topics()
+            .topics
+            .all()
             .iter()
             .map(|t| topic_response(broker, t, with_ops))
             .collect();
@@ -121,7 +130,7 @@ pub async fn handle(broker: &Arc<Broker>, version: i16, req: MetadataRequest) ->
     for t in requested {
         let Some(name) = t.name.map(|n| n.0.to_string()) else {
             // Lookup by topic id (v10+).
-            match broker.topic_by_id(&t.topic_id) {
+            match broker.topics.by_id(&t.topic_id) {
                 Some(e) => resp.topics.push(topic_response(broker, &e, with_ops)),
                 None => resp.topics.push(error_topic(
                     None,
@@ -131,7 +140,7 @@ pub async fn handle(broker: &Arc<Broker>, version: i16, req: MetadataRequest) ->
             }
             continue;
         };
-        if let Some(e) = broker.topic(&name) {
+        if let Some(e) = broker.topics.get(&name) {
             resp.topics.push(topic_response(broker, &e, with_ops));
             continue;
         }
@@ -154,7 +163,7 @@ pub async fn handle(broker: &Arc<Broker>, version: i16, req: MetadataRequest) ->
         match created {
             Ok(e) => resp.topics.push(topic_response(broker, &e, with_ops)),
             // Lost a race with another creator: serve what exists now.
-            Err(e) if e.code == Code::TopicAlreadyExists => match broker.topic(&name) {
+            Err(e) if e.code == Code::TopicAlreadyExists => match broker.topics.get(&name) {
                 Some(t) => resp.topics.push(topic_response(broker, &t, with_ops)),
                 None => resp.topics.push(error_topic(
                     Some(name),

@@ -44,7 +44,7 @@ pub const MAX_METADATA_BYTES: usize = 4096;
 
 /// Why this gateway will not serve `group` now, if it will not.
 fn refuse(broker: &Broker, group: &str) -> Option<Code> {
-    crate::groups::Coordinator::refuse(broker, group)
+    broker.groups.refuse(group)
 }
 
 /// Storage errors reach consumers as a retriable coordinator error.
@@ -62,7 +62,6 @@ pub async fn commit(
     let group_error = broker
         .groups
         .check_commit(
-            broker,
             group,
             req.generation_id_or_member_epoch,
             req.member_id.as_str(),
@@ -74,7 +73,7 @@ pub async fn commit(
     let mut resp = OffsetCommitResponse::default();
     for t in &req.topics {
         let name = t.name.0.as_str();
-        let partitions = broker.topic(name).map(|e| e.meta.partitions);
+        let partitions = broker.topics.get(name).map(|e| e.meta.partitions);
         let mut codes: Vec<(i32, Option<Code>)> = Vec::with_capacity(t.partitions.len());
         let mut offsets = BTreeMap::new();
         for p in &t.partitions {
@@ -103,7 +102,7 @@ pub async fn commit(
             codes.push((p.partition_index, code));
         }
         if !offsets.is_empty()
-            && let Err(e) = broker.meta.commit_offsets(group, name, &offsets).await
+            && let Err(e) = broker.groups.commit_offsets(group, name, &offsets).await
         {
             let code = storage(&e, "offset commit", group);
             for (p, c) in codes.iter_mut() {
@@ -150,7 +149,7 @@ async fn fetch_group(
         return Err(c);
     }
     let stored: GroupOffsets = broker
-        .meta
+        .groups
         .fetch_offsets(group)
         .await
         .map_err(|e| storage(&e, "offset fetch", group))?;
@@ -200,7 +199,6 @@ pub async fn fetch(
             let checked = broker
                 .groups
                 .check_fetch(
-                    broker,
                     g.group_id.0.as_str(),
                     g.member_id.as_deref(),
                     g.member_epoch,
@@ -306,7 +304,7 @@ pub async fn delete(
         resp.error_code = c.code();
         return resp;
     }
-    let stored = match broker.meta.fetch_offsets(group).await {
+    let stored = match broker.groups.fetch_offsets(group).await {
         Ok(s) => s,
         Err(e) => {
             resp.error_code = storage(&e, "offset delete", group).code();
@@ -319,9 +317,9 @@ pub async fn delete(
     }
     for t in &req.topics {
         let name = t.name.0.as_str();
-        let known = broker.topic(name).map(|e| e.meta.partitions);
+        let known = broker.topics.get(name).map(|e| e.meta.partitions);
         let ps: Vec<i32> = t.partitions.iter().map(|p| p.partition_index).collect();
-        let code = match broker.meta.delete_offsets(group, name, &ps).await {
+        let code = match broker.groups.delete_offsets(group, name, &ps).await {
             Ok(()) => None,
             Err(e) => Some(storage(&e, "offset delete", group)),
         };

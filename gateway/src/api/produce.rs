@@ -37,7 +37,7 @@ async fn stage_partition(
     partition: i32,
     records: Option<bytes::Bytes>,
 ) -> Staged {
-    let entry = broker.topic(topic).ok_or_else(|| {
+    let entry = broker.topics.get(topic).ok_or_else(|| {
         KafkaError::new(
             Code::UnknownTopicOrPartition,
             format!("unknown topic {topic}"),
@@ -49,17 +49,14 @@ async fn stage_partition(
             format!("{topic} has no partition {partition}"),
         )
     })?;
-    if !broker.owns(&log) {
+    if !broker.leases.leads(&log) {
         return Err(KafkaError::new(
             Code::NotLeaderOrFollower,
             format!("{topic}-{partition} is led by another gateway"),
         ));
     }
     let records = records.ok_or_else(|| KafkaError::new(Code::CorruptMessage, "no records"))?;
-    let max = entry
-        .config("max.message.bytes", &broker.settings)
-        .parse::<usize>()
-        .unwrap_or(broker.settings.max_message_bytes as usize);
+    let max = usize::try_from(entry.policy.max_message_bytes).unwrap_or(usize::MAX);
     let mut headers = validate_batches(&records, max).map_err(|e| {
         let code = match e {
             BatchError::Corrupt(_) => Code::CorruptMessage,
@@ -69,11 +66,7 @@ async fn stage_partition(
         };
         KafkaError::new(code, e.to_string())
     })?;
-    if entry
-        .config("cleanup.policy", &broker.settings)
-        .split(',')
-        .any(|p| p.trim() == "compact")
-    {
+    if entry.policy.compact {
         for h in &headers {
             let null_keys = null_key_records(&h.bytes, RECORDS_CAP)
                 .map_err(|e| KafkaError::new(Code::CorruptMessage, e.to_string()))?;
@@ -90,7 +83,7 @@ async fn stage_partition(
         }
     }
     let mut log_append_time = -1;
-    if entry.config("message.timestamp.type", &broker.settings) == "LogAppendTime" {
+    if entry.policy.log_append_time {
         let now = broker.clock.now_ms();
         log_append_time = now;
         for h in &mut headers {
@@ -108,7 +101,7 @@ async fn stage_partition(
             bytes: h.bytes,
         })
         .collect();
-    let ticket = broker.flusher.enqueue(log, batches).await?;
+    let ticket = broker.leases.enqueue(log, batches).await?;
     Ok((ticket, log_append_time))
 }
 

@@ -15,8 +15,8 @@ use kafka_protocol::messages::{
 
 use super::str_bytes;
 use crate::broker::Broker;
-use crate::configs as defs;
 use crate::error::{Code, KafkaError};
+use floe_core::topic_config as defs;
 
 /// Kafka's config source code for topic overrides and defaults.
 pub const SOURCE_TOPIC: i8 = 1;
@@ -34,7 +34,9 @@ fn check_replicas(broker: &Broker, ids: impl Iterator<Item = i32>) -> Result<(),
     }
     let mut seen = std::collections::HashSet::new();
     for id in ids {
-        if id != broker.node_id() && !broker.view().iter().any(|m| m.info.node_id == id) {
+        if id != broker.cluster.node_id()
+            && !broker.cluster.view().iter().any(|m| m.info.node_id == id)
+        {
             return Err(KafkaError::new(
                 Code::InvalidReplicaAssignment,
                 format!("Unknown broker {id} in the replica assignment"),
@@ -183,8 +185,8 @@ pub async fn delete_topics(
         r.name = name.clone().map(|n| TopicName(str_bytes(n)));
         r.topic_id = id;
         let entry = match &name {
-            Some(n) => broker.topic(n),
-            None => broker.topic_by_id(&id),
+            Some(n) => broker.topics.get(n),
+            None => broker.topics.by_id(&id),
         };
         let result = match entry {
             None => Err(if name.is_some() {
@@ -198,7 +200,7 @@ pub async fn delete_topics(
             Some(e) => {
                 r.name = Some(TopicName(str_bytes(e.meta.name.clone())));
                 r.topic_id = e.meta.id;
-                broker.delete_topic(&e).await
+                broker.topics.delete(&e).await
             }
         };
         if let Err(e) = result {
@@ -219,7 +221,7 @@ pub async fn create_partitions(
     for t in req.topics {
         let mut r = CreatePartitionsTopicResult::default();
         r.name = t.name.clone();
-        let checked = match (&t.assignments, broker.topic(t.name.0.as_str())) {
+        let checked = match (&t.assignments, broker.topics.get(t.name.0.as_str())) {
             (Some(a), Some(topic)) if !a.is_empty() => {
                 if a.len() as i32 != t.count - topic.meta.partitions {
                     Err(KafkaError::new(

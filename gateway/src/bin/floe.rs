@@ -3,15 +3,15 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Arg, CommandFactory, FromArgMatches, Parser, Subcommand};
 use floe_core::fault::Faults;
-use floe_core::settings::Settings;
+use floe_core::settings::{SETTINGS, Settings};
 
 /// Floe: a Kafka-compatible broker whose data lives in object storage.
 ///
-/// Every flag has a FLOE_* environment variable (e.g. FLOE_FLUSH_INTERVAL) and can
-/// be set in a TOML file given with --config. Precedence: flag, then environment,
-/// then file, then default.
+/// Every setting is a flag, a FLOE_* environment variable (e.g.
+/// FLOE_FLUSH_INTERVAL) and a key in a TOML file given with --config.
+/// Precedence: flag, then environment, then file, then default.
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Create what the backend needs (the data directory, or the S3 bucket and
@@ -76,7 +76,7 @@ fn drill_failover(args: &FailoverArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let opts = floe_gateway::drill::FailoverOptions {
+    let opts = floe_drill::FailoverOptions {
         bootstrap: args.bootstrap.clone(),
         topic: args.topic.clone(),
         partitions: args.partitions,
@@ -86,7 +86,7 @@ fn drill_failover(args: &FailoverArgs) -> ExitCode {
         disrupt: args.disrupt.clone(),
         timeout: args.timeout,
     };
-    match runtime.block_on(floe_gateway::drill::failover(opts)) {
+    match runtime.block_on(floe_drill::failover(opts)) {
         Ok(report) => {
             println!("{report}");
             if report.passed() {
@@ -107,109 +107,36 @@ fn drill_failover(args: &FailoverArgs) -> ExitCode {
 struct Args {
     #[command(subcommand)]
     command: Option<Command>,
-    /// TOML file with settings (keys as below, with underscores).
+    /// TOML file with settings (keys as the flags, with underscores).
     #[arg(long, global = true, env = "FLOE_CONFIG")]
     config: Option<std::path::PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:9092].
-    #[arg(long, global = true, env = "FLOE_LISTEN")]
-    listen: Option<String>,
-    /// host:port announced to clients in Metadata [default: the listen address].
-    #[arg(long, global = true, env = "FLOE_ADVERTISED_LISTENER")]
-    advertised_listener: Option<String>,
-    /// Storage: embedded (local directory + SQLite) or aws (S3 + DynamoDB) [default: embedded].
-    #[arg(long, global = true, env = "FLOE_BACKEND")]
-    backend: Option<String>,
-    /// aws: S3 bucket for segment objects.
-    #[arg(long, global = true, env = "FLOE_BUCKET")]
-    bucket: Option<String>,
-    /// aws: DynamoDB table for metadata.
-    #[arg(long, global = true, env = "FLOE_TABLE")]
-    table: Option<String>,
-    /// aws: region [default: from the AWS configuration].
-    #[arg(long, global = true, env = "FLOE_REGION")]
-    region: Option<String>,
-    /// aws: endpoint of an S3/DynamoDB-compatible service (LocalStack, moto).
-    #[arg(long, global = true, env = "FLOE_ENDPOINT_URL")]
-    endpoint_url: Option<String>,
-    /// Directory of the embedded backend [default: ./floe-data].
-    #[arg(long, global = true, env = "FLOE_DATA_DIR")]
-    data_dir: Option<String>,
-    /// aws: how long DynamoDB keeps flush records (TTL) [default: 7d].
-    #[arg(long, global = true, env = "FLOE_FLUSH_RECORD_TTL")]
-    flush_record_ttl: Option<String>,
-    /// Longest a batch waits before its segment is sealed, e.g. 5ms, 250ms [default: 5ms].
-    #[arg(long, global = true, env = "FLOE_FLUSH_INTERVAL")]
-    flush_interval: Option<String>,
-    /// Seal a segment once it holds this much, e.g. 8MiB [default: 8MiB].
-    #[arg(long, global = true, env = "FLOE_SEGMENT_BYTES")]
-    segment_bytes: Option<String>,
-    /// Produced bytes buffered before producers are slowed down [default: 64MiB].
-    #[arg(long, global = true, env = "FLOE_MAX_BUFFER_BYTES")]
-    max_buffer_bytes: Option<String>,
-    /// Create topics on first use, as Kafka does [default: true].
-    #[arg(long, global = true, env = "FLOE_AUTO_CREATE_TOPICS")]
-    auto_create_topics: Option<String>,
-    /// Partitions of auto-created topics [default: 1].
-    #[arg(long, global = true, env = "FLOE_DEFAULT_PARTITIONS")]
-    default_partitions: Option<String>,
-    /// Log filter, e.g. info or floe_gateway=debug [default: info].
-    #[arg(long, global = true, env = "FLOE_LOG_LEVEL")]
-    log_level: Option<String>,
-    /// How often partition checkpoints are written [default: 5s].
-    #[arg(long, global = true, env = "FLOE_CHECKPOINT_INTERVAL")]
-    checkpoint_interval: Option<String>,
-    /// Bytes of object ranges cached for fetches [default: 256MiB].
-    #[arg(long, global = true, env = "FLOE_READ_CACHE_BYTES")]
-    read_cache_bytes: Option<String>,
-    /// Largest request accepted [default: 100MiB].
-    #[arg(long, global = true, env = "FLOE_MAX_REQUEST_BYTES")]
-    max_request_bytes: Option<String>,
-    /// Request bytes handled at once over all connections (non-produce
-    /// requests count 32x) [default: 512MiB].
-    #[arg(long, global = true, env = "FLOE_MAX_INFLIGHT_REQUEST_BYTES")]
-    max_inflight_request_bytes: Option<String>,
-    /// Default max.message.bytes of topics [default: 1048588].
-    #[arg(long, global = true, env = "FLOE_MAX_MESSAGE_BYTES")]
-    max_message_bytes: Option<String>,
-    /// Close connections idle this long [default: 10m].
-    #[arg(long, global = true, env = "FLOE_IDLE_TIMEOUT")]
-    idle_timeout: Option<String>,
-    /// This gateway's id in the metadata store [default: floe-0].
-    #[arg(long, global = true, env = "FLOE_GATEWAY_ID")]
-    gateway_id: Option<String>,
-    /// Kafka node id reported to clients [default: 0].
-    #[arg(long, global = true, env = "FLOE_NODE_ID")]
-    node_id: Option<String>,
-    /// Availability zone (Kafka rack) of this gateway, e.g. from ECS task metadata [default: none].
-    #[arg(long, global = true, env = "FLOE_ZONE")]
-    zone: Option<String>,
-    /// How often this gateway heartbeats and re-reads the membership [default: 1s].
-    #[arg(long, global = true, env = "FLOE_HEARTBEAT_INTERVAL")]
-    heartbeat_interval: Option<String>,
-    /// A gateway silent this long is fenced and its partitions move [default: 6s].
-    #[arg(long, global = true, env = "FLOE_SESSION_TIMEOUT")]
-    session_timeout: Option<String>,
-    /// Zone-local reads: how often a partition led in another zone is re-read for this zone's consumers [default: 500ms].
-    #[arg(long, global = true, env = "FLOE_FOLLOWER_REFRESH")]
-    follower_refresh: Option<String>,
-    /// How long an empty consumer group's first join waits for more members (Kafka's group.initial.rebalance.delay.ms) [default: 3s].
-    #[arg(long, global = true, env = "FLOE_GROUP_INITIAL_REBALANCE_DELAY")]
-    group_initial_rebalance_delay: Option<String>,
-    /// KIP-848 consumer groups: member session timeout (Kafka's group.consumer.session.timeout.ms) [default: 45s].
-    #[arg(long, global = true, env = "FLOE_CONSUMER_GROUP_SESSION_TIMEOUT")]
-    consumer_group_session_timeout: Option<String>,
-    /// KIP-848 consumer groups: heartbeat interval told to members (Kafka's group.consumer.heartbeat.interval.ms) [default: 5s].
-    #[arg(long, global = true, env = "FLOE_CONSUMER_GROUP_HEARTBEAT_INTERVAL")]
-    consumer_group_heartbeat_interval: Option<String>,
-    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 [default: off].
-    #[arg(long, global = true, env = "FLOE_METRICS_LISTEN", value_name = "ADDR")]
-    metrics_listen: Option<String>,
     /// Fail points for drills and tests, e.g. "object.put=delay(50ms)" (see floe-core fault).
     #[arg(long, global = true, env = "FLOE_FAILPOINTS", hide = true)]
     failpoints: Option<String>,
 }
 
-fn settings(args: &Args) -> Result<Settings, floe_core::Error> {
+/// The command line: `Args`, plus one flag (with its `FLOE_*` variable) per
+/// declared setting (`floe_core::settings::SETTINGS`).
+fn command() -> clap::Command {
+    let mut cmd = Args::command();
+    for d in SETTINGS {
+        let doc = d.doc.split_whitespace().collect::<Vec<_>>().join(" ");
+        let default = d.default_text().replace('`', "");
+        cmd = cmd.arg(
+            Arg::new(d.name)
+                .long(d.key())
+                .env(d.env())
+                .global(true)
+                .value_name("VALUE")
+                .help(format!("{doc} [default: {default}]")),
+        );
+    }
+    cmd
+}
+
+/// Settings from the file, then the environment and flags (clap gives a
+/// flag precedence over its variable).
+fn settings(args: &Args, matches: &clap::ArgMatches) -> Result<Settings, floe_core::Error> {
     let mut s = Settings::default();
     if let Some(path) = &args.config {
         let text = std::fs::read_to_string(path).map_err(|e| {
@@ -217,54 +144,9 @@ fn settings(args: &Args) -> Result<Settings, floe_core::Error> {
         })?;
         s.apply_toml(&text, &path.display().to_string())?;
     }
-    let flags = [
-        ("listen", &args.listen),
-        ("advertised-listener", &args.advertised_listener),
-        ("data-dir", &args.data_dir),
-        ("backend", &args.backend),
-        ("bucket", &args.bucket),
-        ("table", &args.table),
-        ("region", &args.region),
-        ("endpoint-url", &args.endpoint_url),
-        ("flush-interval", &args.flush_interval),
-        ("flush-record-ttl", &args.flush_record_ttl),
-        ("segment-bytes", &args.segment_bytes),
-        ("max-buffer-bytes", &args.max_buffer_bytes),
-        ("auto-create-topics", &args.auto_create_topics),
-        ("default-partitions", &args.default_partitions),
-        ("log-level", &args.log_level),
-        ("checkpoint-interval", &args.checkpoint_interval),
-        ("read-cache-bytes", &args.read_cache_bytes),
-        ("max-request-bytes", &args.max_request_bytes),
-        (
-            "max-inflight-request-bytes",
-            &args.max_inflight_request_bytes,
-        ),
-        ("max-message-bytes", &args.max_message_bytes),
-        ("idle-timeout", &args.idle_timeout),
-        ("gateway-id", &args.gateway_id),
-        ("node-id", &args.node_id),
-        ("zone", &args.zone),
-        ("heartbeat-interval", &args.heartbeat_interval),
-        ("session-timeout", &args.session_timeout),
-        ("follower-refresh", &args.follower_refresh),
-        (
-            "group-initial-rebalance-delay",
-            &args.group_initial_rebalance_delay,
-        ),
-        (
-            "consumer-group-session-timeout",
-            &args.consumer_group_session_timeout,
-        ),
-        (
-            "consumer-group-heartbeat-interval",
-            &args.consumer_group_heartbeat_interval,
-        ),
-        ("metrics-listen", &args.metrics_listen),
-    ];
-    for (key, value) in flags {
-        if let Some(v) = value {
-            s.apply(key, v)?;
+    for d in SETTINGS {
+        if let Some(v) = matches.get_one::<String>(d.name) {
+            s.apply(d.name, v)?;
         }
     }
     s.validate()?;
@@ -295,12 +177,16 @@ async fn shutdown_signal() {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let matches = command().get_matches();
+    let args = match Args::from_arg_matches(&matches) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
+    };
     // A drill is a client of running gateways: no gateway settings apply.
     if let Some(Command::Drill(Drill::Failover(f))) = &args.command {
         return drill_failover(f);
     }
-    let settings = match settings(&args) {
+    let settings = match settings(&args, &matches) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("floe: {e}");
@@ -338,7 +224,7 @@ fn main() -> ExitCode {
         }
     };
     if matches!(args.command, Some(Command::Init)) {
-        return match runtime.block_on(floe_gateway::init_backend(&settings)) {
+        return match runtime.block_on(floe_core::backend::init_backend(&settings)) {
             Ok(msg) => {
                 println!("floe init: {msg}");
                 ExitCode::SUCCESS
@@ -350,13 +236,13 @@ fn main() -> ExitCode {
         };
     }
     let result = runtime.block_on(async move {
-        let stores = floe_gateway::open_backend(&settings, faults).await?;
+        let stores = floe_core::backend::open_backend(&settings, faults).await?;
         let listener = tokio::net::TcpListener::bind(&settings.listen)
             .await
             .map_err(|e| {
                 floe_core::Error::Config(format!("cannot listen on {}: {e}", settings.listen))
             })?;
-        floe_gateway::run_stores(listener, settings, stores, shutdown_signal()).await
+        floe_gateway::run(listener, settings, stores, shutdown_signal()).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -42,18 +42,13 @@ impl InProcess {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let stores = floe_gateway::open_backend(&settings, None)
+        let stores = floe_core::backend::open_backend(&settings, None)
             .await
             .expect("open backend");
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(floe_gateway::run_stores(
-            listener,
-            settings,
-            stores,
-            async {
-                let _ = rx.await;
-            },
-        ));
+        let task = tokio::spawn(floe_gateway::run(listener, settings, stores, async {
+            let _ = rx.await;
+        }));
         InProcess {
             addr,
             dir,

@@ -90,47 +90,45 @@
 //! Every incarnation is registered before it can commit, so no stream with
 //! flush items is missed.
 
-use std::collections::{BTreeMap, HashMap};
-use std::fmt::Display;
+mod codec;
+mod keys;
+mod transport;
+
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
-use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, ConsumedCapacity,
-    DeleteRequest, KeySchemaElement, KeyType, Put, PutRequest, ReturnConsumedCapacity, ReturnValue,
-    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus, TimeToLiveSpecification,
-    TimeToLiveStatus, TransactWriteItem, WriteRequest,
+    AttributeValue, ConditionCheck, DeleteRequest, Put, PutRequest, ReturnConsumedCapacity,
+    ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, WriteRequest,
 };
-use serde::{Deserialize, Serialize};
 
-use super::{
-    MetaStore, check_topic_update, claim_conflict, fenced_by_peer, not_owner, stale_group,
+use super::MetaStore;
+use super::rules::{
+    ClaimBasis, CommitOutcome, FenceDecision, StoredOwner, check_checkpoint, check_epoch,
+    check_release, check_topic_update, claim_basis, claim_conflict, commit_conflict,
+    commit_outcome, decide_fence, fence_refused, stale_group,
 };
-use crate::aws::{AwsStats, backoff, classify, code};
-use crate::clock::{Clock, SystemClock};
+use crate::aws::{AwsStats, classify};
 use crate::error::{Error, Result};
 use crate::types::{
-    CommittedOffset, FlushPartition, FlushRecord, GatewayInfo, GroupOffsets, IndexEntry, Member,
-    PartitionCheckpoint, PartitionId, PartitionSnapshot, ProducerBatch, ProducerState, StoredGroup,
-    StreamId, TopicId, TopicMeta,
+    CommittedOffset, FlushRecord, GatewayInfo, GroupOffsets, IndexEntry, Member,
+    PartitionCheckpoint, PartitionId, PartitionSnapshot, StoredGroup, StreamId, TopicId, TopicMeta,
 };
-
-type Item = HashMap<String, AttributeValue>;
-
-/// The TTL attribute of the table.
-pub const TTL_ATTRIBUTE: &str = "expires_at";
-/// Puts per TransactWriteItems besides the epoch ConditionCheck (limit 100).
-const TX_CHUNK: usize = 99;
-/// Requests per BatchWriteItem (DynamoDB's limit).
-const BATCH: usize = 25;
-/// Attempts for conflicts and unprocessed items before giving up `Unavailable`.
-const ATTEMPTS: u32 = 8;
+use codec::{
+    Item, StoredState, b, blob, build_err, commit_token, decode_flush, epoch_record, flag,
+    flush_item, group_state, heartbeat_count, is_condition_failed, json, n, num, s, state_item,
+    stored_owner, string, topic_item, trim_mark, unix_secs,
+};
+pub use codec::{commit_flush_write_units, item_size};
+pub use keys::TTL_ATTRIBUTE;
+use keys::{
+    GROUPS_PK, MEMBERS_PK, STREAMS_PK, flush_pk, group_pk, gw_pk, idx_sk, key, offset_attr,
+    parse_stream_sk, part_pk, seq_sk, stream_sk,
+};
+use transport::TxFailure;
 
 #[derive(Debug, Clone)]
 pub struct DynamoMetaStore {
@@ -140,374 +138,24 @@ pub struct DynamoMetaStore {
     flush_ttl: std::time::Duration,
 }
 
-/// How long flush items live by default (see the module docs).
-pub const DEFAULT_FLUSH_RECORD_TTL: std::time::Duration =
-    std::time::Duration::from_secs(7 * 24 * 3600);
-
-/// The partition key of the stream registry.
-const STREAMS_PK: &str = "streams";
-/// The partition key of the gateway list.
-const MEMBERS_PK: &str = "members";
-/// The partition key of the stored group states.
-const GROUPS_PK: &str = "groups";
-
-/// The `state` item's payload.
-#[derive(Debug, Serialize, Deserialize)]
-struct StoredState {
-    owner: StreamId,
-    checkpoint_seq: u64,
-    next_offset: i64,
-    log_start_offset: i64,
-    producers: BTreeMap<i64, ProducerState>,
-}
-
-fn s(v: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(v.into())
-}
-
-fn n(v: impl Display) -> AttributeValue {
-    AttributeValue::N(v.to_string())
-}
-
-fn b(v: Vec<u8>) -> AttributeValue {
-    AttributeValue::B(Blob::new(v))
-}
-
-fn key(pk: impl Into<String>, sk: impl Into<String>) -> Item {
-    HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
-}
-
-fn json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(v).map_err(|e| Error::Internal(format!("encode metadata: {e}")))
-}
-
-fn blob<T: serde::de::DeserializeOwned>(item: &Item, attr: &str) -> Result<T> {
-    match item.get(attr) {
-        Some(AttributeValue::B(v)) => serde_json::from_slice(v.as_ref())
-            .map_err(|e| Error::Corrupt(format!("dynamodb attribute {attr}: {e}"))),
-        _ => Err(Error::Corrupt(format!(
-            "dynamodb item {:?} has no binary attribute {attr}",
-            item.get("pk")
-        ))),
-    }
-}
-
-fn num<T: std::str::FromStr>(item: &Item, attr: &str) -> Result<T> {
-    match item.get(attr) {
-        Some(AttributeValue::N(v)) => v
-            .parse()
-            .map_err(|_| Error::Corrupt(format!("dynamodb attribute {attr}={v} is not valid"))),
-        _ => Err(Error::Corrupt(format!(
-            "dynamodb item has no number attribute {attr}"
-        ))),
-    }
-}
-
-fn string<'a>(item: &'a Item, attr: &str) -> Result<&'a str> {
-    match item.get(attr) {
-        Some(AttributeValue::S(v)) => Ok(v),
-        _ => Err(Error::Corrupt(format!(
-            "dynamodb item has no string attribute {attr}"
-        ))),
-    }
-}
-
-fn build_err(e: aws_sdk_dynamodb::error::BuildError) -> Error {
-    Error::Internal(format!("dynamodb request: {e}"))
-}
-
-fn gw_pk(gateway: &str) -> String {
-    format!("gw#{gateway}")
-}
-
-fn flush_pk(stream: &StreamId) -> String {
-    format!("flush#{}#{:020}", stream.gateway, stream.epoch)
-}
-
-fn seq_sk(seq: u64) -> String {
-    format!("{seq:020}")
-}
-
-fn stream_sk(stream: &StreamId) -> String {
-    format!("{}#{:020}", stream.gateway, stream.epoch)
-}
-
-/// Parses `<gateway>#<epoch>` (the gateway may contain `#`).
-fn parse_stream_sk(sk: &str) -> Option<StreamId> {
-    let (gateway, epoch) = sk.rsplit_once('#')?;
-    Some(StreamId {
-        gateway: gateway.to_string(),
-        epoch: epoch.parse().ok()?,
-    })
-}
-
-fn unix_secs() -> u64 {
-    (SystemClock.now_ms() / 1000).max(0) as u64
-}
-
-/// A registry item's trim mark (0 if it has none yet).
-fn trim_mark(item: &Item) -> Result<u64> {
-    if item.contains_key("trimmed") {
-        num(item, "trimmed")
-    } else {
-        Ok(0)
-    }
-}
-
-fn part_pk(p: PartitionId) -> String {
-    format!("part#{}#{}", p.topic, p.partition)
-}
-
-/// Whether a boolean attribute is present and true.
-fn flag(item: &Item, attr: &str) -> bool {
-    matches!(item.get(attr), Some(AttributeValue::Bool(true)))
-}
-
-/// The state item `owner` writes for `cp`.
-fn state_item(owner: &StreamId, cp: &PartitionCheckpoint, released: bool) -> Result<Item> {
-    let state = StoredState {
-        owner: owner.clone(),
-        checkpoint_seq: cp.checkpoint_seq,
-        next_offset: cp.next_offset,
-        log_start_offset: cp.log_start_offset,
-        producers: cp.producers.clone(),
-    };
-    let mut item = key(part_pk(cp.partition), "state");
-    item.insert("s".into(), b(json(&state)?));
-    item.insert("own".into(), s(owner.to_string()));
-    item.insert("rel".into(), AttributeValue::Bool(released));
-    Ok(item)
-}
-
-/// A state item's owner and released flag. Items written before `own` existed
-/// name the owner in `s` only, and are not released.
-fn stored_owner(item: &Item) -> Result<(StreamId, bool)> {
-    if !item.contains_key("own") {
-        let state: StoredState = blob(item, "s")?;
-        return Ok((state.owner, false));
-    }
-    let own = string(item, "own")?;
-    let owner = own
-        .rsplit_once('@')
-        .and_then(|(gateway, epoch)| {
-            Some(StreamId {
-                gateway: gateway.to_string(),
-                epoch: epoch.parse().ok()?,
-            })
-        })
-        .ok_or_else(|| Error::Corrupt(format!("partition owner {own:?}")))?;
-    Ok((owner, flag(item, "rel")))
-}
-
-fn idx_sk(base_offset: i64) -> Result<String> {
-    if base_offset < 0 {
-        return Err(Error::InvalidInput(format!(
-            "index entry base offset {base_offset} is negative"
-        )));
-    }
-    Ok(format!("idx#{base_offset:020}"))
-}
-
-/// Parses `flush#<gateway>#<epoch>` (the gateway may contain `#`).
-fn parse_flush_pk(pk: &str) -> Option<StreamId> {
-    parse_stream_sk(pk.strip_prefix("flush#")?)
-}
-
-/// The ClientRequestToken of a commit: a 128-bit FNV-1a hash of (stream, seq),
-/// 33 characters. A retried commit reuses it, so DynamoDB applies it at most once
-/// within its 10-minute idempotency window.
-fn commit_token(stream: &StreamId, seq: u64) -> String {
-    let mut h: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
-    let prime: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
-    let mut feed = |bytes: &[u8]| {
-        for &x in bytes {
-            h ^= x as u128;
-            h = h.wrapping_mul(prime);
-        }
-    };
-    feed(stream.gateway.as_bytes());
-    feed(&[0]);
-    feed(&stream.epoch.to_be_bytes());
-    feed(&seq.to_be_bytes());
-    format!("f{h:032x}")
-}
-
-/// DynamoDB's size of an item, in bytes: attribute names plus values (strings
-/// and binaries by length, numbers about one byte per two digits).
-pub fn item_size(item: &HashMap<String, AttributeValue>) -> usize {
-    fn value(v: &AttributeValue) -> usize {
-        match v {
-            AttributeValue::S(s) => s.len(),
-            AttributeValue::N(n) => n.trim_start_matches('-').len().div_ceil(2) + 1,
-            AttributeValue::B(b) => b.as_ref().len(),
-            AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
-            AttributeValue::L(l) => 3 + l.iter().map(|v| 1 + value(v)).sum::<usize>(),
-            AttributeValue::M(m) => {
-                3 + m.iter().map(|(k, v)| 1 + k.len() + value(v)).sum::<usize>()
-            }
-            AttributeValue::Ss(l) => l.iter().map(|s| s.len()).sum(),
-            AttributeValue::Ns(l) => l.iter().map(|n| n.len().div_ceil(2) + 1).sum(),
-            AttributeValue::Bs(l) => l.iter().map(|b| b.as_ref().len()).sum(),
-            _ => 0,
-        }
-    }
-    item.iter().map(|(k, v)| k.len() + value(v)).sum()
-}
-
-/// The `r` attribute of a flush item, format 1: JSON arrays without field names,
-/// each topic id written once, stream and seq left to the key. About 50 bytes
-/// per partition instead of ~190 for `FlushRecord`'s own JSON, so a 100-partition
-/// flush bills 12 WRU instead of 40.
-#[derive(Serialize, Deserialize)]
-struct CompactFlush {
-    v: u8,
-    k: String,
-    l: u64,
-    c: i64,
-    t: Vec<TopicId>,
-    p: Vec<CompactPart>,
-}
-
-/// (topic index, partition, base offset, last - base, max timestamp, position,
-/// length, producer batches).
-#[derive(Serialize, Deserialize)]
-struct CompactPart(u32, i32, i64, i64, i64, u64, u32, Vec<CompactProducer>);
-
-/// (producer id, epoch, first seq, last seq, base offset, last offset, max timestamp).
-#[derive(Serialize, Deserialize)]
-struct CompactProducer(i64, i16, i32, i32, i64, i64, i64);
-
-const FLUSH_FORMAT: u8 = 1;
-
-fn encode_flush(r: &FlushRecord) -> Result<Vec<u8>> {
-    let mut topics: Vec<TopicId> = Vec::new();
-    let mut parts = Vec::with_capacity(r.partitions.len());
-    for p in &r.partitions {
-        let ti = match topics.iter().position(|t| *t == p.partition.topic) {
-            Some(i) => i,
-            None => {
-                topics.push(p.partition.topic);
-                topics.len() - 1
-            }
-        };
-        parts.push(CompactPart(
-            ti as u32,
-            p.partition.partition,
-            p.base_offset,
-            p.last_offset.wrapping_sub(p.base_offset),
-            p.max_timestamp,
-            p.position,
-            p.length,
-            p.producers
-                .iter()
-                .map(|b| {
-                    CompactProducer(
-                        b.producer_id,
-                        b.epoch,
-                        b.first_seq,
-                        b.last_seq,
-                        b.base_offset,
-                        b.last_offset,
-                        b.max_timestamp,
-                    )
-                })
-                .collect(),
-        ));
-    }
-    json(&CompactFlush {
-        v: FLUSH_FORMAT,
-        k: r.object_key.clone(),
-        l: r.object_len,
-        c: r.created_ms,
-        t: topics,
-        p: parts,
-    })
-}
-
-fn decode_flush(item: &Item) -> Result<FlushRecord> {
-    let pk = string(item, "pk")?;
-    let stream =
-        parse_flush_pk(pk).ok_or_else(|| Error::Corrupt(format!("flush item key {pk:?}")))?;
-    let seq: u64 = string(item, "sk")?
-        .parse()
-        .map_err(|_| Error::Corrupt(format!("flush item sort key in {pk}")))?;
-    let c: CompactFlush = blob(item, "r")?;
-    if c.v != FLUSH_FORMAT {
-        return Err(Error::Corrupt(format!(
-            "flush item {pk} #{seq} has format {}, this build reads {FLUSH_FORMAT}",
-            c.v
-        )));
-    }
-    let mut partitions = Vec::with_capacity(c.p.len());
-    for CompactPart(ti, partition, base, span, max_ts, position, length, producers) in c.p {
-        let topic = *c
-            .t
-            .get(ti as usize)
-            .ok_or_else(|| Error::Corrupt(format!("flush item {pk} #{seq}: topic index {ti}")))?;
-        partitions.push(FlushPartition {
-            partition: PartitionId::new(topic, partition),
-            base_offset: base,
-            last_offset: base.wrapping_add(span),
-            max_timestamp: max_ts,
-            position,
-            length,
-            producers: producers
-                .into_iter()
-                .map(
-                    |CompactProducer(pid, epoch, first, last, bo, lo, ts)| ProducerBatch {
-                        producer_id: pid,
-                        epoch,
-                        first_seq: first,
-                        last_seq: last,
-                        base_offset: bo,
-                        last_offset: lo,
-                        max_timestamp: ts,
-                    },
-                )
-                .collect(),
-        });
-    }
-    Ok(FlushRecord {
-        stream,
-        seq,
-        object_key: c.k,
-        object_len: c.l,
-        created_ms: c.c,
-        partitions,
-    })
-}
-
-/// The flush item `commit_flush` writes for `record`, expiring at `expires_at`
-/// (epoch seconds).
-fn flush_item(record: &FlushRecord, expires_at: u64) -> Result<Item> {
-    let mut item = key(flush_pk(&record.stream), seq_sk(record.seq));
-    item.insert("r".into(), b(encode_flush(record)?));
-    item.insert(TTL_ATTRIBUTE.into(), n(expires_at));
-    Ok(item)
-}
-
-/// Write units one `commit_flush` of `record` costs on DynamoDB: a transaction
-/// bills 2 WRU per started KiB of each item, the ConditionCheck on the (< 1 KiB)
-/// epoch item included. (Emulators do not report transactional capacity.)
-pub fn commit_flush_write_units(record: &FlushRecord) -> Result<u64> {
-    let flush_kib = item_size(&flush_item(record, unix_secs())?).div_ceil(1024) as u64;
-    Ok(2 * (1 + flush_kib.max(1)))
-}
+/// Puts per TransactWriteItems besides the epoch ConditionCheck (limit 100).
+const TX_CHUNK: usize = 99;
 
 impl DynamoMetaStore {
-    pub fn new(client: Client, table: impl Into<String>, stats: Arc<AwsStats>) -> Self {
+    /// The store on `table`, counting requests into `stats`; flush items
+    /// expire `flush_ttl` after their commit (the `flush-record-ttl` setting).
+    pub fn new(
+        client: Client,
+        table: impl Into<String>,
+        stats: Arc<AwsStats>,
+        flush_ttl: std::time::Duration,
+    ) -> Self {
         DynamoMetaStore {
             client,
             table: table.into(),
             stats,
-            flush_ttl: DEFAULT_FLUSH_RECORD_TTL,
+            flush_ttl,
         }
-    }
-
-    /// How long flush items live before DynamoDB's TTL deletes them.
-    pub fn with_flush_record_ttl(mut self, ttl: std::time::Duration) -> Self {
-        self.flush_ttl = ttl;
-        self
     }
 
     fn expiry(&self) -> u64 {
@@ -525,157 +173,12 @@ impl DynamoMetaStore {
         }
     }
 
-    /// Whether `stream` has a flush item above `seq` (one single-item Query).
-    async fn any_flush_after(&self, stream: &StreamId, seq: u64) -> Result<bool> {
-        self.request();
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND sk > :v")
-            .expression_attribute_values(":pk", s(flush_pk(stream)))
-            .expression_attribute_values(":v", s(seq_sk(seq)))
-            .projection_expression("pk")
-            .limit(1)
-            .consistent_read(true)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await
-            .map_err(|e| classify(&self.what("Query (flush items)"), e))?;
-        self.account(out.consumed_capacity(), false);
-        Ok(out.count > 0)
-    }
-
     pub fn client(config: &aws_config::SdkConfig) -> Client {
         Client::new(config)
     }
 
     pub fn stats(&self) -> &Arc<AwsStats> {
         &self.stats
-    }
-
-    fn what(&self, op: &str) -> String {
-        format!("dynamodb {op} on table {}", self.table)
-    }
-
-    fn request(&self) {
-        AwsStats::inc(&self.stats.ddb_requests);
-    }
-
-    fn account(&self, cc: Option<&ConsumedCapacity>, write: bool) {
-        let Some(cc) = cc else { return };
-        let (r, w) = (cc.read_capacity_units(), cc.write_capacity_units());
-        if r.is_some() || w.is_some() {
-            AwsStats::add_units(&self.stats.ddb_read_units, r.unwrap_or(0.0));
-            AwsStats::add_units(&self.stats.ddb_write_units, w.unwrap_or(0.0));
-        } else if let Some(c) = cc.capacity_units() {
-            let counter = if write {
-                &self.stats.ddb_write_units
-            } else {
-                &self.stats.ddb_read_units
-            };
-            AwsStats::add_units(counter, c);
-        }
-    }
-
-    async fn get_item(&self, pk: String, sk: String) -> Result<Option<Item>> {
-        self.request();
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(pk, sk)))
-            .consistent_read(true)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await
-            .map_err(|e| classify(&self.what("GetItem"), e))?;
-        self.account(out.consumed_capacity(), false);
-        Ok(out.item)
-    }
-
-    /// All items of `pk` (with `sk` matching `sk_cond`, e.g. `sk > :v`), in `sk`
-    /// order, strongly consistent, paginated.
-    async fn query(
-        &self,
-        pk: &str,
-        sk_cond: Option<(&str, AttributeValue)>,
-        keys_only: bool,
-    ) -> Result<Vec<Item>> {
-        let mut out = Vec::new();
-        let mut start: Option<Item> = None;
-        let expr = match &sk_cond {
-            Some((c, _)) => format!("pk = :pk AND {c}"),
-            None => "pk = :pk".to_string(),
-        };
-        loop {
-            self.request();
-            let mut req = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression(&expr)
-                .expression_attribute_values(":pk", s(pk))
-                .consistent_read(true)
-                .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                .set_exclusive_start_key(start.take());
-            if let Some((_, v)) = &sk_cond {
-                req = req.expression_attribute_values(":v", v.clone());
-            }
-            if keys_only {
-                req = req.projection_expression("pk, sk");
-            }
-            let page = req
-                .send()
-                .await
-                .map_err(|e| classify(&self.what("Query"), e))?;
-            self.account(page.consumed_capacity(), false);
-            out.extend(page.items.unwrap_or_default());
-            match page.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => break,
-            }
-        }
-        Ok(out)
-    }
-
-    /// Writes `requests` with BatchWriteItem, 25 per call, retrying unprocessed
-    /// items with bounded backoff.
-    async fn batch_write(&self, requests: Vec<WriteRequest>) -> Result<()> {
-        for chunk in requests.chunks(BATCH) {
-            let mut pending = chunk.to_vec();
-            let mut attempt = 0;
-            while !pending.is_empty() {
-                if attempt >= ATTEMPTS {
-                    return Err(Error::Unavailable(format!(
-                        "{}: {} items still unprocessed after {ATTEMPTS} attempts",
-                        self.what("BatchWriteItem"),
-                        pending.len()
-                    )));
-                }
-                if attempt > 0 {
-                    backoff(attempt).await;
-                }
-                attempt += 1;
-                self.request();
-                let out = self
-                    .client
-                    .batch_write_item()
-                    .request_items(&self.table, pending.clone())
-                    .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                    .send()
-                    .await
-                    .map_err(|e| classify(&self.what("BatchWriteItem"), e))?;
-                for cc in out.consumed_capacity() {
-                    self.account(Some(cc), true);
-                }
-                pending = out
-                    .unprocessed_items
-                    .and_then(|mut m| m.remove(&self.table))
-                    .unwrap_or_default();
-            }
-        }
-        Ok(())
     }
 
     /// The ConditionCheck that `stream` is its gateway's current, unfenced epoch.
@@ -696,13 +199,11 @@ impl DynamoMetaStore {
 
     /// The `Fenced` error for `stream`, given the epoch item (if known).
     fn fenced(&self, stream: &StreamId, epoch_item: Option<&Item>) -> Error {
-        match epoch_item {
-            None => Error::Fenced(format!("{stream} is not registered")),
-            Some(item) => match num::<u64>(item, "epoch").ok() {
-                Some(e) if e == stream.epoch && flag(item, "fenced") => fenced_by_peer(stream),
-                Some(e) => super::fenced(stream, Some(e)),
-                None => Error::Fenced(format!("{stream} is not current")),
-            },
+        match check_epoch(stream, epoch_item.and_then(epoch_record)) {
+            Err(e) => e,
+            // The condition failed, yet the item read looks current: it
+            // changed in between, which only a register or fence does.
+            Ok(()) => Error::Fenced(format!("{stream} is not current")),
         }
     }
 
@@ -711,70 +212,17 @@ impl DynamoMetaStore {
         let item = self
             .get_item(gw_pk(&stream.gateway), "epoch".to_string())
             .await?;
-        let current = item.as_ref().is_some_and(|i| {
-            num::<u64>(i, "epoch").ok() == Some(stream.epoch) && !flag(i, "fenced")
-        });
-        if current {
-            Ok(())
-        } else {
-            Err(self.fenced(stream, item.as_ref()))
-        }
+        check_epoch(stream, item.as_ref().and_then(epoch_record))
     }
 
-    /// After a conditional put of a flush record failed: the stored record decides.
-    async fn resolve_existing(&self, r: &FlushRecord) -> Result<Option<()>> {
-        match self.get_item(flush_pk(&r.stream), seq_sk(r.seq)).await? {
-            None => Ok(None),
-            Some(item) => {
-                let stored = decode_flush(&item)?;
-                if &stored == r {
-                    Ok(Some(()))
-                } else {
-                    Err(Error::AlreadyExists(format!(
-                        "flush {} #{} holds a different record",
-                        r.stream, r.seq
-                    )))
-                }
-            }
-        }
-    }
-
-    /// Sends a conditional UpdateItem of a gateway's epoch item; `Ok(Err(old))`
-    /// if the condition failed (`old`: the item then, if DynamoDB returned it).
-    /// An update that meets a commit's transaction on the item is rejected
-    /// `TransactionConflict`; it is retried here, within a budget.
-    async fn update_epoch_item(
-        &self,
-        req: UpdateItemFluentBuilder,
-        op: &str,
-    ) -> Result<std::result::Result<Item, Option<Item>>> {
-        let req = req
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total);
-        for attempt in 0..ATTEMPTS {
-            if attempt > 0 {
-                backoff(attempt).await;
-            }
-            self.request();
-            let e = match req.clone().send().await {
-                Ok(out) => {
-                    self.account(out.consumed_capacity(), true);
-                    return Ok(Ok(out.attributes.unwrap_or_default()));
-                }
-                Err(e) => e,
-            };
-            match e.as_service_error() {
-                Some(UpdateItemError::ConditionalCheckFailedException(c)) => {
-                    return Ok(Err(c.item().cloned()));
-                }
-                Some(UpdateItemError::TransactionConflictException(_)) => {}
-                _ => return Err(classify(&self.what(op), e)),
-            }
-        }
-        Err(Error::Unavailable(format!(
-            "{}: still conflicting with transactions after {ATTEMPTS} attempts",
-            self.what(op)
-        )))
+    /// After a conditional put of a flush record failed, or its outcome is
+    /// unknown: the stored record decides.
+    async fn resolve_existing(&self, r: &FlushRecord) -> Result<CommitOutcome> {
+        let stored = match self.get_item(flush_pk(&r.stream), seq_sk(r.seq)).await? {
+            Some(item) => Some(decode_flush(&item)?),
+            None => None,
+        };
+        Ok(commit_outcome(r, stored.as_ref()))
     }
 
     /// Writes index items (idempotent overwrites, not fenced; see the module docs).
@@ -825,7 +273,7 @@ impl DynamoMetaStore {
         &self,
         p: PartitionId,
         item: Option<Item>,
-    ) -> Result<Option<(StreamId, bool)>> {
+    ) -> Result<Option<StoredOwner>> {
         let item = match item {
             Some(i) => Some(i),
             None => self.get_item(part_pk(p), "state".into()).await?,
@@ -833,17 +281,27 @@ impl DynamoMetaStore {
         item.as_ref().map(stored_owner).transpose()
     }
 
-    /// The `Fenced` error for `me` writing `p` it does not own.
+    /// Why a checkpoint (`release` false) or release of `p` by `me` was
+    /// refused, judged by the shared rule on the state item (returned with the
+    /// failure, or read now).
     async fn ownership_error(
         &self,
         me: &StreamId,
         p: PartitionId,
         item: Option<Item>,
+        release: bool,
     ) -> Result<Error> {
-        Ok(match self.partition_owner(p, item).await? {
-            Some((owner, _)) => not_owner(me, p, &owner),
-            None => Error::Fenced(format!("{me} cannot release {p}: never claimed")),
-        })
+        let stored = self.partition_owner(p, item).await?;
+        let verdict = if release {
+            check_release(me, p, stored.as_ref())
+        } else {
+            check_checkpoint(me, p, stored.as_ref())
+        };
+        Ok(verdict.err().unwrap_or_else(|| {
+            Error::Unavailable(format!(
+                "write of partition {p} by {me} was refused, but its state allows it now; retry"
+            ))
+        }))
     }
 
     /// `write_checkpoints` (`release` false) and `release_partitions` (true):
@@ -896,15 +354,18 @@ impl DynamoMetaStore {
                             "{what} of {me}: cancellation reason {i} out of range"
                         ))
                     })?;
-                    return Err(self.ownership_error(me, cp.partition, item).await?);
+                    return Err(self
+                        .ownership_error(me, cp.partition, item, release)
+                        .await?);
                 }
                 Err(TxFailure::Unknown) => {
                     self.check_fence(me).await?;
                     for cp in chunk {
-                        match self.partition_owner(cp.partition, None).await? {
-                            Some((owner, _)) if &owner == me => {}
-                            None if !release => {}
-                            _ => return Err(self.ownership_error(me, cp.partition, None).await?),
+                        let stored = self.partition_owner(cp.partition, None).await?;
+                        if release {
+                            check_release(me, cp.partition, stored.as_ref())?;
+                        } else {
+                            check_checkpoint(me, cp.partition, stored.as_ref())?;
                         }
                     }
                     return Err(Error::Unavailable(format!(
@@ -920,197 +381,6 @@ impl DynamoMetaStore {
         }
         Ok(())
     }
-
-    /// Runs one TransactWriteItems whose item 0 is an epoch check.
-    /// `Ok(Err(reasons))` hands other cancellations back to the caller; conflicts
-    /// are retried here, within a budget.
-    async fn transact(
-        &self,
-        items: Vec<TransactWriteItem>,
-        token: Option<String>,
-    ) -> Result<std::result::Result<(), TxFailure>> {
-        for attempt in 0..ATTEMPTS {
-            if attempt > 0 {
-                backoff(attempt).await;
-            }
-            self.request();
-            let r = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(items.clone()))
-                .set_client_request_token(token.clone())
-                .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                .send()
-                .await;
-            let e = match r {
-                Ok(out) => {
-                    for cc in out.consumed_capacity() {
-                        self.account(Some(cc), true);
-                    }
-                    return Ok(Ok(()));
-                }
-                Err(e) => e,
-            };
-            match e.as_service_error() {
-                Some(TransactWriteItemsError::TransactionCanceledException(tc)) => {
-                    let reasons = tc.cancellation_reasons();
-                    let code_of = |i: usize| reasons.get(i).and_then(|r| r.code()).unwrap_or("");
-                    if code_of(0) == "ConditionalCheckFailed" {
-                        let item = reasons.first().and_then(|r| r.item()).cloned();
-                        return Ok(Err(TxFailure::Fenced(item)));
-                    }
-                    if reasons.is_empty() {
-                        return Ok(Err(TxFailure::Unknown));
-                    }
-                    if let Some(i) =
-                        (1..reasons.len()).find(|&i| code_of(i) == "ConditionalCheckFailed")
-                    {
-                        let item = reasons.get(i).and_then(|r| r.item()).cloned();
-                        return Ok(Err(TxFailure::Condition(i, item)));
-                    }
-                    let retriable = reasons.iter().any(|r| {
-                        matches!(
-                            r.code(),
-                            Some(
-                                "TransactionConflict"
-                                    | "ThrottlingError"
-                                    | "ProvisionedThroughputExceeded"
-                            )
-                        )
-                    });
-                    if !retriable {
-                        return Err(Error::Internal(format!(
-                            "{}: transaction cancelled: {:?}",
-                            self.what("TransactWriteItems"),
-                            reasons
-                                .iter()
-                                .map(|r| (r.code(), r.message()))
-                                .collect::<Vec<_>>()
-                        )));
-                    }
-                }
-                Some(TransactWriteItemsError::IdempotentParameterMismatchException(_)) => {
-                    return Ok(Err(TxFailure::TokenMismatch));
-                }
-                Some(TransactWriteItemsError::TransactionInProgressException(_)) => {}
-                _ => return Err(classify(&self.what("TransactWriteItems"), e)),
-            }
-        }
-        Err(Error::Unavailable(format!(
-            "{}: still conflicting after {ATTEMPTS} attempts",
-            self.what("TransactWriteItems")
-        )))
-    }
-}
-
-/// Why a transaction was cancelled, for the caller to resolve.
-enum TxFailure {
-    /// The epoch ConditionCheck failed; the epoch item as it was, if returned.
-    Fenced(Option<Item>),
-    /// The condition of item `i` (≥ 1) failed; the item as it was, if returned.
-    Condition(usize, Option<Item>),
-    /// The same ClientRequestToken was used with different parameters.
-    TokenMismatch,
-    /// Cancelled without reasons (an emulator may omit them).
-    Unknown,
-}
-
-/// Creates the table (for `floe init`): `pk` S HASH, `sk` S RANGE, on-demand
-/// billing, TTL on `expires_at`. Succeeds if it already exists; waits until it is
-/// active (at most two minutes).
-pub async fn create_table(client: &Client, table: &str) -> Result<()> {
-    let what = |op: &str| format!("dynamodb {op} on table {table}");
-    let attr = |name: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .map_err(build_err)
-    };
-    let key_el = |name: &str, kind: KeyType| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(kind)
-            .build()
-            .map_err(build_err)
-    };
-    let r = client
-        .create_table()
-        .table_name(table)
-        .attribute_definitions(attr("pk")?)
-        .attribute_definitions(attr("sk")?)
-        .key_schema(key_el("pk", KeyType::Hash)?)
-        .key_schema(key_el("sk", KeyType::Range)?)
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await;
-    match r {
-        Ok(_) => {}
-        Err(e) if code(&e) == Some("ResourceInUseException") => {}
-        Err(e) => return Err(classify(&what("CreateTable"), e)),
-    }
-    let mut active = false;
-    for _ in 0..120 {
-        let d = client
-            .describe_table()
-            .table_name(table)
-            .send()
-            .await
-            .map_err(|e| classify(&what("DescribeTable"), e))?;
-        if d.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
-            active = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    }
-    if !active {
-        return Err(Error::Unavailable(format!(
-            "{}: not active after two minutes",
-            what("CreateTable")
-        )));
-    }
-    let ttl = client
-        .describe_time_to_live()
-        .table_name(table)
-        .send()
-        .await
-        .map_err(|e| classify(&what("DescribeTimeToLive"), e))?;
-    let status = ttl
-        .time_to_live_description()
-        .and_then(|d| d.time_to_live_status());
-    if !matches!(
-        status,
-        Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
-    ) {
-        client
-            .update_time_to_live()
-            .table_name(table)
-            .time_to_live_specification(
-                TimeToLiveSpecification::builder()
-                    .enabled(true)
-                    .attribute_name(TTL_ATTRIBUTE)
-                    .build()
-                    .map_err(build_err)?,
-            )
-            .send()
-            .await
-            .map_err(|e| classify(&what("UpdateTimeToLive"), e))?;
-    }
-    Ok(())
-}
-
-fn topic_item(t: &TopicMeta) -> Result<Item> {
-    let mut item = key("topics", t.name.clone());
-    item.insert("id".into(), s(t.id.to_string()));
-    item.insert("version".into(), n(t.version));
-    item.insert("t".into(), b(json(t)?));
-    Ok(item)
-}
-
-fn is_condition_failed<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(
-    e: &aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
-) -> bool {
-    code(e) == Some("ConditionalCheckFailedException")
 }
 
 #[async_trait]
@@ -1247,19 +517,18 @@ impl MetaStore for DynamoMetaStore {
                     .await?
             }
         };
-        // Never registered: there is nothing to fence.
-        let Some(item) = item else { return Ok(()) };
-        if num::<u64>(&item, "epoch")? != target.epoch || flag(&item, "fenced") {
-            return Ok(());
+        let stored = match &item {
+            Some(i) => epoch_record(i).map(|r| Ok::<_, Error>((r, heartbeat_count(i)?))),
+            None => None,
         }
-        let hb: u64 = if item.contains_key("hb") {
-            num(&item, "hb")?
-        } else {
-            0
-        };
-        Err(Error::Precondition(format!(
-            "{target} heartbeat moved from {observed} to {hb}: it is alive"
-        )))
+        .transpose()?;
+        match decide_fence(target, observed, stored) {
+            FenceDecision::AlreadyGone => Ok(()),
+            FenceDecision::Alive(now) => Err(fence_refused(target, observed, now)),
+            // The condition failed, yet the item now allows the fence: it
+            // changed in between. Report it alive; the caller looks again.
+            FenceDecision::Fence => Err(fence_refused(target, observed, observed)),
+        }
     }
 
     async fn create_topic(&self, topic: &TopicMeta) -> Result<()> {
@@ -1384,7 +653,7 @@ impl MetaStore for DynamoMetaStore {
                 Ok(()) => return Ok(()),
                 Err(f) => f,
             };
-            match failure {
+            let outcome = match failure {
                 TxFailure::Fenced(item) => {
                     let item = match item {
                         Some(i) => Some(i),
@@ -1395,35 +664,33 @@ impl MetaStore for DynamoMetaStore {
                     };
                     return Err(self.fenced(&record.stream, item.as_ref()));
                 }
-                TxFailure::Condition(..) => {
-                    return match self.resolve_existing(record).await? {
-                        Some(()) => Ok(()),
-                        // Trimmed between the write and the read.
-                        None => Err(Error::Unavailable(format!(
-                            "flush {} #{}: conditional put failed but no record is stored",
-                            record.stream, record.seq
-                        ))),
-                    };
-                }
+                TxFailure::Condition(..) => self.resolve_existing(record).await?,
                 TxFailure::Unknown => {
                     self.check_fence(&record.stream).await?;
-                    return match self.resolve_existing(record).await? {
-                        Some(()) => Ok(()),
-                        None => Err(Error::Unavailable(format!(
-                            "flush {} #{}: transaction cancelled without a reason",
-                            record.stream, record.seq
-                        ))),
-                    };
+                    self.resolve_existing(record).await?
                 }
                 TxFailure::TokenMismatch => {
                     // Another record used this (stream, seq) token. If it landed,
                     // it decides; if not, retry once with a fresh token.
-                    if let Some(()) = self.resolve_existing(record).await? {
-                        return Ok(());
+                    match self.resolve_existing(record).await? {
+                        CommitOutcome::Absent => {
+                            token = None;
+                            continue;
+                        }
+                        decided => decided,
                     }
-                    token = None;
                 }
-            }
+            };
+            return match outcome {
+                CommitOutcome::Landed => Ok(()),
+                CommitOutcome::Conflict => Err(commit_conflict(record)),
+                // Cancelled, yet nothing is stored: trimmed between the write
+                // and the read, or an emulator that gives no reason. Retriable.
+                CommitOutcome::Absent => Err(Error::Unavailable(format!(
+                    "flush {} #{}: transaction cancelled but no record is stored",
+                    record.stream, record.seq
+                ))),
+            };
         }
         Err(Error::Unavailable(format!(
             "flush {} #{}: idempotency token conflict did not resolve",
@@ -1508,53 +775,56 @@ impl MetaStore for DynamoMetaStore {
     ) -> Result<()> {
         let p = checkpoint.partition;
         let item = state_item(me, checkpoint, false)?;
+        // Expecting no owner, the Put's condition alone checks it: no read.
+        let read = match previous {
+            None => None,
+            Some(_) => self.get_item(part_pk(p), "state".into()).await?,
+        };
+        let tagged = read.as_ref().is_some_and(|i| i.contains_key("own"));
+        let stored = read.as_ref().map(stored_owner).transpose()?;
+        let basis = match claim_basis(me, p, previous, stored.as_ref()) {
+            Ok(b) => b,
+            Err(e) => {
+                self.check_fence(me).await?;
+                return Err(e);
+            }
+        };
         let mut items = vec![self.epoch_check(me)?];
-        match previous {
-            None => items.push(self.state_put(item, "attribute_not_exists(pk)", Vec::new())?),
-            Some(prev) => {
-                let stored = self.get_item(part_pk(p), "state".into()).await?;
-                let tagged = stored.as_ref().is_some_and(|i| i.contains_key("own"));
-                let owner = stored.as_ref().map(stored_owner).transpose()?;
-                match &owner {
-                    Some((o, true)) if o == prev && tagged => {
-                        items.push(self.state_put(
-                            item,
-                            "#o = :p AND #r = :true",
-                            vec![
-                                (":p", s(prev.to_string())),
-                                (":true", AttributeValue::Bool(true)),
-                            ],
-                        )?);
-                    }
-                    // Taking over from a live owner, even from itself, is refused.
-                    Some((o, false)) if o == prev && prev != me => {
-                        items.push(if tagged {
-                            self.state_put(item, "#o = :p", vec![(":p", s(prev.to_string()))])?
-                        } else {
-                            self.state_put(item, "attribute_not_exists(#o)", Vec::new())?
-                        });
-                        // An older epoch of my own gateway is superseded (my epoch
-                        // check proves it); DynamoDB allows one check per item.
-                        if prev.gateway != me.gateway {
-                            let cc = ConditionCheck::builder()
-                                .table_name(&self.table)
-                                .set_key(Some(key(gw_pk(&prev.gateway), "epoch")))
-                                .condition_expression(
-                                    "attribute_not_exists(#e) OR #e <> :pe OR #f = :true",
-                                )
-                                .expression_attribute_names("#e", "epoch")
-                                .expression_attribute_names("#f", "fenced")
-                                .expression_attribute_values(":pe", n(prev.epoch))
-                                .expression_attribute_values(":true", AttributeValue::Bool(true))
-                                .build()
-                                .map_err(build_err)?;
-                            items.push(TransactWriteItem::builder().condition_check(cc).build());
-                        }
-                    }
-                    _ => {
-                        self.check_fence(me).await?;
-                        return Err(claim_conflict(me, p, previous, owner.as_ref()));
-                    }
+        match basis {
+            ClaimBasis::Unclaimed => {
+                items.push(self.state_put(item, "attribute_not_exists(pk)", Vec::new())?)
+            }
+            ClaimBasis::Released(owner) => items.push(self.state_put(
+                item,
+                "#o = :p AND #r = :true",
+                vec![
+                    (":p", s(owner.to_string())),
+                    (":true", AttributeValue::Bool(true)),
+                ],
+            )?),
+            ClaimBasis::OwnerGone {
+                owner,
+                superseded_by_me,
+            } => {
+                items.push(if tagged {
+                    self.state_put(item, "#o = :p", vec![(":p", s(owner.to_string()))])?
+                } else {
+                    self.state_put(item, "attribute_not_exists(#o)", Vec::new())?
+                });
+                // DynamoDB allows one check per item: on my own gateway's
+                // item my epoch check already decides.
+                if !superseded_by_me {
+                    let cc = ConditionCheck::builder()
+                        .table_name(&self.table)
+                        .set_key(Some(key(gw_pk(&owner.gateway), "epoch")))
+                        .condition_expression("attribute_not_exists(#e) OR #e <> :pe OR #f = :true")
+                        .expression_attribute_names("#e", "epoch")
+                        .expression_attribute_names("#f", "fenced")
+                        .expression_attribute_values(":pe", n(owner.epoch))
+                        .expression_attribute_values(":true", AttributeValue::Bool(true))
+                        .build()
+                        .map_err(build_err)?;
+                    items.push(TransactWriteItem::builder().condition_check(cc).build());
                 }
             }
         }
@@ -1575,7 +845,10 @@ impl MetaStore for DynamoMetaStore {
             }
             // The previous owner's epoch is current and not fenced.
             Err(TxFailure::Condition(..)) => {
-                let stored = previous.map(|prev| (prev.clone(), false));
+                let stored = previous.map(|prev| StoredOwner {
+                    owner: prev.clone(),
+                    released: false,
+                });
                 Err(claim_conflict(me, p, previous, stored.as_ref()))
             }
             Err(TxFailure::Unknown) => {
@@ -1614,7 +887,7 @@ impl MetaStore for DynamoMetaStore {
             return Ok(None);
         };
         let state: StoredState = blob(state_item, "s")?;
-        let (_, released) = stored_owner(state_item)?;
+        let released = stored_owner(state_item)?.released;
         let mut entries = Vec::new();
         for item in &items {
             if string(item, "sk")?.starts_with("idx#") {
@@ -1834,99 +1107,8 @@ impl MetaStore for DynamoMetaStore {
     }
 }
 
-/// A `groups` item's stored state.
-fn group_state(group: &str, item: &Item) -> Result<StoredGroup> {
-    serde_json::from_str(string(item, "state")?)
-        .map_err(|e| Error::Corrupt(format!("stored state of group {group}: {e}")))
-}
-
 /// Partitions per offset-commit UpdateItem (a commit of more partitions of one
 /// topic takes one write per this many). DynamoDB's 4 KB expression limit
 /// allows about 200; moto's expression parser recurses per clause and fails
 /// somewhat above 100.
 const OFFSETS_PER_UPDATE: usize = 100;
-
-fn group_pk(group: &str) -> String {
-    format!("group#{group}")
-}
-
-/// The attribute holding one partition's committed offset.
-fn offset_attr(partition: i32) -> String {
-    format!("p{partition}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn commit_tokens_are_short_stable_and_distinct() {
-        let s1 = StreamId {
-            gateway: "gw-1".into(),
-            epoch: 3,
-        };
-        let t = commit_token(&s1, 7);
-        assert_eq!(t.len(), 33);
-        assert_eq!(t, commit_token(&s1, 7));
-        assert_ne!(t, commit_token(&s1, 8));
-        let s2 = StreamId {
-            gateway: "gw-1".into(),
-            epoch: 4,
-        };
-        assert_ne!(t, commit_token(&s2, 7));
-    }
-
-    #[test]
-    fn compact_flush_round_trips() {
-        let t1 = TopicId::from_u128(1);
-        let t2 = TopicId::from_u128(2);
-        let part = |topic, p, base: i64, producers: Vec<ProducerBatch>| FlushPartition {
-            partition: PartitionId::new(topic, p),
-            base_offset: base,
-            last_offset: base + 41,
-            max_timestamp: 1_700_000_000_000 + base,
-            position: base as u64 * 3,
-            length: 999,
-            producers,
-        };
-        let batch = ProducerBatch {
-            producer_id: 9,
-            epoch: 3,
-            first_seq: 100,
-            last_seq: 141,
-            base_offset: 5,
-            last_offset: 46,
-            max_timestamp: -1,
-        };
-        let r = FlushRecord {
-            stream: StreamId {
-                gateway: "gw#7".into(),
-                epoch: 42,
-            },
-            seq: 17,
-            object_key: "segments/aa/x.seg".into(),
-            object_len: 123_456,
-            created_ms: 1_700_000_000_001,
-            partitions: vec![
-                part(t1, 0, 5, vec![batch]),
-                part(t2, 3, 0, Vec::new()),
-                part(t1, 1, 7, Vec::new()),
-            ],
-        };
-        let item = flush_item(&r, 1_800_000_000).expect("encode");
-        assert_eq!(decode_flush(&item).expect("decode"), r);
-        let full_json = serde_json::to_vec(&r).expect("json").len();
-        assert!(item_size(&item) * 2 < full_json, "compact form is small");
-    }
-
-    #[test]
-    fn flush_keys_round_trip() {
-        let s = StreamId {
-            gateway: "a#b".into(),
-            epoch: 12,
-        };
-        assert_eq!(parse_flush_pk(&flush_pk(&s)), Some(s));
-        assert!(seq_sk(9) < seq_sk(10));
-        assert_eq!(seq_sk(u64::MAX).len(), 20);
-    }
-}

@@ -1,19 +1,23 @@
-//! Topic configs Floe understands, their defaults and validation. Unknown names
-//! are refused with INVALID_CONFIG, as Kafka does.
+//! Topic configs: the names Floe understands (Kafka's), their defaults and
+//! validation, and what they mean for a topic's data ([`TopicPolicy`]): the
+//! write path enforces the record rules, the compactor the retention and
+//! cleanup rules. Unknown names are refused (the gateway answers
+//! INVALID_CONFIG, as Kafka does).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use floe_core::settings::Settings;
+use crate::settings::Settings;
 
-/// Kafka's DescribeConfigs config types.
+/// The type of a config's value (Kafka tooling shows it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfigType {
-    Boolean = 1,
-    String = 2,
-    Int = 3,
-    Long = 5,
-    Double = 6,
-    List = 7,
+    Boolean,
+    String,
+    Int,
+    Long,
+    Double,
+    List,
 }
 
 #[derive(Debug)]
@@ -305,24 +309,116 @@ pub fn effective(
         .or_else(|| default_value(name, settings))
 }
 
-/// Broker-level configs reported for a BROKER resource (read-only).
-pub fn broker_configs(settings: &Settings) -> Vec<(&'static str, String)> {
-    vec![
-        (
-            "auto.create.topics.enable",
-            settings.auto_create_topics.to_string(),
-        ),
-        ("num.partitions", settings.default_partitions.to_string()),
-        ("message.max.bytes", settings.max_message_bytes.to_string()),
-        (
-            "socket.request.max.bytes",
-            settings.max_request_bytes.to_string(),
-        ),
-        ("log.retention.ms", "604800000".to_string()),
-        ("default.replication.factor", "1".to_string()),
-        (
-            "connections.max.idle.ms",
-            settings.idle_timeout.as_millis().to_string(),
-        ),
-    ]
+/// What a topic's configs mean for its data, read once from its overrides
+/// over the defaults. Values that fail to parse (validation refuses them on
+/// the way in) fall back to the defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicPolicy {
+    /// `max.message.bytes`: the largest record batch accepted.
+    pub max_message_bytes: u64,
+    /// `message.timestamp.type=LogAppendTime`: batches carry the time they
+    /// were appended, not the producer's.
+    pub log_append_time: bool,
+    /// `cleanup.policy` has `delete`: retention removes old data.
+    pub delete: bool,
+    /// `cleanup.policy` has `compact`: records must have keys; compaction keeps
+    /// the latest record per key.
+    pub compact: bool,
+    /// `retention.ms` (`None`: forever, -1).
+    pub retention: Option<Duration>,
+    /// `retention.bytes` per partition (`None`: unlimited, -1).
+    pub retention_bytes: Option<u64>,
+}
+
+impl TopicPolicy {
+    pub fn of(overrides: &BTreeMap<String, String>, settings: &Settings) -> TopicPolicy {
+        let get = |name: &str| effective(name, overrides, settings).unwrap_or_default();
+        let long = |name: &str| get(name).trim().parse::<i64>().ok();
+        let policy = get("cleanup.policy");
+        let has = |p: &str| policy.split(',').any(|x| x.trim() == p);
+        TopicPolicy {
+            max_message_bytes: long("max.message.bytes")
+                .and_then(|v| u64::try_from(v).ok())
+                .unwrap_or(settings.max_message_bytes),
+            log_append_time: get("message.timestamp.type") == "LogAppendTime",
+            delete: has("delete"),
+            compact: has("compact"),
+            retention: long("retention.ms")
+                .and_then(|v| u64::try_from(v).ok())
+                .map(Duration::from_millis),
+            retention_bytes: long("retention.bytes").and_then(|v| u64::try_from(v).ok()),
+        }
+    }
+
+    /// Records whose batch's max timestamp is below this (ms since the epoch)
+    /// are past `retention.ms` at `now_ms` and may be deleted; `None` when
+    /// time retention does not apply (no `delete` policy, or -1).
+    pub fn expired_before(&self, now_ms: i64) -> Option<i64> {
+        let keep = self.retention.filter(|_| self.delete)?;
+        Some(now_ms.saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(pairs: &[(&str, &str)]) -> TopicPolicy {
+        let overrides = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        TopicPolicy::of(&overrides, &Settings::default())
+    }
+
+    #[test]
+    fn defaults_are_kafkas() {
+        let p = policy(&[]);
+        assert!(p.delete && !p.compact && !p.log_append_time);
+        assert_eq!(p.retention, Some(Duration::from_millis(604_800_000)));
+        assert_eq!(p.retention_bytes, None);
+        assert_eq!(p.max_message_bytes, Settings::default().max_message_bytes);
+        assert_eq!(
+            p.expired_before(1_000_000_000_000),
+            Some(1_000_000_000_000 - 604_800_000)
+        );
+    }
+
+    #[test]
+    fn overrides_decide() {
+        let p = policy(&[
+            ("cleanup.policy", "compact"),
+            ("retention.ms", "1000"),
+            ("retention.bytes", "4096"),
+            ("max.message.bytes", "2048"),
+            ("message.timestamp.type", "LogAppendTime"),
+        ]);
+        assert!(p.compact && !p.delete && p.log_append_time);
+        assert_eq!(p.max_message_bytes, 2048);
+        assert_eq!(p.retention_bytes, Some(4096));
+        assert_eq!(
+            p.expired_before(5000),
+            None,
+            "compact only: no time retention"
+        );
+        let p = policy(&[("cleanup.policy", "compact,delete"), ("retention.ms", "-1")]);
+        assert!(p.compact && p.delete);
+        assert_eq!(p.expired_before(5000), None, "-1 keeps forever");
+        let p = policy(&[("retention.ms", "1000")]);
+        assert_eq!(p.expired_before(5000), Some(4000));
+    }
+
+    #[test]
+    fn validation_names_the_config() {
+        assert!(validate("retention.ms", "-1").is_ok());
+        let e = validate("retention.ms", "-2").unwrap_err();
+        assert!(e.contains("retention.ms"), "{e}");
+        assert!(
+            validate("no.such.config", "1")
+                .unwrap_err()
+                .contains("Unknown")
+        );
+        assert!(validate("cleanup.policy", "compact, delete").is_ok());
+        assert!(validate("cleanup.policy", "forever").is_err());
+    }
 }

@@ -1,5 +1,7 @@
 //! What the S3 and DynamoDB backends share: SDK configuration, the mapping from
-//! SDK errors to Floe's error kinds, and request accounting.
+//! SDK errors to Floe's error kinds, and request accounting. A leaf: it knows
+//! neither store (`crate::backend` builds them, `crate::provision` creates
+//! their bucket and table).
 //!
 //! Error kinds, by what the caller must do:
 //! - throttling (`SlowDown`, `ThrottlingException`, `ProvisionedThroughputExceeded…`,
@@ -15,69 +17,10 @@
 //! The SDK's own retry policy (standard mode, 3 attempts) runs first; these
 //! kinds describe what is left after it.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
 use crate::error::Error;
-
-/// Request counters of one process (or one store), shared through an `Arc`.
-/// Counted once per API call (the SDK's internal retries are not counted apart).
-/// DynamoDB capacity comes from `ReturnConsumedCapacity=TOTAL`, kept in
-/// milli-units so it fits an atomic integer.
-#[derive(Debug, Default)]
-pub struct AwsStats {
-    pub s3_put: AtomicU64,
-    /// GetObject and HeadObject (same price class).
-    pub s3_get: AtomicU64,
-    pub s3_delete: AtomicU64,
-    pub s3_list: AtomicU64,
-    /// DynamoDB API calls of any kind.
-    pub ddb_requests: AtomicU64,
-    /// Read capacity units consumed, times 1000.
-    pub ddb_read_units: AtomicU64,
-    /// Write capacity units consumed, times 1000.
-    pub ddb_write_units: AtomicU64,
-}
-
-/// A point-in-time copy of [`AwsStats`], with capacity in units.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct AwsStatsSnapshot {
-    pub s3_put: u64,
-    pub s3_get: u64,
-    pub s3_delete: u64,
-    pub s3_list: u64,
-    pub ddb_requests: u64,
-    pub ddb_read_units: f64,
-    pub ddb_write_units: f64,
-}
-
-impl AwsStats {
-    pub fn snapshot(&self) -> AwsStatsSnapshot {
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        AwsStatsSnapshot {
-            s3_put: l(&self.s3_put),
-            s3_get: l(&self.s3_get),
-            s3_delete: l(&self.s3_delete),
-            s3_list: l(&self.s3_list),
-            ddb_requests: l(&self.ddb_requests),
-            ddb_read_units: l(&self.ddb_read_units) as f64 / 1000.0,
-            ddb_write_units: l(&self.ddb_write_units) as f64 / 1000.0,
-        }
-    }
-
-    pub(crate) fn inc(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn add_units(counter: &AtomicU64, units: f64) {
-        if units.is_finite() && units > 0.0 {
-            counter.fetch_add((units * 1000.0).round() as u64, Ordering::Relaxed);
-        }
-    }
-}
 
 /// Loads the standard AWS configuration (environment, profile, web identity,
 /// ECS/IMDS credentials), optionally pointed at another endpoint (LocalStack,
@@ -229,60 +172,4 @@ fn is_connect_failure(lower: &str) -> bool {
     ]
     .iter()
     .any(|p| lower.contains(p))
-}
-
-/// A bounded exponential backoff: 20 ms doubling, at most 1 s, for `attempt` 0..
-pub(crate) async fn backoff(attempt: u32) {
-    let ms = (20u64 << attempt.min(6)).min(1000);
-    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
-}
-
-/// The S3 object store and DynamoDB metadata store for `bucket` / `table`, from
-/// the standard AWS configuration (path-style buckets when `endpoint` is given,
-/// as emulators need). Both count requests into one `AwsStats`. With `faults`,
-/// the SDK's HTTP client is wrapped in the fault-injecting one
-/// (`crate::aws_faults`).
-pub async fn open_stores(
-    bucket: &str,
-    table: &str,
-    endpoint: Option<&str>,
-    region: Option<&str>,
-    faults: Option<Arc<crate::fault::Faults>>,
-) -> (crate::object_store::S3Store, crate::meta::DynamoMetaStore) {
-    let mut config = load_sdk_config(endpoint, region).await;
-    if let Some(f) = faults {
-        // The SDK picks its default client only when it builds a service client;
-        // this is the same one (hyper 1 with rustls on aws-lc), made explicitly.
-        let http = config.http_client().unwrap_or_else(|| {
-            aws_smithy_http_client::Builder::new()
-                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::AwsLc,
-                ))
-                .build_https()
-        });
-        config = config
-            .into_builder()
-            .http_client(crate::aws_faults::faulty_http_client(http, f))
-            .build();
-    }
-    let stats = Arc::new(AwsStats::default());
-    let s3 = crate::object_store::S3Store::client(&config, endpoint.is_some());
-    let ddb = crate::meta::DynamoMetaStore::client(&config);
-    (
-        crate::object_store::S3Store::new(s3, bucket, None, stats.clone()),
-        crate::meta::DynamoMetaStore::new(ddb, table, stats),
-    )
-}
-
-/// Creates `bucket` and `table` (for `floe init`); safe to run twice.
-pub async fn create_resources(
-    bucket: &str,
-    table: &str,
-    endpoint: Option<&str>,
-    region: Option<&str>,
-) -> crate::Result<()> {
-    let config = load_sdk_config(endpoint, region).await;
-    let s3 = crate::object_store::S3Store::client(&config, endpoint.is_some());
-    crate::object_store::S3Store::create_bucket(&s3, bucket).await?;
-    crate::meta::dynamodb::create_table(&crate::meta::DynamoMetaStore::client(&config), table).await
 }

@@ -16,13 +16,11 @@ use kafka_protocol::messages::{
     ApiKey, MetadataRequest, MetadataResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::frame::{FrameError, read_frame};
-
 /// Largest response frame the drill accepts (fetches ask for far less).
-const MAX_RESPONSE_BYTES: u64 = 64 << 20;
+const MAX_RESPONSE_BYTES: i32 = 64 << 20;
 
 /// A failed call. Every kind is retriable for a drill: the caller refreshes
 /// metadata and tries again (within its own time budget).
@@ -181,11 +179,24 @@ async fn exchange<R: Request>(
         .await
         .map_err(|e| lost(e.to_string()))?;
 
-    let mut resp = match read_frame(&mut conn.stream, MAX_RESPONSE_BYTES).await {
-        Ok(f) => f,
-        Err(FrameError::Closed) => return Err(lost("closed by the gateway".into())),
-        Err(e) => return Err(lost(e.to_string())),
-    };
+    let mut size = [0u8; 4];
+    conn.stream
+        .read_exact(&mut size)
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => lost("closed by the gateway".into()),
+            _ => lost(e.to_string()),
+        })?;
+    let n = i32::from_be_bytes(size);
+    if !(4..=MAX_RESPONSE_BYTES).contains(&n) {
+        return Err(bad(format!("response frame of {n} bytes")));
+    }
+    let mut resp = vec![0u8; n as usize];
+    conn.stream
+        .read_exact(&mut resp)
+        .await
+        .map_err(|e| lost(e.to_string()))?;
+    let mut resp = bytes::Bytes::from(resp);
     let h = ResponseHeader::decode(&mut resp, api.response_header_version(version))
         .map_err(|e| bad(format!("response header: {e}")))?;
     if h.correlation_id != correlation_id {

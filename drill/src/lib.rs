@@ -1,4 +1,6 @@
-//! Operator drills that run against any set of running gateways.
+//! Floe's operator drills, run against any set of running gateways (the
+//! `floe drill` subcommands). A client of the cluster, not part of the
+//! server: it speaks Kafka through its own minimal client (`client`).
 //!
 //! `floe drill failover` produces continuously through an idempotent producer
 //! while gateways are killed, frozen, added or removed, prints ownership moves

@@ -1,8 +1,9 @@
 //! Idempotent-producer sequence rules, as Apache Kafka applies them: a window of
 //! the last five batches per producer and partition, duplicates answered with the
-//! original offsets, epochs fence older producer instances.
+//! original offsets, epochs fence older producer instances. The write path checks
+//! appends with them; replay rebuilds producer state with `apply_batch`.
 
-use floe_core::types::{PRODUCER_WINDOW, ProducerBatch, ProducerState};
+use crate::types::{PRODUCER_WINDOW, ProducerBatch, ProducerState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SeqCheck {

@@ -1,0 +1,308 @@
+//! A partition's index, and the rule that rebuilds it.
+//!
+//! The index says where each offset's batches live: entries (base and last
+//! offset, max timestamp, object key, byte range) in offset order, each
+//! starting where the previous one ended. Its owner keeps it in memory,
+//! appends an entry per committed flush that touched the partition, and folds
+//! the new entries into the MetaStore at every checkpoint.
+//!
+//! The rule every reader of a partition applies (a gateway taking it over, a
+//! zone-local reader, tools): **a partition's state is its stored checkpoint
+//! plus a replay of its owner's flush records after the checkpoint's seq that
+//! are not yet trimmed**. Replay is idempotent by offset: a flush entry whose
+//! offsets the checkpoint already holds is skipped, and one that would leave a
+//! gap is corruption. Taking a partition over, the owner's records must be read
+//! only after its release or fence is committed, so that every flush it
+//! acknowledged is either in the checkpoint or among the records read.
+
+use crate::error::{Error, Result};
+use crate::meta::MetaStore;
+use crate::producer::apply_batch;
+use crate::types::{FlushRecord, IndexEntry, PartitionId, PartitionSnapshot};
+
+/// The entries of one partition, contiguous and in offset order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PartitionIndex {
+    entries: Vec<IndexEntry>,
+}
+
+impl PartitionIndex {
+    pub fn new(entries: Vec<IndexEntry>) -> Self {
+        PartitionIndex { entries }
+    }
+
+    pub fn entries(&self) -> &[IndexEntry] {
+        &self.entries
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The entries after the first `n` (those not yet checkpointed).
+    pub fn since(&self, n: usize) -> &[IndexEntry] {
+        &self.entries[n.min(self.entries.len())..]
+    }
+
+    /// Appends the entry of a committed flush.
+    pub fn push(&mut self, e: IndexEntry) {
+        self.entries.push(e);
+    }
+
+    /// Entries covering offsets from `offset`, up to about `max_bytes` of data
+    /// (always at least one entry if any exists).
+    pub fn read_plan(&self, offset: i64, max_bytes: u64) -> Vec<IndexEntry> {
+        let start = self.entries.partition_point(|e| e.last_offset < offset);
+        let mut plan = Vec::new();
+        let mut bytes = 0u64;
+        for e in &self.entries[start..] {
+            if !plan.is_empty() && bytes >= max_bytes {
+                break;
+            }
+            bytes += e.length as u64;
+            plan.push(e.clone());
+        }
+        plan
+    }
+
+    /// Entries from the first whose max timestamp reaches `timestamp` (for
+    /// finding an offset by time).
+    pub fn from_timestamp(&self, timestamp: i64) -> Vec<IndexEntry> {
+        match self
+            .entries
+            .iter()
+            .position(|e| e.max_timestamp >= timestamp)
+        {
+            Some(i) => self.entries[i..].to_vec(),
+            None => Vec::new(),
+        }
+    }
+
+    /// The entry holding the largest timestamp (the first of equals).
+    pub fn max_timestamp_entry(&self) -> Option<IndexEntry> {
+        let mut best: Option<&IndexEntry> = None;
+        for e in &self.entries {
+            if best.is_none_or(|b| e.max_timestamp > b.max_timestamp) {
+                best = Some(e);
+            }
+        }
+        best.cloned()
+    }
+}
+
+/// Replays the owner's flush `records` (in seq order) into `snap`, the
+/// partition's checkpoint: for every flush after `snap.checkpoint_seq`, its
+/// entry for `partition` and its idempotent-producer batches. Returns how many
+/// entries were added.
+pub fn replay(
+    snap: &mut PartitionSnapshot,
+    partition: PartitionId,
+    records: &[FlushRecord],
+) -> Result<usize> {
+    let mut added = 0;
+    for record in records {
+        if record.seq <= snap.checkpoint_seq {
+            continue;
+        }
+        for fp in record
+            .partitions
+            .iter()
+            .filter(|fp| fp.partition == partition)
+        {
+            if fp.last_offset < snap.next_offset {
+                continue; // already in the checkpoint
+            }
+            if fp.base_offset != snap.next_offset {
+                return Err(Error::Corrupt(format!(
+                    "partition {partition}: flush {} #{} starts at offset {} but the log ends at {}",
+                    record.stream, record.seq, fp.base_offset, snap.next_offset
+                )));
+            }
+            snap.next_offset = fp.last_offset + 1;
+            snap.entries.push(fp.index_entry(&record.object_key));
+            for pb in &fp.producers {
+                apply_batch(snap.producers.entry(pb.producer_id).or_default(), pb);
+            }
+            added += 1;
+        }
+    }
+    Ok(added)
+}
+
+/// A partition's state as a reader must see it: the stored checkpoint, with
+/// the index entries from `from_offset` on, plus the replay of its owner's
+/// untrimmed flush records after the checkpoint. `None` if it was never
+/// claimed. Entries stored beyond the checkpoint's end (left by a checkpoint
+/// that did not land) are dropped: the replay recreates them.
+pub async fn load(
+    meta: &dyn MetaStore,
+    partition: PartitionId,
+    from_offset: i64,
+) -> Result<Option<PartitionSnapshot>> {
+    let Some(mut snap) = meta.load_partition_from(partition, from_offset).await? else {
+        return Ok(None);
+    };
+    let end = snap.next_offset;
+    snap.entries.retain(|e| e.base_offset < end);
+    let records = meta.read_flushes(&snap.owner, snap.checkpoint_seq).await?;
+    replay(&mut snap, partition, &records)?;
+    Ok(Some(snap))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::types::{FlushPartition, ProducerBatch, StreamId, TopicId};
+
+    const P: PartitionId = PartitionId {
+        topic: TopicId::from_u128(1),
+        partition: 0,
+    };
+
+    fn entry(base: i64, last: i64, ts: i64, len: u32) -> IndexEntry {
+        IndexEntry {
+            base_offset: base,
+            last_offset: last,
+            max_timestamp: ts,
+            object_key: format!("o{base}"),
+            position: 0,
+            length: len,
+        }
+    }
+
+    fn flush(seq: u64, parts: Vec<(PartitionId, i64, i64)>) -> FlushRecord {
+        FlushRecord {
+            stream: StreamId {
+                gateway: "g".into(),
+                epoch: 1,
+            },
+            seq,
+            object_key: format!("k{seq}"),
+            object_len: 10,
+            created_ms: 0,
+            partitions: parts
+                .into_iter()
+                .map(|(p, base, last)| FlushPartition {
+                    partition: p,
+                    base_offset: base,
+                    last_offset: last,
+                    max_timestamp: base,
+                    position: 0,
+                    length: 10,
+                    producers: vec![ProducerBatch {
+                        producer_id: 7,
+                        epoch: 0,
+                        first_seq: base as i32,
+                        last_seq: last as i32,
+                        base_offset: base,
+                        last_offset: last,
+                        max_timestamp: base,
+                    }],
+                })
+                .collect(),
+        }
+    }
+
+    fn checkpoint(seq: u64, next: i64) -> PartitionSnapshot {
+        PartitionSnapshot {
+            owner: StreamId {
+                gateway: "g".into(),
+                epoch: 1,
+            },
+            released: false,
+            checkpoint_seq: seq,
+            next_offset: next,
+            log_start_offset: 0,
+            producers: BTreeMap::new(),
+            entries: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn lookups() {
+        let ix = PartitionIndex::new(vec![
+            entry(0, 9, 100, 50),
+            entry(10, 19, 300, 50),
+            entry(20, 29, 200, 50),
+        ]);
+        assert_eq!(ix.read_plan(12, 1).len(), 1, "at least one entry");
+        assert_eq!(ix.read_plan(12, 1)[0].base_offset, 10);
+        assert_eq!(ix.read_plan(0, 100).len(), 2);
+        assert!(ix.read_plan(30, 100).is_empty());
+        assert_eq!(ix.from_timestamp(150)[0].base_offset, 10);
+        assert!(ix.from_timestamp(301).is_empty());
+        assert_eq!(ix.max_timestamp_entry().map(|e| e.base_offset), Some(10));
+        assert_eq!(ix.since(2).len(), 1);
+        assert!(ix.since(5).is_empty());
+    }
+
+    #[test]
+    fn replay_adds_what_follows_the_checkpoint() {
+        let other = PartitionId::new(TopicId::from_u128(2), 0);
+        let records = [
+            flush(1, vec![(P, 0, 4)]),     // folded into the checkpoint (seq)
+            flush(2, vec![(P, 5, 9)]),     // folded (offsets held)
+            flush(3, vec![(other, 0, 2)]), // another partition
+            flush(4, vec![(P, 10, 11), (other, 3, 3)]),
+        ];
+        let mut snap = checkpoint(1, 10);
+        assert_eq!(replay(&mut snap, P, &records).unwrap(), 1);
+        assert_eq!(snap.next_offset, 12);
+        assert_eq!(snap.entries.len(), 1);
+        assert_eq!(snap.entries[0].object_key, "k4");
+        assert_eq!(snap.producers[&7].batches.len(), 1);
+        // Idempotent: the same records again add nothing.
+        assert_eq!(replay(&mut snap, P, &records).unwrap(), 0);
+        // A gap is corruption.
+        let mut snap = checkpoint(0, 0);
+        let e = replay(&mut snap, P, &[flush(1, vec![(P, 3, 4)])]).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Corrupt);
+    }
+
+    #[tokio::test]
+    async fn load_is_checkpoint_plus_replay() {
+        use crate::meta::{MemoryMetaStore, MetaStore};
+        use crate::types::{GatewayInfo, PartitionCheckpoint};
+        let meta = MemoryMetaStore::new();
+        let info = GatewayInfo {
+            advertised: "h:1".into(),
+            zone: None,
+            heartbeat_ms: 0,
+            node_id: 0,
+        };
+        assert!(load(&meta, P, 0).await.unwrap().is_none());
+        let epoch = meta.register_gateway("g", &info).await.unwrap();
+        let me = StreamId {
+            gateway: "g".into(),
+            epoch,
+        };
+        let mut r1 = flush(1, vec![(P, 0, 4)]);
+        let mut r2 = flush(2, vec![(P, 5, 9)]);
+        r1.stream = me.clone();
+        r2.stream = me.clone();
+        meta.commit_flush(&r1).await.unwrap();
+        meta.commit_flush(&r2).await.unwrap();
+        let cp = PartitionCheckpoint {
+            partition: P,
+            owner: me.clone(),
+            checkpoint_seq: 1,
+            next_offset: 5,
+            log_start_offset: 0,
+            producers: BTreeMap::new(),
+            new_entries: vec![r1.partitions[0].index_entry(&r1.object_key)],
+        };
+        meta.write_checkpoints(&me, &[cp]).await.unwrap();
+        let snap = load(&meta, P, 0).await.unwrap().expect("claimed");
+        assert_eq!(snap.next_offset, 10);
+        let keys: Vec<_> = snap.entries.iter().map(|e| e.object_key.as_str()).collect();
+        assert_eq!(keys, ["k1", "k2"]);
+        let from = load(&meta, P, 5).await.unwrap().expect("claimed");
+        assert_eq!(from.entries.len(), 1, "only entries from offset 5");
+    }
+}
