@@ -6,7 +6,7 @@
 //! `meta.commit`, `meta.checkpoint`, `meta.read`, `meta.topic`, `meta.register`,
 //! `meta.heartbeat`, `meta.fence`, `meta.claim`, `meta.offsets`, `meta.groups`.
 //!
-//! Below the stores, `crate::aws_faults` puts the same registry around the AWS
+//! Below the stores, `crate::aws::faults` puts the same registry around the AWS
 //! SDK's HTTP client, with points `http`, `http.s3`, `http.s3.<method>` and
 //! `http.ddb`, `http.ddb.<Operation>` (the most specific armed point decides).
 //!

@@ -361,3 +361,95 @@ impl Leases {
         self.flusher.is_fenced()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use floe_core::clock::SystemClock;
+    use floe_core::fault::{Fault, Faults, FaultyMetaStore};
+    use floe_core::meta::MemoryMetaStore;
+    use floe_core::object_store::MemoryObjectStore;
+    use floe_core::types::{GatewayInfo, PartitionId, TopicId};
+    use floe_flusher::{FlusherConfig, ReadCache};
+
+    async fn leases(faults: &Arc<Faults>) -> (Leases, SharedMetaStore, Arc<PartitionLog>) {
+        let meta: SharedMetaStore = Arc::new(FaultyMetaStore::new(
+            Arc::new(MemoryMetaStore::new()),
+            faults.clone(),
+        ));
+        let info = GatewayInfo {
+            advertised: "127.0.0.1:9092".into(),
+            zone: None,
+            heartbeat_ms: 0,
+            node_id: 0,
+        };
+        let me = StreamId {
+            gateway: "gw".into(),
+            epoch: meta.register_gateway("gw", &info).await.expect("register"),
+        };
+        let budget = Duration::from_millis(100);
+        let flusher = Flusher::start(
+            FlusherConfig {
+                segment_bytes: 1 << 20,
+                flush_interval: Duration::from_millis(2),
+                max_buffer_bytes: 1 << 20,
+                upload_concurrency: 1,
+                retry_budget: budget,
+            },
+            me.clone(),
+            Arc::new(MemoryObjectStore::new()),
+            meta.clone(),
+            Arc::new(SystemClock),
+            Arc::new(ReadCache::new(1 << 20)),
+        );
+        let l = Leases::new(meta.clone(), me, flusher, RetryPolicy::new(budget));
+        let log = PartitionLog::unowned(PartitionId::new(TopicId::from_u128(1), 0));
+        l.claim_new(&[], vec![log.clone()]).await.expect("claim");
+        assert!(l.leads(&log));
+        (l, meta, log)
+    }
+
+    async fn released(meta: &SharedMetaStore, log: &PartitionLog) -> bool {
+        meta.load_partition(log.id)
+            .await
+            .expect("load")
+            .expect("claimed")
+            .released
+    }
+
+    /// A release that fails past the retry budget and reads back as not
+    /// landed leaves the partition led here; the next hand-over releases it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_release_that_did_not_land_keeps_the_partition_led() {
+        let faults = Faults::new();
+        let (l, meta, log) = leases(&faults).await;
+        faults.set("meta.checkpoint", Fault::Unavailable, None);
+        l.hand_over(vec![log.clone()]).await.expect("not fenced");
+        assert!(faults.hits("meta.checkpoint") > 1, "retried");
+        assert!(l.leads(&log), "still led here: the release did not land");
+        assert!(!released(&meta, &log).await);
+        faults.clear_all();
+        l.hand_over(vec![log.clone()]).await.expect("not fenced");
+        assert_eq!(log.lease(), Lease::NotOwned);
+        assert!(released(&meta, &log).await);
+    }
+
+    /// A release whose outcome cannot even be read back keeps the partition
+    /// unled (it may have landed) and is retried at the next round.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unconfirmed_release_is_retried_next_round() {
+        let faults = Faults::new();
+        let (l, meta, log) = leases(&faults).await;
+        faults.set("meta.checkpoint", Fault::Unavailable, None);
+        faults.set("meta.read", Fault::Unavailable, Some(1));
+        l.hand_over(vec![log.clone()]).await.expect("not fenced");
+        assert_eq!(log.lease(), Lease::NotOwned, "not led: it may be released");
+        faults.clear_all();
+        assert!(!released(&meta, &log).await);
+        l.retry_releases().await.expect("not fenced");
+        assert!(released(&meta, &log).await);
+        // Nothing is left to retry.
+        faults.set("meta.checkpoint", Fault::Fenced, None);
+        l.retry_releases().await.expect("nothing pending");
+    }
+}

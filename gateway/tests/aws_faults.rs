@@ -1,5 +1,5 @@
 //! Fault drills on the AWS backend (moto): the gateway process runs with fail
-//! points armed in the HTTP client under the AWS SDK (`floe_core::aws_faults`),
+//! points armed in the HTTP client under the AWS SDK (`floe_core::aws::faults`),
 //! so S3 and DynamoDB seem to throttle, conflict, time out, refuse access or
 //! vanish while an idempotent librdkafka producer writes. Everything above the
 //! HTTP client is the production path.

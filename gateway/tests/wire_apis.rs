@@ -6,7 +6,9 @@ mod common;
 
 use bytes::Bytes;
 use common::batches::{BatchBuilder, Record};
-use common::wire::{connect, create_topic, roundtrip, sb};
+use common::wire::{
+    Reply, connect, create_topic, decode_response, reply, request, roundtrip, sb, send,
+};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
@@ -395,6 +397,40 @@ async fn fetch_errors_and_sessions() {
         3
     );
     g.stop().await;
+}
+
+/// A draining gateway answers a parked long-poll fetch at once (empty), as
+/// Kafka answers its purgatory on shutdown, instead of holding the drain for
+/// the fetch's max_wait_ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_fetch_is_answered_when_the_gateway_drains() {
+    let g = common::InProcess::start().await;
+    create_topic(g.addr, "drain", &[]).await;
+    let mut s = connect(g.addr).await;
+    // Parked: nothing to read, min_bytes 1, 30 s to wait (the most Floe waits).
+    send(
+        &mut s,
+        &request(ApiKey::Fetch, 12, 7, &fetch_req("drain", 0, 30_000)),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let stop = tokio::spawn(g.stop());
+    let r = tokio::time::timeout(std::time::Duration::from_secs(10), reply(&mut s))
+        .await
+        .expect("answered while draining, long before max_wait_ms");
+    let Reply::Frame(r) = r else {
+        panic!("the parked fetch's connection closed without an answer")
+    };
+    let r: FetchResponse = decode_response(r, ApiKey::Fetch, 12, 7);
+    assert_eq!(r.responses[0].partitions[0].error_code, 0);
+    assert_eq!(
+        r.responses[0].partitions[0]
+            .records
+            .as_ref()
+            .map(|b| b.len()),
+        Some(0)
+    );
+    stop.await.expect("gateway stops cleanly");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -224,6 +224,14 @@ pub async fn handle(broker: &Arc<Broker>, version: i16, req: FetchRequest) -> Fe
         } else {
             deadline
         };
-        let _ = tokio::time::timeout_at(until, notify.notified()).await;
+        // A draining gateway answers parked fetches at once (with what they
+        // have), so shutdown does not wait for their max_wait_ms.
+        tokio::select! {
+            _ = tokio::time::timeout_at(until, notify.notified()) => {}
+            _ = broker.stopping() => {
+                broker.metrics.fetched(bytes as u64);
+                return resp;
+            }
+        }
     }
 }

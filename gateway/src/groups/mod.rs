@@ -754,3 +754,125 @@ impl Coordinator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use floe_core::clock::SystemClock;
+    use floe_core::fault::{Fault, Faults, FaultyMetaStore};
+    use floe_core::meta::MemoryMetaStore;
+    use floe_core::settings::Settings;
+    use floe_core::types::{GatewayInfo, Member, StreamId};
+
+    fn coordinator(meta: SharedMetaStore) -> Coordinator {
+        let me = StreamId {
+            gateway: "gw".into(),
+            epoch: 1,
+        };
+        let cluster = Arc::new(
+            Cluster::new(me.clone(), 0, "127.0.0.1:9092", None, "c".into()).expect("cluster"),
+        );
+        cluster.set_view(vec![Member {
+            stream: me,
+            info: GatewayInfo {
+                advertised: "127.0.0.1:9092".into(),
+                zone: None,
+                heartbeat_ms: 0,
+                node_id: 0,
+            },
+            heartbeat: 0,
+            fenced: false,
+        }]);
+        let clock: SharedClock = Arc::new(SystemClock);
+        let topics = Arc::new(Topics::new(
+            meta.clone(),
+            clock.clone(),
+            Settings::default(),
+        ));
+        Coordinator::new(
+            cluster,
+            topics,
+            meta,
+            clock,
+            GroupSettings {
+                initial_rebalance_delay: Duration::ZERO,
+                consumer_session_timeout: Duration::from_secs(45),
+            },
+        )
+    }
+
+    fn beat(member: &str, epoch: i32) -> Beat {
+        Beat {
+            member_id: member.into(),
+            epoch,
+            rebalance_timeout_ms: 30_000,
+            subscribed: Some(vec!["t".into()]),
+            ..Beat::default()
+        }
+    }
+
+    /// Background stores until `group` is stored at `generation` or more.
+    async fn stored(c: &Coordinator, meta: &SharedMetaStore, group: &str) -> Option<StoredGroup> {
+        for _ in 0..200 {
+            c.tick();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            if let Some(s) = meta.load_group(group).await.expect("load") {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    /// A background store that fails on a retriable error is not lost: the
+    /// next tick stores the group again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_background_store_is_retried() {
+        let faults = Faults::new();
+        let meta: SharedMetaStore = Arc::new(FaultyMetaStore::new(
+            Arc::new(MemoryMetaStore::new()),
+            faults.clone(),
+        ));
+        let c = coordinator(meta.clone());
+        faults.set("meta.groups", Fault::Unavailable, Some(1));
+        let a = c.consumer_heartbeat("g", beat("m1", 0)).await;
+        assert_eq!(a.error, None);
+        let s = stored(&c, &meta, "g")
+            .await
+            .expect("stored after the failure");
+        assert_eq!(faults.hits("meta.groups"), 1, "the first store failed");
+        assert!(s.consumer_protocol);
+        assert_eq!(s.members.len(), 1);
+    }
+
+    /// An empty group switches protocol, and its stored generation keeps
+    /// rising across the switch, so the conditional store accepts it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_empty_group_switches_protocol_with_a_rising_generation() {
+        let meta: SharedMetaStore = Arc::new(MemoryMetaStore::new());
+        let c = coordinator(meta.clone());
+        let a = c.consumer_heartbeat("g", beat("m1", 0)).await;
+        assert_eq!(a.error, None);
+        let first = stored(&c, &meta, "g").await.expect("stored").generation;
+        // The KIP-848 member leaves (epoch -1): the group is empty.
+        let left = c.consumer_heartbeat("g", beat(&a.member_id, -1)).await;
+        assert_eq!(left.error, None);
+        // A classic member may now join; its generation follows the epoch.
+        let joined = c
+            .join(
+                "g",
+                Join {
+                    protocol_type: "consumer".into(),
+                    protocols: vec![("range".into(), Bytes::new())],
+                    session_timeout_ms: 10_000,
+                    rebalance_timeout_ms: 10_000,
+                    ..Join::default()
+                },
+            )
+            .await;
+        assert_eq!(joined.error, None);
+        assert!(joined.generation > first, "{} > {first}", joined.generation);
+        // While classic members hold it, a KIP-848 member is refused.
+        let refused = c.consumer_heartbeat("g", beat("m2", 0)).await;
+        assert_eq!(refused.error, Some(Code::InconsistentGroupProtocol));
+    }
+}
