@@ -5,6 +5,12 @@
 # allow-list, the client suites on the embedded backend and again on the AWS
 # backend (S3 + DynamoDB on moto). Ends with one line "N passed, M failed" over
 # every suite.
+#
+# Lints, builds and the Rust tests run one after another (cargo and nextest
+# use both cores). The client suites and the librdkafka allow-lists, which are
+# mostly waiting on timeouts and rebalance delays, then run side by side in two
+# lanes (see "side by side" below); their logs are printed whole, in a fixed
+# order, once both lanes are done.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$(pwd)
@@ -13,7 +19,8 @@ passed=0
 failed=0
 status=0
 
-stage() { echo; echo "=== $* ==="; }
+# The seconds since the start on every header: CI output shows where time goes.
+stage() { echo; echo "=== $* === [+${SECONDS}s]"; }
 count() { # name log passed failed
   echo "--- $1: $3 passed, $4 failed"
   passed=$((passed + $3)); failed=$((failed + $4))
@@ -55,6 +62,28 @@ fi
 stage "build"
 cargo build --workspace --all-targets --locked || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
 export FLOE_BIN="$root/target/debug/floe"
+
+# floe-core's backends are features: a crate that takes only `aws` (a Lambda
+# compactor) must build without SQLite, one that takes only `embedded`
+# without the AWS SDK.
+stage "floe-core with one backend each (no SQLite with aws, no AWS SDK with embedded)"
+features_ok=1
+for only in aws embedded; do
+  # crates the other backend needs, as `cargo tree` prints them
+  other=$([ "$only" = aws ] && echo '^(rusqlite|libsqlite3-sys) v' || echo '^aws-(sdk|config|smithy)')
+  if ! cargo build -q -p floe-core --lib --locked --no-default-features --features "$only"; then
+    echo "floe-core does not build with only the $only feature"; features_ok=0
+    continue
+  fi
+  leaked=$(cargo tree -q -p floe-core --no-default-features --features "$only" -e normal --prefix none \
+    | grep -E "$other" | sort -u | tr '\n' ' ')
+  if [ -n "$leaked" ]; then
+    echo "floe-core with only $only still depends on: $leaked"; features_ok=0
+  else
+    echo "floe-core with only $only: builds, and none of $other"
+  fi
+done
+if [ "$features_ok" = 1 ]; then count features x 1 0; else count features x 0 1; fi
 
 stage "AWS emulators (moto: S3 + DynamoDB; LocalStack: S3)"
 if localstack/emulators.sh install && emu_env=$(localstack/emulators.sh start); then
@@ -99,10 +128,6 @@ pytest_line() { # name log: pytest's "N passed, M failed, K errors in ..." line
   count "$1" "$2" "${pp:-0}" "${pf:-0}"
 }
 
-stage "python clients (confluent-kafka, kafka-python)"
-tests/python/run.sh -q 2>&1 | tee "$logs/python.log"
-pytest_line python "$logs/python.log"
-
 suite_line() { # name log
   local line sp sf
   line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$2" | tail -1)
@@ -112,75 +137,131 @@ suite_line() { # name log
   count "$1" "$2" "${sp:-0}" "${sf:-0}"
 }
 
-stage "kcat"
-bash tests/kcat/run.sh 2>&1 | tee "$logs/kcat.log"
-suite_line kcat "$logs/kcat.log"
+# Everything the suites below install is installed here, one at a time: they
+# then run side by side, and two of them writing the same venv, node_modules or
+# librdkafka build at once would race. (kcat came from apt above.)
+stage "test dependencies: Python venv, kafkajs, librdkafka's test-runner"
+FLOE_TEST_INSTALL=only tests/python/run.sh \
+  || echo "warning: the Python venv did not install; the Python and node suites will fail"
+if [ -x tests/node/run.sh ]; then
+  FLOE_TEST_INSTALL=only bash tests/node/run.sh \
+    || echo "warning: npm ci failed; the node suites will fail"
+fi
+lrk_flags=(--build-only)
+[ "$(id -u)" = 0 ] && lrk_flags=(--install --build-only)
+if bash tests/librdkafka/run.sh "${lrk_flags[@]}"; then
+  lrk_built=1
+else
+  lrk_built=0
+  echo "warning: librdkafka's test-runner did not build; both allow-list runs fail"
+fi
 
-for suite in node; do
-  if [ -x "tests/$suite/run.sh" ]; then
-    stage "$suite"
-    bash "tests/$suite/run.sh" 2>&1 | tee "$logs/$suite.log"
-    suite_line "$suite" "$logs/$suite.log"
-  fi
-done
+# ------------------------------------------------------------- side by side
+# Two lanes, each running its suites one after another:
+#   clients:    python-aws, kcat-aws, node-aws, then python, kcat, node (~13 min)
+#   librdkafka: the allow-list on the embedded backend (~10 min), then on moto (~7.5 min)
+# Both are mostly waiting, so two lanes fit 2 cores; no cargo runs here.
+# The client lane does its AWS suites first: they are done (~5 min) while the
+# librdkafka lane is still on the embedded backend, so moto (seen stalling for
+# seconds when several tests hammered it) serves one suite at a time as before;
+# if they overlap anyway, every gateway has its own bucket and table.
+# FLOE_CI_SERIAL=1 runs the lanes one after the other (to tell a failure caused
+# by running side by side from a real one).
+# The two allow-list runs share tests/librdkafka/build (test.conf, logs/):
+# they must stay in one lane.
+# A suite writes only its own log; logs are printed and counted at the end.
+
+suite() { # name command...: runs the command, its output in $logs/name.log
+  local name=$1 t0=$SECONDS rc=0
+  shift
+  "$@" >"$logs/$name.log" 2>&1 </dev/null || rc=$?
+  echo "$((SECONDS - t0)) s, exit $rc" >"$logs/$name.took"
+  # one short line per suite (a single write: the lanes' lines do not mix)
+  echo "[+${SECONDS}s] $name done: $((SECONDS - t0)) s, exit $rc"
+}
 
 # The same client suites on the AWS backend: FLOE_TEST_BACKEND=aws gives every
 # broker they start its own bucket and table on moto (see their READMEs).
-aws_suite() { # name parser command...
-  local name=$1 parser=$2
-  shift 2
-  stage "$name: AWS backend on moto"
-  if [ -z "${FLOE_TEST_MOTO_ENDPOINT:-}" ]; then
-    echo "moto is not running"; count "$name" x 0 1; return
-  fi
-  FLOE_TEST_BACKEND=aws "$@" 2>&1 | tee "$logs/$name.log"
-  "$parser" "$name" "$logs/$name.log"
+on_moto() { # command...
+  if [ -z "${FLOE_TEST_MOTO_ENDPOINT:-}" ]; then echo "moto is not running"; return 1; fi
+  FLOE_TEST_BACKEND=aws "$@"
 }
-# Consumer groups on DynamoDB are covered by the Rust suites above (groups.rs,
-# both protocols, coordinator killed); the Python group suite runs on the
-# embedded backend only, to keep CI under its time budget.
-aws_suite python-aws pytest_line tests/python/run.sh -q --ignore=test_groups.py
-aws_suite kcat-aws suite_line bash tests/kcat/run.sh
-if [ -x tests/node/run.sh ]; then aws_suite node-aws suite_line bash tests/node/run.sh; fi
 
 # librdkafka's allow-list against a fresh gateway. The suite assumes Kafka's
-# defaults for auto-created topics (4 partitions).
+# defaults for auto-created topics (4 partitions). Ports 19092/19093: below
+# 20000-31999 (the node and Rust suites' brokers) and the kernel's ephemeral
+# range (32768-60999: Python and kcat brokers, client connections), so no other
+# suite's broker can hold the port.
 run_librdkafka() { # name port extra floe args...
-  local name=$1 port=$2 dir pid
+  local name=$1 port=$2 dir pid rc
   shift 2
+  if [ "$lrk_built" != 1 ]; then echo "librdkafka's test-runner did not build (see above)"; return 1; fi
+  # never run the list against some other process's broker
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "127.0.0.1:$port is already in use"; return 1; fi
   dir=$(mktemp -d)
   "$FLOE_BIN" --listen "127.0.0.1:$port" --data-dir "$dir" --default-partitions 4 \
     --log-level warn "$@" >"$logs/$name-floe.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
-  local install_flag=()
-  [ "$(id -u)" = 0 ] && install_flag=(--install)
-  BOOTSTRAP="127.0.0.1:$port" bash tests/librdkafka/run.sh "${install_flag[@]}" 2>&1 | tee "$logs/$name.log"
+  BOOTSTRAP="127.0.0.1:$port" bash tests/librdkafka/run.sh
+  rc=$?
   kill -TERM "$pid" 2>/dev/null
   if ! wait "$pid"; then
     echo "floe ($name) exited non-zero"; tail -20 "$logs/$name-floe.log"
-    echo "0 passed, 1 failed" >>"$logs/$name.log"
+    echo "0 passed, 1 failed"
+    rc=1
   fi
-  suite_line "$name" "$logs/$name.log"
   rm -rf "$dir"
+  return $rc
 }
 
-stage "librdkafka test suite (allow-list), embedded backend"
-run_librdkafka librdkafka 29092
-
-stage "librdkafka test suite (allow-list), AWS backend on moto"
-if [ -n "${FLOE_TEST_MOTO_ENDPOINT:-}" ]; then
-  aws_name="floe-lrk-$$"
+librdkafka_on_moto() {
+  if [ -z "${FLOE_TEST_MOTO_ENDPOINT:-}" ]; then echo "moto is not running"; return 1; fi
+  if [ "$lrk_built" != 1 ]; then echo "librdkafka's test-runner did not build (see above)"; return 1; fi
+  local aws_name="floe-lrk-$$" aws_args
   aws_args=(--backend aws --bucket "$aws_name" --table "$aws_name"
     --endpoint-url "$FLOE_TEST_MOTO_ENDPOINT" --region us-east-1)
-  if "$FLOE_BIN" init "${aws_args[@]}"; then
-    GATEWAY_BACKEND=aws run_librdkafka librdkafka-aws 29093 "${aws_args[@]}" --flush-interval 10ms
-  else
-    count librdkafka-aws x 0 1
-  fi
-else
-  echo "moto is not running"; count librdkafka-aws x 0 1
-fi
+  "$FLOE_BIN" init "${aws_args[@]}" || { echo "floe init failed"; return 1; }
+  GATEWAY_BACKEND=aws run_librdkafka librdkafka-aws 19093 "${aws_args[@]}" --flush-interval 10ms
+}
+
+stage "client suites and librdkafka allow-lists, side by side (logs follow when all are done)"
+(
+  # Installed above: the suites must not pip install or npm ci now.
+  export FLOE_TEST_INSTALL=skip
+  # Consumer groups on DynamoDB are covered by the Rust suites above (groups.rs,
+  # both protocols, coordinator killed); the Python group suite runs on the
+  # embedded backend only, to keep CI under its time budget.
+  suite python-aws on_moto tests/python/run.sh -q --ignore=test_groups.py
+  suite kcat-aws on_moto bash tests/kcat/run.sh
+  if [ -x tests/node/run.sh ]; then suite node-aws on_moto bash tests/node/run.sh; fi
+  suite python tests/python/run.sh -q
+  suite kcat bash tests/kcat/run.sh
+  if [ -x tests/node/run.sh ]; then suite node bash tests/node/run.sh; fi
+) &
+clients_lane=$!
+if [ "${FLOE_CI_SERIAL:-}" = 1 ]; then wait "$clients_lane"; fi
+(
+  suite librdkafka run_librdkafka librdkafka 19092
+  suite librdkafka-aws librdkafka_on_moto
+) &
+librdkafka_lane=$!
+wait "$clients_lane"
+wait "$librdkafka_lane"
+
+show() { # name parser title: the suite's whole log, then its counts
+  stage "$3 ($(cat "$logs/$1.took" 2>/dev/null || echo "did not run"))"
+  cat "$logs/$1.log" 2>/dev/null
+  "$2" "$1" "$logs/$1.log"
+}
+show python pytest_line "python clients (confluent-kafka, kafka-python)"
+show kcat suite_line "kcat"
+if [ -x tests/node/run.sh ]; then show node suite_line "node"; fi
+show python-aws pytest_line "python-aws: AWS backend on moto"
+show kcat-aws suite_line "kcat-aws: AWS backend on moto"
+if [ -x tests/node/run.sh ]; then show node-aws suite_line "node-aws: AWS backend on moto"; fi
+show librdkafka suite_line "librdkafka test suite (allow-list), embedded backend"
+show librdkafka-aws suite_line "librdkafka test suite (allow-list), AWS backend on moto"
 
 echo
 echo "$passed passed, $failed failed"

@@ -2,6 +2,8 @@
 # kafkajs end-to-end suite against the floe binary (see README.md).
 # Usage: tests/node/run.sh [test files...]   FLOE_BIN=/path/to/floe (default target/debug/floe)
 # Last line of output: "N passed, M failed"; exit status non-zero if anything failed.
+# FLOE_TEST_INSTALL=only: npm ci (and the Python venv's confluent-kafka) and stop; =skip: no
+# installs (scripts/test-all.sh installs first, then runs suites side by side).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
@@ -11,7 +13,7 @@ case "$FLOE_BIN" in
   *) if [ -e "$FLOE_BIN" ]; then FLOE_BIN="$(pwd)/$FLOE_BIN"; else FLOE_BIN="$repo/$FLOE_BIN"; fi ;;
 esac
 export FLOE_BIN
-if [ ! -x "$FLOE_BIN" ]; then
+if [ "${FLOE_TEST_INSTALL:-}" != only ] && [ ! -x "$FLOE_BIN" ]; then
   echo "floe binary not found or not executable: $FLOE_BIN (build it or set FLOE_BIN)" >&2
   echo "0 passed, 1 failed"
   exit 1
@@ -19,11 +21,13 @@ fi
 
 cd "$here"
 # Exact versions from package-lock.json; .npmrc sets ignore-scripts (no native builds).
-npm ci --no-audit --no-fund --loglevel=error >/dev/null
+if [ "${FLOE_TEST_INSTALL:-}" != skip ]; then
+  npm ci --no-audit --no-fund --loglevel=error >/dev/null
+fi
 
 # The independent read-back (read_back.py) uses confluent-kafka from the Python suite's venv.
 py="${FLOE_NODE_PYTHON:-$repo/tests/python/.venv/bin/python}"
-if ! "$py" -c 'import confluent_kafka' >/dev/null 2>&1; then
+if [ "${FLOE_TEST_INSTALL:-}" != skip ] && ! "$py" -c 'import confluent_kafka' >/dev/null 2>&1; then
   base="${PYTHON:-python3.11}"
   command -v "$base" >/dev/null 2>&1 || base=python3
   [ -x "$repo/tests/python/.venv/bin/python" ] || "$base" -m venv "$repo/tests/python/.venv"
@@ -31,6 +35,7 @@ if ! "$py" -c 'import confluent_kafka' >/dev/null 2>&1; then
   py="$repo/tests/python/.venv/bin/python"
 fi
 export FLOE_NODE_PYTHON="$py"
+[ "${FLOE_TEST_INSTALL:-}" != only ] || exit 0
 
 if [ "$#" -gt 0 ]; then files=("$@"); else files=(test/*.test.js); fi
 tap="$(mktemp)"
