@@ -157,18 +157,17 @@ else
 fi
 
 # ------------------------------------------------------------- side by side
-# Two lanes, each running its suites one after another:
-#   clients:    python-aws, kcat-aws, node-aws, then python, kcat, node (~13 min)
-#   librdkafka: the allow-list on the embedded backend (~10 min), then on moto (~7.5 min)
-# Both are mostly waiting, so two lanes fit 2 cores; no cargo runs here.
-# The client lane does its AWS suites first: they are done (~5 min) while the
-# librdkafka lane is still on the embedded backend, so moto (seen stalling for
-# seconds when several tests hammered it) serves one suite at a time as before;
-# if they overlap anyway, every gateway has its own bucket and table.
+# Two lanes, each running its suites one after another (times from CI on 2 cores):
+#   1: the allow-list on the embedded backend (~590 s), then python (~225 s)
+#   2: python-aws (~80 s), kcat-aws, node-aws (~105 s), the allow-list on moto
+#      (~420 s), then kcat and node (~110 s)
+# Both are mostly waiting on timeouts and rebalance delays, so two lanes fit 2
+# cores; no cargo runs here. Every suite on moto is in lane 2, so moto (seen
+# stalling for seconds when several tests hammered it) serves one suite at a
+# time; every gateway has its own bucket and table anyway. The two allow-list
+# runs share librdkafka's build but not their test.conf and logs (RUN_NAME).
 # FLOE_CI_SERIAL=1 runs the lanes one after the other (to tell a failure caused
 # by running side by side from a real one).
-# The two allow-list runs share tests/librdkafka/build (test.conf, logs/):
-# they must stay in one lane.
 # A suite writes only its own log; logs are printed and counted at the end.
 
 suite() { # name command...: runs the command, its output in $logs/name.log
@@ -203,7 +202,7 @@ run_librdkafka() { # name port extra floe args...
     --log-level warn "$@" >"$logs/$name-floe.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
-  BOOTSTRAP="127.0.0.1:$port" bash tests/librdkafka/run.sh
+  RUN_NAME="$name" BOOTSTRAP="127.0.0.1:$port" bash tests/librdkafka/run.sh
   rc=$?
   kill -TERM "$pid" 2>/dev/null
   if ! wait "$pid"; then
@@ -226,28 +225,28 @@ librdkafka_on_moto() {
 }
 
 stage "client suites and librdkafka allow-lists, side by side (logs follow when all are done)"
+# Installed above: the suites must not pip install or npm ci now.
+export FLOE_TEST_INSTALL=skip
 (
-  # Installed above: the suites must not pip install or npm ci now.
-  export FLOE_TEST_INSTALL=skip
+  suite librdkafka run_librdkafka librdkafka 19092
+  suite python tests/python/run.sh -q
+) &
+lane1=$!
+if [ "${FLOE_CI_SERIAL:-}" = 1 ]; then wait "$lane1"; fi
+(
   # Consumer groups on DynamoDB are covered by the Rust suites above (groups.rs,
   # both protocols, coordinator killed); the Python group suite runs on the
   # embedded backend only, to keep CI under its time budget.
   suite python-aws on_moto tests/python/run.sh -q --ignore=test_groups.py
   suite kcat-aws on_moto bash tests/kcat/run.sh
   if [ -x tests/node/run.sh ]; then suite node-aws on_moto bash tests/node/run.sh; fi
-  suite python tests/python/run.sh -q
+  suite librdkafka-aws librdkafka_on_moto
   suite kcat bash tests/kcat/run.sh
   if [ -x tests/node/run.sh ]; then suite node bash tests/node/run.sh; fi
 ) &
-clients_lane=$!
-if [ "${FLOE_CI_SERIAL:-}" = 1 ]; then wait "$clients_lane"; fi
-(
-  suite librdkafka run_librdkafka librdkafka 19092
-  suite librdkafka-aws librdkafka_on_moto
-) &
-librdkafka_lane=$!
-wait "$clients_lane"
-wait "$librdkafka_lane"
+lane2=$!
+wait "$lane1"
+wait "$lane2"
 
 show() { # name parser title: the suite's whole log, then its counts
   stage "$3 ($(cat "$logs/$1.took" 2>/dev/null || echo "did not run"))"

@@ -133,7 +133,7 @@ async fn open_aws(settings: &Settings, faults: Option<Arc<Faults>>) -> Result<St
         });
         config = config
             .into_builder()
-            .http_client(crate::aws::faults::faulty_http_client(http, f))
+            .http_client(crate::fault::http::faulty_http_client(http, f))
             .build();
     }
     let stats = Arc::new(AwsStats::default());

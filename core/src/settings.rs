@@ -9,8 +9,9 @@
 //! Sources, lowest precedence first: defaults, an optional TOML file, `FLOE_*`
 //! environment variables, command-line flags. Durations are written like
 //! `250ms` or `10s`, sizes like `8MiB` or plain bytes (every `u64` setting is a
-//! byte size). [`Settings::validate`] checks relations between values once all
-//! sources are applied.
+//! byte size). Each value is checked where it is given, even if a later source
+//! overrides it: a configuration error is never hidden. [`Settings::validate`]
+//! checks relations between values once all sources are applied.
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -17,8 +17,9 @@ pub const CHECKPOINT_CHUNK: usize = 50;
 
 /// Checkpoints every changed partition of `logs` as of `committed_through`, then
 /// trims the stream's flush records up to it unless `trimmed` (the stream's
-/// highest trim so far, kept by the caller) is already there: an idle gateway
-/// writes nothing. Returns how many partitions were written.
+/// highest trim so far, kept by the caller) is already there (an idle gateway
+/// writes nothing), or a partition of `logs` was handed over with changes its
+/// release has not stored yet. Returns how many partitions were written.
 pub async fn checkpoint_once(
     meta: &SharedMetaStore,
     stream: &StreamId,
@@ -43,6 +44,12 @@ pub async fn checkpoint_once(
         for (log, (_, version, entries)) in chunk {
             log.mark_checkpointed(*version, *entries);
         }
+    }
+    // A partition handed over but not (yet) released has changes that only
+    // this stream's flush records hold: trimming them would lose them for the
+    // next owner. Trim once its release lands.
+    if logs.iter().any(|l| l.has_unreleased_changes()) {
+        return Ok(written);
     }
     if through > trimmed.load(Ordering::SeqCst) {
         meta.trim_flushes(stream, through).await?;

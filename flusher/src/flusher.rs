@@ -155,12 +155,27 @@ struct Inner {
     doomed_through: AtomicU64,
     committed_through: AtomicU64,
     fenced: AtomicBool,
+    /// Why this incarnation stopped writing, once it did.
+    fenced_reason: Mutex<Option<String>>,
     abandon: AtomicBool,
     retry: RetryPolicy,
     stats: Arc<FlusherStats>,
 }
 
 impl Inner {
+    fn set_fenced(&self, why: &str) {
+        let mut r = self.fenced_reason.lock().unwrap_or_else(|p| p.into_inner());
+        r.get_or_insert_with(|| why.to_string());
+        self.fenced.store(true, Ordering::SeqCst);
+    }
+
+    fn fenced_reason(&self) -> Option<String> {
+        self.fenced_reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Shutdown passed its deadline: stop retrying storage.
     fn abandoned(&self) -> bool {
         self.abandon.load(Ordering::SeqCst)
@@ -215,6 +230,7 @@ impl Flusher {
             doomed_through: AtomicU64::new(0),
             committed_through: AtomicU64::new(0),
             fenced: AtomicBool::new(false),
+            fenced_reason: Mutex::new(None),
             abandon: AtomicBool::new(false),
             retry,
             stats: Arc::default(),
@@ -249,9 +265,14 @@ impl Flusher {
         self.inner.fenced.load(Ordering::SeqCst)
     }
 
+    /// Why this incarnation stopped writing, if it did.
+    pub fn fenced_reason(&self) -> Option<String> {
+        self.inner.fenced_reason()
+    }
+
     /// Marks this incarnation fenced (e.g. a checkpoint found a newer epoch).
-    pub fn set_fenced(&self) {
-        self.inner.fenced.store(true, Ordering::SeqCst);
+    pub fn set_fenced(&self, why: &str) {
+        self.inner.set_fenced(why);
     }
 
     /// Appends `batches` to `log` as one unit; resolves once durable.
@@ -677,7 +698,7 @@ async fn commit_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Sealed>)
                 tracing::error!(seq = s.seq, error = %e, "flush failed; rolling back later flushes");
                 inner.stats.failed_flushes.fetch_add(1, Ordering::Relaxed);
                 let err = if e.kind() == ErrorKind::Fenced {
-                    inner.fenced.store(true, Ordering::SeqCst);
+                    inner.set_fenced(&e.to_string());
                     AppendError::NotOwner(e.to_string())
                 } else {
                     AppendError::Storage(e.to_string())

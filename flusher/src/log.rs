@@ -256,6 +256,14 @@ impl PartitionLog {
         ))
     }
 
+    /// Not led here, yet changed since its last checkpoint: a hand-over
+    /// whose release has not landed. Until it does, the flush records holding
+    /// those changes are all the next owner can replay them from.
+    pub(crate) fn has_unreleased_changes(&self) -> bool {
+        let s = self.lock();
+        !s.deleted && s.lease == Lease::NotOwned && s.version != s.checkpointed_version
+    }
+
     pub(crate) fn mark_checkpointed(&self, version: u64, entries: usize) {
         let mut s = self.lock();
         s.checkpointed_version = s.checkpointed_version.max(version);

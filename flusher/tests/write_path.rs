@@ -1062,3 +1062,42 @@ async fn close_commits_and_acks_appends_in_flight() {
         Err(AppendError::ShuttingDown)
     );
 }
+
+/// A partition handed over (no longer led here) whose release has not landed
+/// has changes only this stream's flush records hold: a checkpoint pass must
+/// not trim them, or its next owner could not replay them. Once the release
+/// stores them, the trim goes ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_of_an_unreleased_hand_over_are_not_trimmed() {
+    let rig = Rig::memory(config(5, 1 << 20)).await;
+    let logs = [PartitionLog::empty(pid(0)), PartitionLog::empty(pid(1))];
+    for l in &logs {
+        ok(rig.flusher.append(l.clone(), vec![plain(2, 1)]).await);
+    }
+    let trimmed = std::sync::atomic::AtomicU64::new(0);
+    // Partition 1 is being handed over: drained, not led, not yet released.
+    logs[1].set_lease(floe_flusher::Lease::NotOwned);
+    let written = checkpoint_once(
+        &rig.meta,
+        &rig.stream,
+        &logs,
+        rig.flusher.committed_through(),
+        &trimmed,
+    )
+    .await
+    .expect("checkpoint");
+    assert_eq!(written, 1, "partition 0 is checkpointed");
+    assert_eq!(rig.flushes().await.len(), 2, "nothing trimmed");
+    // Its release lands (a full checkpoint): the records may go.
+    logs[1].mark_all_checkpointed();
+    checkpoint_once(
+        &rig.meta,
+        &rig.stream,
+        &logs,
+        rig.flusher.committed_through(),
+        &trimmed,
+    )
+    .await
+    .expect("checkpoint");
+    assert!(rig.flushes().await.is_empty(), "trimmed once released");
+}

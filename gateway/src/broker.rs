@@ -65,6 +65,8 @@ impl Broker {
         advertised: String,
     ) -> floe_core::Result<Arc<Broker>> {
         let meta = stores.meta;
+        // Checked before registering: a new epoch supersedes the last one.
+        Cluster::parse_advertised(&advertised)?;
         let info = GatewayInfo {
             advertised: advertised.clone(),
             zone: settings.zone.clone(),
@@ -195,7 +197,7 @@ impl Broker {
             reason = why,
             "this gateway was fenced; it stops serving (restart it to rejoin)"
         );
-        self.leases.fence(&self.topics.all_logs());
+        self.leases.fence(why, &self.topics.all_logs());
         self.cluster.set_fenced(why);
     }
 

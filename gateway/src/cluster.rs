@@ -66,15 +66,9 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// `advertised` is the `host:port` clients are told to connect to.
-    pub fn new(
-        me: StreamId,
-        node_id: i32,
-        advertised: &str,
-        zone: Option<String>,
-        cluster_id: String,
-    ) -> floe_core::Result<Cluster> {
-        let (host, port) = advertised
+    /// The host and port of an advertised `host:port` (`[v6]:port` too).
+    pub fn parse_advertised(advertised: &str) -> floe_core::Result<(String, i32)> {
+        advertised
             .rsplit_once(':')
             .and_then(|(h, p)| {
                 Some((
@@ -86,7 +80,18 @@ impl Cluster {
                 floe_core::Error::Config(format!(
                     "advertised listener {advertised:?} is not host:port"
                 ))
-            })?;
+            })
+    }
+
+    /// `advertised` is the `host:port` clients are told to connect to.
+    pub fn new(
+        me: StreamId,
+        node_id: i32,
+        advertised: &str,
+        zone: Option<String>,
+        cluster_id: String,
+    ) -> floe_core::Result<Cluster> {
+        let (host, port) = Self::parse_advertised(advertised)?;
         Ok(Cluster {
             me,
             node_id,

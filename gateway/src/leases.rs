@@ -92,8 +92,8 @@ impl Leases {
     }
 
     /// Stops every write: this incarnation was fenced.
-    pub fn fence(&self, logs: &[Arc<PartitionLog>]) {
-        self.flusher.set_fenced();
+    pub fn fence(&self, why: &str, logs: &[Arc<PartitionLog>]) {
+        self.flusher.set_fenced(why);
         for l in logs {
             l.set_lease(Lease::NotOwned);
         }
@@ -114,7 +114,7 @@ impl Leases {
             && e.kind() == ErrorKind::Fenced
         {
             tracing::error!(error = %e, "fenced during checkpoint; refusing further writes");
-            self.flusher.set_fenced();
+            self.flusher.set_fenced(&e.to_string());
         }
         r
     }
@@ -216,12 +216,14 @@ impl Leases {
         }
         // Appends sealed between the first drain and NotOwned commit here.
         while !self.flusher.sync(DRAIN_DEADLINE).await {
-            if self.flusher.is_fenced() {
-                return Err(Fenced("fenced while handing partitions over".into()));
+            if let Some(why) = self.flusher.fenced_reason() {
+                return Err(Fenced(format!(
+                    "fenced while handing partitions over: {why}"
+                )));
             }
             tracing::warn!("hand-over: waiting for flushes to commit");
         }
-        self.release(&logs).await
+        self.release(&logs).await.map(|_| ())
     }
 
     /// Retries the releases left unconfirmed by an earlier round.
@@ -233,12 +235,15 @@ impl Leases {
             return Ok(());
         }
         tracing::info!(partitions = pending.len(), "retrying unconfirmed releases");
-        self.release(&pending).await
+        self.release(&pending).await.map(|_| ())
     }
 
     /// Stores released checkpoints for `logs` (already `NotOwned` and
-    /// drained), within the retry budget per chunk.
-    pub async fn release(&self, logs: &[Arc<PartitionLog>]) -> Result<(), Fenced> {
+    /// drained), within the retry budget per chunk. `Ok(true)` once every
+    /// release is confirmed; `Ok(false)` if some are not (see
+    /// `settle_release`): this incarnation's flush records must then stay.
+    pub async fn release(&self, logs: &[Arc<PartitionLog>]) -> Result<bool, Fenced> {
+        let mut confirmed = true;
         let _g = self.checkpointing.lock().await;
         let through = self.flusher.committed_through();
         for chunk in logs.chunks(CHECKPOINT_CHUNK) {
@@ -264,25 +269,31 @@ impl Leases {
                 Err(e) => {
                     let e = fenced_or(e)?;
                     tracing::warn!(error = %e, "release failed; reading the partitions back");
-                    self.settle_release(chunk).await;
+                    confirmed &= self.settle_release(chunk).await;
                 }
             }
         }
-        Ok(())
+        Ok(confirmed)
     }
 
     /// After a release that failed or whose outcome is unknown: a partition
     /// still stored as ours and unreleased is led again (the next round hands
-    /// it over again); one that cannot be read is retried next round.
-    async fn settle_release(&self, chunk: &[Arc<PartitionLog>]) {
+    /// it over again); one that cannot be read is retried next round. `true`
+    /// if every partition's release turned out to have landed.
+    async fn settle_release(&self, chunk: &[Arc<PartitionLog>]) -> bool {
+        let mut landed = true;
         for l in chunk {
             match self.meta.load_partition_from(l.id, i64::MAX).await {
-                Ok(Some(s)) if s.owner == self.me && !s.released => l.set_lease(Lease::Owned),
+                Ok(Some(s)) if s.owner == self.me && !s.released => {
+                    landed = false;
+                    l.set_lease(Lease::Owned);
+                }
                 Ok(_) => {
                     l.mark_all_checkpointed();
                     tracing::info!(partition = %l.id, "partition released (read back)");
                 }
                 Err(e) => {
+                    landed = false;
                     tracing::warn!(partition = %l.id, error = %e, "release unconfirmed; retrying next round");
                     self.unreleased
                         .lock()
@@ -291,6 +302,7 @@ impl Leases {
                 }
             }
         }
+        landed
     }
 
     /// Trims the flush records of dead incarnations: call only when this
@@ -338,8 +350,10 @@ impl Leases {
         for l in &owned {
             l.set_lease(Lease::NotOwned);
         }
+        // Only a confirmed release lets this incarnation trim its records and
+        // leave: the next owner replays them otherwise.
         let released = tokio::time::timeout(deadline, self.release(&owned)).await;
-        if !matches!(released, Ok(Ok(()))) {
+        if !matches!(released, Ok(Ok(true))) {
             return false;
         }
         if let Err(e) = self.trim_own().await {
@@ -357,8 +371,11 @@ impl Leases {
         Ok(())
     }
 
-    pub fn is_fenced(&self) -> bool {
-        self.flusher.is_fenced()
+    /// Why the write path stopped this incarnation (a commit or checkpoint
+    /// met a newer epoch, or a commit's outcome could not be learned), if it
+    /// did: the gateway must then stop (`Broker::fence`).
+    pub fn fenced_reason(&self) -> Option<String> {
+        self.flusher.fenced_reason()
     }
 }
 

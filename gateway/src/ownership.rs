@@ -213,6 +213,13 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = tick.tick() => {
+                // The write path stopped writing on its own (a commit met a
+                // newer epoch, or its outcome could not be learned): the
+                // gateway stops, so peers take its partitions over.
+                if let Some(why) = broker.leases.fenced_reason() {
+                    broker.fence(&why);
+                    break;
+                }
                 if let Err(Fenced(why)) = controller.round(&broker).await {
                     broker.fence(&why);
                     break;

@@ -143,9 +143,15 @@ impl Reader {
             return Ok(copy.log.clone());
         }
         let from = copy.log.high_watermark();
-        if let Some(snap) = floe_core::index::load(&*self.meta, p, from).await?
-            && !copy.log.extend_replica(snap.log_start_offset, snap.entries)
-        {
+        let extended = match floe_core::index::load(&*self.meta, p, from).await {
+            Ok(Some(snap)) => copy.log.extend_replica(snap.log_start_offset, snap.entries),
+            Ok(None) => true,
+            // The leader checkpointed and trimmed between the two reads of
+            // the load: its records no longer follow the checkpoint read.
+            Err(e) if e.kind() == floe_core::ErrorKind::Corrupt => false,
+            Err(e) => return Err(e),
+        };
+        if !extended {
             // The copy fell behind what the index still holds: start afresh.
             tracing::info!(partition = %p, "zone-local copy fell behind; reloading it");
             if let Some(full) = floe_core::index::load(&*self.meta, p, 0).await? {

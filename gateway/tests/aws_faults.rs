@@ -1,5 +1,5 @@
 //! Fault drills on the AWS backend (moto): the gateway process runs with fail
-//! points armed in the HTTP client under the AWS SDK (`floe_core::aws::faults`),
+//! points armed in the HTTP client under the AWS SDK (`floe_core::fault::http`),
 //! so S3 and DynamoDB seem to throttle, conflict, time out, refuse access or
 //! vanish while an idempotent librdkafka producer writes. Everything above the
 //! HTTP client is the production path.

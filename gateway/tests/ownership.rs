@@ -234,3 +234,62 @@ async fn cooperative_hand_over_moves_partitions_both_ways_without_a_gap() {
         assert_eq!(a.append(p, 52).await.expect("append on a"), 2);
     }
 }
+
+/// A write path that stops on its own (a commit whose outcome could not be
+/// read back within the retry budget) stops the whole gateway: the ownership
+/// loop fences it, so it exits and its partitions can move, instead of
+/// heartbeating on while refusing every write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_outcome_cannot_be_learned_stops_the_gateway() {
+    use floe_core::fault::{Fault, Faults, FaultyMetaStore};
+    let faults = Faults::new();
+    let (meta, objects) = stores().await;
+    let meta: SharedMetaStore = Arc::new(FaultyMetaStore::new(meta, faults.clone()));
+    let settings = Settings {
+        gateway_id: "solo".into(),
+        retry_budget: Duration::from_millis(200),
+        heartbeat_interval: Duration::from_millis(50),
+        session_timeout: Duration::from_millis(500),
+        ..Settings::default()
+    };
+    let clock: SharedClock = Arc::new(SystemClock);
+    let broker = Broker::open(
+        settings,
+        Stores::new(objects, meta),
+        clock,
+        "127.0.0.1:9000".into(),
+    )
+    .await
+    .expect("open");
+    let controller = broker.start_ownership().await.expect("first round");
+    broker
+        .create_topic("t", 1, BTreeMap::new(), false)
+        .await
+        .expect("topic");
+    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+    let ownership = tokio::spawn(floe_gateway::ownership::run(
+        broker.clone(),
+        controller,
+        stop_rx,
+    ));
+    let log = broker.topics.get("t").expect("topic").logs[0].clone();
+    faults.set("meta.commit", Fault::Unavailable, None);
+    faults.set("meta.read", Fault::Unavailable, None);
+    let r = broker
+        .leases
+        .enqueue(log, vec![batch(1)])
+        .await
+        .expect("enqueued")
+        .wait()
+        .await;
+    assert!(matches!(r, Err(AppendError::NotOwner(_))), "{r:?}");
+    tokio::time::timeout(Duration::from_secs(10), ownership)
+        .await
+        .expect("the ownership loop stops")
+        .expect("task");
+    let why = broker
+        .cluster
+        .fenced_reason()
+        .expect("the gateway is fenced");
+    assert!(why.contains("unknown"), "{why}");
+}

@@ -47,6 +47,9 @@
 #                       other code paths; the lists are chosen for classic.
 #   RDKAFKA_SYS_DIR     use this rdkafka-sys source dir instead of searching
 #   JOBS                make -j (default: nproc)
+#   RUN_NAME            a name for this run: its test.conf and logs then live
+#                       apart (build/test-NAME.conf, build/logs/NAME/), so two
+#                       runs against two gateways can share the build at once
 #
 # Output: one line per test ("PASS 0001 multiobj (3.1s)", "FAIL ...",
 # "SKIP ...") and a final line "N passed, M failed". Logs and JSON reports go
@@ -130,7 +133,8 @@ SYS_DIR="$(find_src)"
 VERSION="$(basename "$SYS_DIR" | sed 's/^rdkafka-sys-//')"
 SRC="$BUILD_ROOT/src-$VERSION"
 TESTDIR="$SRC/tests"
-LOGDIR="$BUILD_ROOT/logs"
+LOGDIR="$BUILD_ROOT/logs${RUN_NAME:+/$RUN_NAME}"
+CONF="$BUILD_ROOT/test${RUN_NAME:+-$RUN_NAME}.conf"
 
 # -------------------------------------------------------------------- build
 CONFIGURE_ARGS=(--disable-ssl --disable-gssapi --disable-curl --disable-lz4-ext)
@@ -227,7 +231,7 @@ fi
 
 # --------------------------------------------------------------------- run
 mkdir -p "$LOGDIR"
-cat >"$TESTDIR/test.conf" <<EOF
+cat >"$CONF" <<EOF
 # Written by tests/librdkafka/run.sh
 bootstrap.servers=$BOOTSTRAP
 test.timeout.multiplier=$TIMEOUT_MULTIPLIER
@@ -323,7 +327,7 @@ run_entry() { # "id [subtests=X] [scenario=Y]"
             TEST_KAFKA_VERSION="$KAFKA_VERSION_CLAIM" \
             TEST_REPORT="$rep" \
             TEST_LEVEL="${TEST_LEVEL:-2}" \
-            RDKAFKA_TEST_CONF="$TESTDIR/test.conf" \
+            RDKAFKA_TEST_CONF="$CONF" \
             RDKAFKA_GITVER="librdkafka-$VERSION" \
             LD_LIBRARY_PATH="$TESTDIR/../src:$TESTDIR/../src-cpp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
             "${extra_env[@]}" \

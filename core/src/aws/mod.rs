@@ -1,12 +1,10 @@
-//! The AWS backend's shared layer: SDK configuration, error classification
-//! (`sdk`), request accounting (`stats`, kept in every build for metrics) and
-//! fault injection below the SDK's HTTP client (`faults`). The stores
-//! themselves are `object_store::S3Store` and `meta::DynamoMetaStore`;
-//! `crate::backend` opens them and `crate::provision` creates their bucket and
-//! table.
+//! The AWS backend's shared layer: SDK configuration and error
+//! classification (`sdk`) and request accounting (`stats`, kept in every
+//! build for metrics). A leaf: the stores (`object_store::S3Store`,
+//! `meta::DynamoMetaStore`) use it; `crate::backend` opens them,
+//! `crate::provision` creates their bucket and table, and
+//! `crate::fault::http` injects faults below the SDK's HTTP client.
 
-#[cfg(feature = "aws")]
-pub mod faults;
 #[cfg(feature = "aws")]
 mod sdk;
 mod stats;

@@ -1,5 +1,5 @@
 //! FindCoordinator: the coordinator of a consumer group is the live gateway
-//! the ownership role picks for the group (`Broker::coordinator_of`), so every
+//! the ownership role picks for the group (`Cluster::coordinator_of`), so every
 //! gateway names the same one and a group moves only when its coordinator
 //! leaves. Batched keys (v4+) are answered one by one. Transaction coordinators
 //! are not served yet: transactional keys get COORDINATOR_NOT_AVAILABLE.

@@ -1,6 +1,6 @@
 //! Committed offsets: OffsetCommit, OffsetFetch (multi-group from v8) and
 //! OffsetDelete, served by the group's coordinator (the live gateway chosen for
-//! the group by the ownership role, see `Broker::coordinator_of`) and stored in
+//! the group by the ownership role, see `Cluster::coordinator_of`) and stored in
 //! the MetaStore, one write per group and topic.
 //!
 //! Commits are checked against the group as Kafka checks them

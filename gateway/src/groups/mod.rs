@@ -410,7 +410,9 @@ impl Coordinator {
             return Err(Code::UnknownMemberId);
         };
         let Protocol::Classic(c) = &mut g.protocol else {
-            return Err(Code::UnknownMemberId);
+            // KIP-848 members leave with a heartbeat: none of these is a
+            // classic member.
+            return Ok(vec![Some(Code::UnknownMemberId); members.len()]);
         };
         let out = c.leave(
             group,
@@ -874,5 +876,26 @@ mod tests {
         // While classic members hold it, a KIP-848 member is refused.
         let refused = c.consumer_heartbeat("g", beat("m2", 0)).await;
         assert_eq!(refused.error, Some(Code::InconsistentGroupProtocol));
+    }
+
+    /// LeaveGroup names classic members: in a KIP-848 group each is unknown
+    /// (per member, as Kafka answers v3+), and the group is untouched.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn leave_group_on_a_kip848_group_answers_per_member() {
+        let meta: SharedMetaStore = Arc::new(MemoryMetaStore::new());
+        let c = coordinator(meta);
+        let a = c.consumer_heartbeat("g", beat("m1", 0)).await;
+        let out = c
+            .leave("g", &[(a.member_id.clone(), None), ("x".into(), None)])
+            .await;
+        assert_eq!(
+            out,
+            Ok(vec![
+                Some(Code::UnknownMemberId),
+                Some(Code::UnknownMemberId)
+            ])
+        );
+        let again = c.consumer_heartbeat("g", beat(&a.member_id, a.epoch)).await;
+        assert_eq!(again.error, None, "the member is still in the group");
     }
 }

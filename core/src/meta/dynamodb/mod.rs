@@ -107,8 +107,8 @@ use aws_sdk_dynamodb::types::{
 
 use super::MetaStore;
 use super::rules::{
-    ClaimBasis, CommitOutcome, FenceDecision, StoredOwner, check_checkpoint, check_epoch,
-    check_release, check_topic_update, claim_basis, claim_conflict, commit_conflict,
+    ClaimBasis, CommitOutcome, EpochRecord, FenceDecision, StoredOwner, check_checkpoint,
+    check_epoch, check_release, check_topic_update, claim_basis, claim_conflict, commit_conflict,
     commit_outcome, decide_fence, fence_refused, stale_group,
 };
 use crate::aws::{AwsStats, classify};
@@ -517,11 +517,17 @@ impl MetaStore for DynamoMetaStore {
                     .await?
             }
         };
+        // An epoch item that does not parse is corruption, not "gone".
         let stored = match &item {
-            Some(i) => epoch_record(i).map(|r| Ok::<_, Error>((r, heartbeat_count(i)?))),
+            Some(i) => Some((
+                EpochRecord {
+                    epoch: num(i, "epoch")?,
+                    fenced: flag(i, "fenced"),
+                },
+                heartbeat_count(i)?,
+            )),
             None => None,
-        }
-        .transpose()?;
+        };
         match decide_fence(target, observed, stored) {
             FenceDecision::AlreadyGone => Ok(()),
             FenceDecision::Alive(now) => Err(fence_refused(target, observed, now)),

@@ -31,7 +31,7 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_runtime_api::http::StatusCode;
 use aws_smithy_types::body::SdkBody;
 
-use crate::fault::{Decision, Fault, Faults};
+use super::{Decision, Fault, Faults};
 
 /// Wraps `inner` (the SDK's HTTP client) with the fail points of `faults`.
 pub fn faulty_http_client(inner: SharedHttpClient, faults: Arc<Faults>) -> SharedHttpClient {

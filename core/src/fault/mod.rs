@@ -6,7 +6,7 @@
 //! `meta.commit`, `meta.checkpoint`, `meta.read`, `meta.topic`, `meta.register`,
 //! `meta.heartbeat`, `meta.fence`, `meta.claim`, `meta.offsets`, `meta.groups`.
 //!
-//! Below the stores, `crate::aws::faults` puts the same registry around the AWS
+//! Below the stores, `http` (feature `aws`) puts the same registry around the AWS
 //! SDK's HTTP client, with points `http`, `http.s3`, `http.s3.<method>` and
 //! `http.ddb`, `http.ddb.<Operation>` (the most specific armed point decides).
 //!
@@ -28,6 +28,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+
+#[cfg(feature = "aws")]
+pub mod http;
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
