@@ -3,8 +3,17 @@
 //! Each connection has a reader (frames → request tasks) and a writer that sends
 //! responses strictly in request order, as Kafka clients require, while requests
 //! themselves run concurrently (a slow produce does not hold up a metadata call
-//! queued behind it, only its response order). In-flight requests per connection
-//! are bounded, so a client that pipelines without reading stalls only itself.
+//! queued behind it, only its response order).
+//!
+//! What a connection may have in flight is bounded by what it costs, not by a
+//! count of requests: produce requests waiting for their flush hold their
+//! bytes against the connection's share of the request budget (a quarter of
+//! `max_inflight_request_bytes`, at least one largest request), so a producer
+//! that pipelines many small requests is not throttled to a few per flush
+//! interval; other requests, whose responses can be large (fetches), are at
+//! most `MAX_PENDING_OTHER` at a time. Both are released only once the
+//! response is written, so a client that pipelines without reading stalls
+//! only itself, and memory stays bounded whatever it does.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,14 +21,19 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tracing::Instrument;
 
 use crate::api;
 use crate::broker::Broker;
 use crate::frame::{FrameError, read_body, read_size};
 
-const MAX_IN_FLIGHT: usize = 32;
+/// Non-produce requests a connection may have in flight, their responses
+/// not yet written.
+const MAX_PENDING_OTHER: usize = 32;
+/// A connection's share of `max_inflight_request_bytes` for produce requests
+/// in flight (their responses not yet written).
+const CONNECTION_SHARE: u64 = 4;
 /// How many times its size a non-produce request is charged against the
 /// in-flight budget (decoded Kafka structures are that much larger than bytes).
 const NON_PRODUCE_WEIGHT: usize = 32;
@@ -98,7 +112,10 @@ async fn handle_connection(
         .unwrap_or_default()
         .into();
     let (mut reader, mut writer) = socket.into_split();
-    let (tx, mut rx) = mpsc::channel::<oneshot::Receiver<Option<BytesMut>>>(MAX_IN_FLIGHT);
+    // Responses in request order, each with the connection's permit it
+    // releases once written (the count is bounded by those permits).
+    let (tx, mut rx) =
+        mpsc::unbounded_channel::<(oneshot::Receiver<Option<BytesMut>>, OwnedSemaphorePermit)>();
     let closed = Arc::new(tokio::sync::Notify::new());
     let closed_w = closed.clone();
     let write_task = tokio::spawn(
@@ -111,7 +128,7 @@ async fn handle_connection(
                 }
             }
             let _wake = Wake(closed_w);
-            while let Some(pending) = rx.recv().await {
+            while let Some((pending, _held)) = rx.recv().await {
                 match pending.await {
                     Ok(Some(resp)) => {
                         if let Err(e) = writer.write_all(&resp).await {
@@ -136,6 +153,11 @@ async fn handle_connection(
         .settings
         .max_inflight_request_bytes
         .min(u32::MAX as u64) as usize;
+    let share = (broker.settings.max_inflight_request_bytes / CONNECTION_SHARE)
+        .max(broker.settings.max_request_bytes)
+        .min(u32::MAX as u64) as usize;
+    let produce_bytes = Arc::new(Semaphore::new(share));
+    let others = Arc::new(Semaphore::new(MAX_PENDING_OTHER));
     loop {
         let next = async {
             let n = read_size(&mut reader, max).await?;
@@ -145,13 +167,24 @@ async fn handle_connection(
             // and before decoding, which for non-produce requests can take ~32x
             // their size in memory. A flood of large requests waits here.
             let produce = body.len() >= 2 && body[0..2] == [0, 0];
+            // This connection's part first: a client that pipelines without
+            // reading its responses waits here, holding none of the budget.
+            let held = if produce {
+                produce_bytes
+                    .clone()
+                    .acquire_many_owned(n.clamp(1, share) as u32)
+                    .await
+            } else {
+                others.clone().acquire_owned().await
+            }
+            .map_err(|_| FrameError::Closed)?;
             let weight = if produce { 1 } else { NON_PRODUCE_WEIGHT };
             let permit = budget
                 .clone()
                 .acquire_many_owned(n.saturating_mul(weight).min(budget_total) as u32)
                 .await
                 .map_err(|_| FrameError::Closed)?;
-            Ok::<_, FrameError>((body, permit, received, produce))
+            Ok::<_, FrameError>((body, permit, held, received, produce))
         };
         let frame = tokio::select! {
             r = tokio::time::timeout(idle, next) => r,
@@ -170,9 +203,9 @@ async fn handle_connection(
             }
             Ok(Ok(f)) => f,
         };
-        let (frame, permit, received, produce) = frame;
+        let (frame, permit, held, received, produce) = frame;
         let (done_tx, done_rx) = oneshot::channel();
-        if tx.send(done_rx).await.is_err() {
+        if tx.send((done_rx, held)).is_err() {
             break;
         }
         let (turn, next_prev) = api::Turn::after(prev_turn.take());
