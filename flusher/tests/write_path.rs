@@ -464,23 +464,34 @@ async fn retriable_commit_errors_are_retried() {
     assert_eq!(b.base_offset, 4);
 }
 
-/// Past the retry budget a flush fails with a retriable error instead of
-/// holding its producers forever; nothing landed, so its offsets are reused
-/// once the store is back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retry_budget_bounds_commit_retries() {
+/// A memory rig whose storage retries last `budget_ms`, and an empty
+/// partition.
+async fn rig_with_budget(budget_ms: u64) -> (Rig, Arc<PartitionLog>) {
     let mut cfg = config(5, 1 << 20);
-    cfg.retry_budget = Duration::from_millis(300);
-    let rig = Rig::memory(cfg).await;
-    let log = PartitionLog::empty(pid(0));
-    rig.faults.set("meta.commit", Fault::Unavailable, None);
+    cfg.retry_budget = Duration::from_millis(budget_ms);
+    (Rig::memory(cfg).await, PartitionLog::empty(pid(0)))
+}
+
+/// Appends one batch under an unbounded fault; the budget must end it with a
+/// retriable storage error (a hang fails the test).
+async fn append_past_the_budget(rig: &Rig, log: &Arc<PartitionLog>) {
     let r = tokio::time::timeout(
         Duration::from_secs(20),
         rig.flusher.append(log.clone(), vec![plain(3, 1)]),
     )
     .await
-    .expect("the retry budget bounds the commit");
+    .expect("the retry budget bounds the retries");
     assert!(matches!(r, Err(AppendError::Storage(_))), "{r:?}");
+}
+
+/// Past the retry budget a flush fails with a retriable error instead of
+/// holding its producers forever; nothing landed, so its offsets are reused
+/// once the store is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_budget_bounds_commit_retries() {
+    let (rig, log) = rig_with_budget(300).await;
+    rig.faults.set("meta.commit", Fault::Unavailable, None);
+    append_past_the_budget(&rig, &log).await;
     let attempts = rig.faults.hits("meta.commit");
     assert!(attempts > 1, "retried: {attempts} attempts");
     assert!(rig.flushes().await.is_empty());
@@ -495,10 +506,7 @@ async fn retry_budget_bounds_commit_retries() {
 /// out: the read-back finds the record, so the append is acknowledged once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commit_retried_out_but_landed_is_acked() {
-    let mut cfg = config(5, 1 << 20);
-    cfg.retry_budget = Duration::from_millis(200);
-    let rig = Rig::memory(cfg).await;
-    let log = PartitionLog::empty(pid(0));
+    let (rig, log) = rig_with_budget(200).await;
     rig.faults.set("meta.commit", Fault::Ambiguous, None);
     let a = ok(rig.flusher.append(log.clone(), vec![plain(3, 1)]).await);
     assert_eq!(a.base_offset, 0);
@@ -513,18 +521,9 @@ async fn commit_retried_out_but_landed_is_acked() {
 /// refers to the object, and the write path serves again afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_budget_bounds_upload_retries() {
-    let mut cfg = config(5, 1 << 20);
-    cfg.retry_budget = Duration::from_millis(300);
-    let rig = Rig::memory(cfg).await;
-    let log = PartitionLog::empty(pid(0));
+    let (rig, log) = rig_with_budget(300).await;
     rig.faults.set("object.put", Fault::Unavailable, None);
-    let r = tokio::time::timeout(
-        Duration::from_secs(20),
-        rig.flusher.append(log.clone(), vec![plain(3, 1)]),
-    )
-    .await
-    .expect("the retry budget bounds the upload");
-    assert!(matches!(r, Err(AppendError::Storage(_))), "{r:?}");
+    append_past_the_budget(&rig, &log).await;
     assert!(rig.faults.hits("object.put") > 1);
     assert!(rig.flushes().await.is_empty());
     rig.faults.clear_all();

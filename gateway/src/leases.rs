@@ -55,7 +55,9 @@ pub struct Leases {
     /// The highest flush seq of this incarnation trimmed after a checkpoint.
     trimmed_through: AtomicU64,
     /// Drained partitions whose release could not be confirmed: retried at
-    /// the next round.
+    /// the next round. Not derivable from a partition's state: one with no
+    /// change since its last checkpoint still needs its release stored, or
+    /// peers keep waiting for this (live) owner.
     unreleased: Mutex<Vec<Arc<PartitionLog>>>,
 }
 

@@ -143,13 +143,9 @@ impl Reader {
             return Ok(copy.log.clone());
         }
         let from = copy.log.high_watermark();
-        let extended = match floe_core::index::load(&*self.meta, p, from).await {
-            Ok(Some(snap)) => copy.log.extend_replica(snap.log_start_offset, snap.entries),
-            Ok(None) => true,
-            // The leader checkpointed and trimmed between the two reads of
-            // the load: its records no longer follow the checkpoint read.
-            Err(e) if e.kind() == floe_core::ErrorKind::Corrupt => false,
-            Err(e) => return Err(e),
+        let extended = match floe_core::index::load(&*self.meta, p, from).await? {
+            Some(snap) => copy.log.extend_replica(snap.log_start_offset, snap.entries),
+            None => true,
         };
         if !extended {
             // The copy fell behind what the index still holds: start afresh.

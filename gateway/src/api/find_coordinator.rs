@@ -12,6 +12,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::str_bytes;
 use crate::broker::Broker;
+use crate::cluster::Cluster;
 use crate::error::Code;
 
 /// Kafka's key types.
@@ -34,17 +35,12 @@ fn lookup(broker: &Broker, key: &str, key_type: i8) -> Result<(i32, String, i32)
             "no live gateway yet".to_string(),
         )
     })?;
-    let (host, port) = m
-        .info
-        .advertised
-        .rsplit_once(':')
-        .and_then(|(h, p)| Some((h.trim_matches(['[', ']']).to_string(), p.parse().ok()?)))
-        .ok_or_else(|| {
-            (
-                Code::CoordinatorNotAvailable,
-                format!("gateway {} advertises no host:port", m.stream),
-            )
-        })?;
+    let (host, port) = Cluster::parse_advertised(&m.info.advertised).map_err(|_| {
+        (
+            Code::CoordinatorNotAvailable,
+            format!("gateway {} advertises no host:port", m.stream),
+        )
+    })?;
     Ok((m.info.node_id, host, port))
 }
 

@@ -10,6 +10,7 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 
 use super::str_bytes;
 use crate::broker::Broker;
+use crate::cluster::Cluster;
 use crate::error::{Code, KafkaError};
 use crate::topics::TopicEntry;
 
@@ -67,10 +68,7 @@ fn error_topic(name: Option<String>, id: uuid::Uuid, e: &KafkaError) -> Metadata
 pub(crate) fn brokers(broker: &Broker) -> Vec<MetadataResponseBroker> {
     let mut out: Vec<MetadataResponseBroker> = Vec::new();
     for m in broker.cluster.view() {
-        let Some((host, port)) = m.info.advertised.rsplit_once(':') else {
-            continue;
-        };
-        let Ok(port) = port.parse::<i32>() else {
+        let Ok((host, port)) = Cluster::parse_advertised(&m.info.advertised) else {
             continue;
         };
         if out.iter().any(|b| b.node_id.0 == m.info.node_id) {
@@ -79,7 +77,7 @@ pub(crate) fn brokers(broker: &Broker) -> Vec<MetadataResponseBroker> {
         }
         let mut b = MetadataResponseBroker::default();
         b.node_id = BrokerId(m.info.node_id);
-        b.host = str_bytes(host.trim_matches(['[', ']']).to_string());
+        b.host = str_bytes(host);
         b.port = port;
         b.rack = m.info.zone.clone().map(str_bytes);
         out.push(b);
