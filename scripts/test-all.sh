@@ -113,7 +113,7 @@ stage "rust end-to-end suites on the AWS backend (moto)"
 if [ -n "${FLOE_TEST_MOTO_ENDPOINT:-}" ]; then
   FLOE_TEST_BACKEND=aws cargo nextest run -p floe-gateway --locked --no-fail-fast \
     --test e2e_rdkafka --test wire_apis --test versions --test failover --test zones \
-    --test offsets --test groups 2>&1 | tee "$logs/nextest-aws.log"
+    --test offsets --test groups --test bench 2>&1 | tee "$logs/nextest-aws.log"
   nextest_line rust-aws "$logs/nextest-aws.log"
 else
   echo "moto is not running"; count rust-aws x 0 1
@@ -121,7 +121,9 @@ fi
 
 pytest_line() { # name log: pytest's "N passed, M failed, K errors in ..." line
   local line pp pf
-  line=$(tail -5 "$2" | grep -E "passed|failed|error" | tail -1)
+  # Only pytest's own summary line: a client's log line printed after it (a
+  # librdkafka "Connect to ...:38671 failed") must not be read as a count.
+  line=$(grep -E '^(=+ )?[0-9]+ (passed|failed|errors?|skipped|deselected)[^%]* in [0-9.]+s' "$2" | tail -1)
   pp=$(echo "$line" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || echo 0)
   pf=$(echo "$line" | grep -oE '[0-9]+ (failed|errors?)' | awk '{s+=$1} END {print s+0}')
   [ -n "$line" ] || pf=1
