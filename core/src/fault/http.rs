@@ -114,8 +114,8 @@ impl HttpConnector for FaultyConnector {
         let inner = self.inner.clone();
         HttpConnectorFuture::new(async move {
             match fault {
-                Fault::Delay(d) => {
-                    tokio::time::sleep(d).await;
+                Fault::Delay(_) | Fault::Latency { .. } => {
+                    tokio::time::sleep(fault.sample_delay()).await;
                     inner.call(request).await
                 }
                 Fault::Timeout | Fault::Ambiguous => {

@@ -14,6 +14,9 @@
 //! `point=action[*times|~duration][@after];...` where action is `unavailable`,
 //! `ambiguous` (the operation runs, then reports an unknown outcome, like a
 //! timeout after the request was sent), `fenced`, `denied`, `delay(250ms)`,
+//! `latency(30ms,200ms)` (a random delay, log-normal with that median and 99th
+//! percentile: a simulated service latency profile, as `floe bench --s3-latency`
+//! uses),
 //! `crash` (abort the process: a kill -9 at that exact point), or the HTTP-level
 //! `throttle` (S3 503 SlowDown / DynamoDB ThrottlingException), `conflict`
 //! (DynamoDB TransactionConflict), `timeout` (the request is sent and applied,
@@ -53,6 +56,9 @@ pub enum Fault {
     Denied,
     /// Wait, then run the operation.
     Delay(Duration),
+    /// Wait a random time, log-normally distributed with this median and 99th
+    /// percentile, then run the operation: a service's latency profile.
+    Latency { p50: Duration, p99: Duration },
     /// Abort the process at this point.
     Crash,
     /// The service throttles (S3 503 SlowDown, DynamoDB ThrottlingException);
@@ -66,6 +72,31 @@ pub enum Fault {
     Timeout,
     /// The endpoint refuses connections; above the stores: `Unavailable`.
     Unreachable,
+}
+
+impl Fault {
+    /// How long this fault holds a request: its fixed delay, a sample of its
+    /// latency profile, or nothing.
+    pub fn sample_delay(&self) -> Duration {
+        match self {
+            Fault::Delay(d) => *d,
+            Fault::Latency { p50, p99 } => log_normal(*p50, *p99, fastrand::f64(), fastrand::f64()),
+            _ => Duration::ZERO,
+        }
+    }
+}
+
+/// A log-normal sample with median `p50` and 99th percentile `p99` from two
+/// uniform draws in [0, 1) (Box-Muller). Capped at 20 × `p99` so one draw
+/// cannot stall a request for minutes.
+fn log_normal(p50: Duration, p99: Duration, u1: f64, u2: f64) -> Duration {
+    // z of the 99th percentile of the standard normal distribution.
+    const Z99: f64 = 2.326_347_874;
+    let m = p50.as_secs_f64();
+    let sigma = (p99.as_secs_f64() / m).ln() / Z99;
+    let z = (-2.0 * (1.0 - u1).ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+    let secs = (m * (sigma * z).exp()).min(20.0 * p99.as_secs_f64());
+    Duration::from_secs_f64(secs)
 }
 
 #[derive(Debug, Clone)]
@@ -182,6 +213,17 @@ impl Faults {
                 a if a.starts_with("delay(") && a.ends_with(')') => {
                     Fault::Delay(crate::settings::parse_duration(point, &a[6..a.len() - 1])?)
                 }
+                a if a.starts_with("latency(") && a.ends_with(')') => {
+                    let (p50, p99) = a[8..a.len() - 1].split_once(',').ok_or_else(bad)?;
+                    let p50 = crate::settings::parse_duration(point, p50)?;
+                    let p99 = crate::settings::parse_duration(point, p99)?;
+                    if p50.is_zero() || p99 < p50 {
+                        return Err(Error::Config(format!(
+                            "fail point spec {part:?}: latency needs 0 < median <= 99th percentile"
+                        )));
+                    }
+                    Fault::Latency { p50, p99 }
+                }
                 _ => return Err(bad()),
             };
             faults.arm(point, fault, times, window, skip);
@@ -253,7 +295,10 @@ impl Faults {
             .unwrap_or_else(|p| p.into_inner())
             .entry(point.to_string())
             .or_default() += 1;
-        tracing::warn!(point, fault = ?fault, "fail point fired");
+        // A latency profile fires on every request by design: not worth a warning.
+        if !matches!(fault, Fault::Latency { .. }) {
+            tracing::warn!(point, fault = ?fault, "fail point fired");
+        }
         Decision::Fire(fault)
     }
 
@@ -275,6 +320,10 @@ impl Faults {
             }
             Some(Fault::Delay(d)) => {
                 tokio::time::sleep(d).await;
+                op.await
+            }
+            Some(f @ Fault::Latency { .. }) => {
+                tokio::time::sleep(f.sample_delay()).await;
                 op.await
             }
             Some(Fault::Ambiguous | Fault::Timeout) => {
@@ -509,6 +558,37 @@ impl MetaStore for FaultyMetaStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latency_profiles_have_the_median_and_tail_they_are_given() {
+        let f = Faults::parse("object.put=latency(30ms,200ms)").unwrap();
+        let Some(fault @ Fault::Latency { .. }) = f.take("object.put") else {
+            panic!("latency rule not armed");
+        };
+        let mut samples: Vec<Duration> = (0..20_000).map(|_| fault.sample_delay()).collect();
+        samples.sort();
+        let at = |q: f64| samples[(q * (samples.len() - 1) as f64) as usize].as_secs_f64();
+        assert!((0.027..0.033).contains(&at(0.5)), "p50 {}", at(0.5));
+        assert!((0.16..0.25).contains(&at(0.99)), "p99 {}", at(0.99));
+        // The draw itself: median at the middle of the distribution, the tail capped.
+        let median = log_normal(
+            Duration::from_millis(30),
+            Duration::from_millis(200),
+            0.5,
+            0.25,
+        );
+        assert!((median.as_secs_f64() - 0.030).abs() < 1e-9, "{median:?}");
+        let worst = log_normal(
+            Duration::from_millis(30),
+            Duration::from_millis(200),
+            1.0 - 1e-300,
+            0.0,
+        );
+        assert_eq!(worst, Duration::from_secs(4));
+        assert!(Faults::parse("object.put=latency(30ms)").is_err());
+        assert!(Faults::parse("object.put=latency(200ms,30ms)").is_err());
+        assert!(Faults::parse("object.put=latency(0ms,30ms)").is_err());
+    }
 
     #[test]
     fn parses_specs() {
