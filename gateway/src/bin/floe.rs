@@ -20,6 +20,162 @@ enum Command {
     /// Failure drills against running gateways.
     #[command(subcommand)]
     Drill(Drill),
+    /// Measure throughput, latency, gateway CPU and memory, and request cost
+    /// per GiB with librdkafka producers and consumers. Starts its own
+    /// gateways (the settings given here apply to them) unless --bootstrap
+    /// names running brokers. Prints progress and a report, and writes
+    /// results.json, throughput.svg and latency.svg to --out.
+    Bench(Box<BenchArgs>),
+}
+
+#[derive(clap::Args, Debug)]
+struct BenchArgs {
+    /// produce, end-to-end (producers with tailing consumers), catch-up
+    /// (consumers reading from the beginning what a fill phase produced) or
+    /// all (end-to-end, then catch-up).
+    #[arg(long, default_value = "all")]
+    workload: floe_bench::Workload,
+    /// Gateways to start, sharing one backend.
+    #[arg(long, default_value_t = 1, conflicts_with = "bootstrap")]
+    gateways: usize,
+    /// Drive running brokers instead, HOST:PORT[,HOST:PORT...] (Floe or any
+    /// Kafka-compatible broker).
+    #[arg(long, value_delimiter = ',', value_name = "HOST:PORT")]
+    bootstrap: Vec<String>,
+    /// With --bootstrap: local processes to measure for CPU and peak memory.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        requires = "bootstrap",
+        value_name = "PID"
+    )]
+    pid: Vec<u32>,
+    /// With --bootstrap: Floe metrics endpoints (HOST:PORT) to count store
+    /// requests and their cost through.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        requires = "bootstrap",
+        value_name = "HOST:PORT"
+    )]
+    metrics: Vec<String>,
+    /// What the report calls the brokers [default: the backend, or "external"].
+    #[arg(long)]
+    label: Option<String>,
+    /// Topic (created if missing) [default: floe-bench-<random>].
+    #[arg(long)]
+    topic: Option<String>,
+    #[command(flatten)]
+    clients: floe_bench::Clients,
+    /// Give the started gateways' object store a simulated S3 latency
+    /// profile: PUT p50 30 ms / p99 200 ms, GET first byte 20 ms / 100 ms.
+    #[arg(long, conflicts_with = "bootstrap")]
+    s3_latency: bool,
+    /// Directory for results.json, the plots and the gateways' logs.
+    #[arg(long, default_value = "bench-results")]
+    out: std::path::PathBuf,
+}
+
+/// Settings the bench sets per gateway it starts; the others given to
+/// `floe bench` pass through to every gateway.
+const PER_GATEWAY: [&str; 6] = [
+    "listen",
+    "advertised_listener",
+    "metrics_listen",
+    "gateway_id",
+    "node_id",
+    "data_dir",
+];
+
+/// `floe bench`: exit 0 when it ran, 2 when it could not.
+fn bench(args: &Args, matches: &clap::ArgMatches, b: &BenchArgs) -> ExitCode {
+    let (target, backend, flush_interval) = if b.bootstrap.is_empty() {
+        let s = match settings(args, matches) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("floe bench: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let exe = match std::env::current_exe() {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("floe bench: cannot find the floe binary: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let mut pass = Vec::new();
+        if let Some(c) = &args.config {
+            pass.push("--config".into());
+            pass.push(c.clone().into_os_string());
+        }
+        for d in SETTINGS {
+            let given =
+                matches.value_source(d.name) == Some(clap::parser::ValueSource::CommandLine);
+            if given
+                && !PER_GATEWAY.contains(&d.name)
+                && let Some(v) = matches.get_one::<String>(d.name)
+            {
+                pass.push(format!("--{}", d.key()).into());
+                pass.push(v.into());
+            }
+        }
+        let mut failpoints: Vec<&str> = args.failpoints.iter().map(String::as_str).collect();
+        if b.s3_latency {
+            failpoints.push(floe_bench::S3_LATENCY_FAILPOINTS);
+        }
+        let mut env = Vec::new();
+        if !failpoints.is_empty() {
+            env.push(("FLOE_FAILPOINTS".to_string(), failpoints.join(";")));
+        }
+        let given_dir = s.data_dir != Settings::default().data_dir;
+        let launch = floe_bench::Launch {
+            exe,
+            args: pass,
+            data_dir: given_dir.then(|| s.data_dir.clone()),
+            env,
+        };
+        (
+            floe_bench::Target::Start {
+                count: b.gateways.max(1),
+                launch,
+            },
+            floe_core::settings::SettingValue::show(&s.backend),
+            Some(s.flush_interval),
+        )
+    } else {
+        (
+            floe_bench::Target::Connect {
+                bootstrap: b.bootstrap.clone(),
+                pids: b.pid.clone(),
+                metrics: b.metrics.clone(),
+            },
+            "external".to_string(),
+            None,
+        )
+    };
+    let options = floe_bench::Options {
+        target,
+        workload: b.workload,
+        topic: b.topic.clone(),
+        clients: b.clients.clone(),
+        s3_latency: b.s3_latency,
+        backend,
+        flush_interval,
+        out: b.out.clone(),
+        label: b.label.clone(),
+    };
+    match floe_bench::run(&options) {
+        Ok(report) => {
+            println!("{report}");
+            println!("results: {}", b.out.join("results.json").display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("floe bench: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -128,6 +284,7 @@ fn command() -> clap::Command {
                 .env(d.env())
                 .global(true)
                 .value_name("VALUE")
+                .help_heading("Settings (for `floe`, and for the gateways `floe bench` starts)")
                 .help(format!("{doc} [default: {default}]")),
         );
     }
@@ -185,6 +342,9 @@ fn main() -> ExitCode {
     // A drill is a client of running gateways: no gateway settings apply.
     if let Some(Command::Drill(Drill::Failover(f))) = &args.command {
         return drill_failover(f);
+    }
+    if let Some(Command::Bench(b)) = &args.command {
+        return bench(&args, &matches, b);
     }
     let settings = match settings(&args, &matches) {
         Ok(s) => s,
