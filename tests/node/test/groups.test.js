@@ -735,8 +735,16 @@ describe('consumer groups across gateways', () => {
       assert.equal(await admin.createTopics({ waitForLeaders: true, topics: [{ topic, numPartitions: 6 }] }), true)
       await waitForLeaders(admin, topic, 6, [0, 1, 2])
 
-      // every gateway names the same coordinator
-      const named = await Promise.all(all.map(b => findCoordinator(b, groupId)))
+      // every gateway names the same coordinator once their views of the live
+      // gateways agree (a gateway that joined a moment ago may still lag, as
+      // brokers' metadata does in Kafka)
+      let named
+      for (const deadline = Date.now() + 20_000; ;) {
+        named = await Promise.all(all.map(b => findCoordinator(b, groupId)))
+        const agreed = named.every(c => c.errorCode === 0) && new Set(named.map(c => c.nodeId)).size === 1
+        if (agreed || Date.now() > deadline) break
+        await sleep(200)
+      }
       assert.deepEqual(named.map(c => c.errorCode), [0, 0, 0], `FindCoordinator: ${JSON.stringify(named)}`)
       assert.equal(new Set(named.map(c => c.nodeId)).size, 1, `gateways disagree on the coordinator: ${JSON.stringify(named)}`)
       const victim = named[0].nodeId
