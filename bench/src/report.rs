@@ -232,7 +232,7 @@ impl Report {
             .find(|p| names.contains(&p.name.as_str()))
     }
 
-    /// The targets this run can speak to (issue 12 of the project; README).
+    /// The targets this run can speak to (README, "Benchmark").
     fn check_targets(&self) -> Vec<TargetCheck> {
         let mut t = Vec::new();
         let producing = self.phase(&["produce", "end-to-end", "fill"]);
