@@ -216,7 +216,9 @@ start_moto() {
   rm -f "$(pidfile moto)"
   port_busy "$MOTO_PORT" && die "port 127.0.0.1:$MOTO_PORT is in use by another process (set FLOE_MOTO_PORT)"
   log "starting moto on 127.0.0.1:$MOTO_PORT"
-  pid="$(spawn moto "$MOTO_VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT")"
+  # moto_server.py: moto's own server, with its transactions' rollback state
+  # kept per item instead of per table (see that file)
+  pid="$(spawn moto "$MOTO_VENV/bin/python" "$HERE/moto_server.py" -H 127.0.0.1 -p "$MOTO_PORT")"
   wait_healthy moto "$pid"
 }
 

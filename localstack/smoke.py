@@ -5,7 +5,8 @@ Run with the moto venv's python (it has boto3), after `eval "$(emulators.sh star
 Checks, on moto: S3 put with If-None-Match: * twice -> 412 on the second; ranged GET;
 DynamoDB create_table (pk/sk strings, PAY_PER_REQUEST) from table.json, TransactWriteItems
 (ConditionCheck + Put, ClientRequestToken, ReturnConsumedCapacity=TOTAL) succeeding and
-then cancelled with per-item reasons (ConditionalCheckFailed).
+then cancelled with per-item reasons (ConditionalCheckFailed), and a cancelled transaction
+leaving none of its writes behind.
 On LocalStack: S3 conditional put 412 and ranged GET.
 Prints one line per check and a closing 'N passed, N failed' line; exits non-zero on failure.
 """
@@ -158,6 +159,29 @@ def dynamodb_checks(label, endpoint):
         check(f"{label} ddb fenced commit cancelled: {err['Code']} reasons={reasons}",
               err["Code"] == "TransactionCanceledException" and reasons[:1] == ["ConditionalCheckFailed"],
               f"({err})")
+
+    # All or nothing: a transaction whose last item fails leaves the items
+    # before it as they were (moto_server.py keeps this rollback state per
+    # item; moto itself copies the whole table).
+    ddb.put_item(TableName=table, Item={"pk": {"S": "x"}, "sk": {"S": "kept"}, "v": {"N": "1"}})
+    try:
+        ddb.transact_write_items(TransactItems=[
+            {"Put": {"TableName": table, "Item": {"pk": {"S": "x"}, "sk": {"S": "new"}}}},
+            {"Update": {"TableName": table, "Key": {"pk": {"S": "x"}, "sk": {"S": "kept"}},
+                        "UpdateExpression": "SET v = :v", "ExpressionAttributeValues": {":v": {"N": "2"}}}},
+            {"Delete": {"TableName": table, "Key": {"pk": {"S": "gw#a"}, "sk": {"S": "live"}}}},
+            {"ConditionCheck": {"TableName": table, "Key": {"pk": {"S": "gw#a"}, "sk": {"S": "epoch"}},
+                                "ConditionExpression": "attribute_not_exists(pk)"}},
+        ])
+        check(f"{label} ddb failed transaction cancelled", False, "(succeeded)")
+    except botocore.exceptions.ClientError as e:
+        def get(pk, sk):
+            return ddb.get_item(TableName=table, ConsistentRead=True,
+                                Key={"pk": {"S": pk}, "sk": {"S": sk}}).get("Item")
+        kept, new, live = get("x", "kept"), get("x", "new"), get("gw#a", "live")
+        check(f"{label} ddb failed transaction left nothing behind: {e.response['Error']['Code']}",
+              new is None and kept is not None and kept["v"] == {"N": "1"} and live is not None,
+              f"(new={new}, kept={kept}, live={live})")
     ddb.delete_table(TableName=table)
 
 
