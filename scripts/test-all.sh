@@ -93,6 +93,13 @@ else
   # The emulator tests then fail (they never skip silently).
   echo "warning: emulators did not start; the AWS contract tests will fail"
 fi
+# The emulator behaviours Floe relies on (conditional puts, transactions and
+# their rollback): a failure here explains failures of the AWS suites below.
+if "${FLOE_EMU_HOME:-$HOME/.cache/floe-emulators}/moto-py311/bin/python" localstack/smoke.py; then
+  count emulator-smoke x 1 0
+else
+  count emulator-smoke x 0 1
+fi
 
 nextest_line() { # name log
   local line np nf
