@@ -15,24 +15,38 @@
 //! only after its release or fence is committed, so that every flush it
 //! acknowledged is either in the checkpoint or among the records read.
 
+use std::collections::VecDeque;
+
 use crate::error::{Error, Result};
 use crate::meta::MetaStore;
 use crate::producer::apply_batch;
 use crate::types::{FlushRecord, IndexEntry, PartitionId, PartitionSnapshot};
 
-/// The entries of one partition, contiguous and in offset order.
+/// The entries of one partition, contiguous and in offset order, from the
+/// one holding the log start offset.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PartitionIndex {
-    entries: Vec<IndexEntry>,
+    entries: VecDeque<IndexEntry>,
+    /// Sum of the entries' lengths (what `retention.bytes` measures).
+    bytes: u64,
 }
 
 impl PartitionIndex {
     pub fn new(entries: Vec<IndexEntry>) -> Self {
-        PartitionIndex { entries }
+        let bytes = entries.iter().map(|e| u64::from(e.length)).sum();
+        PartitionIndex {
+            entries: entries.into(),
+            bytes,
+        }
     }
 
-    pub fn entries(&self) -> &[IndexEntry] {
-        &self.entries
+    pub fn entries(&self) -> impl ExactSizeIterator<Item = &IndexEntry> {
+        self.entries.iter()
+    }
+
+    /// Bytes of data the entries cover.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     pub fn len(&self) -> usize {
@@ -43,14 +57,27 @@ impl PartitionIndex {
         self.entries.is_empty()
     }
 
-    /// The entries after the first `n` (those not yet checkpointed).
-    pub fn since(&self, n: usize) -> &[IndexEntry] {
-        &self.entries[n.min(self.entries.len())..]
+    /// The entries that start at or after `offset` (those a checkpoint that
+    /// stored the log up to `offset` has not stored yet).
+    pub fn from_base(&self, offset: i64) -> Vec<IndexEntry> {
+        let start = self.entries.partition_point(|e| e.base_offset < offset);
+        self.entries.range(start..).cloned().collect()
     }
 
     /// Appends the entry of a committed flush.
     pub fn push(&mut self, e: IndexEntry) {
-        self.entries.push(e);
+        self.bytes += u64::from(e.length);
+        self.entries.push_back(e);
+    }
+
+    /// Drops the entries wholly below `log_start` (the entry holding it
+    /// stays); returns how many.
+    pub fn trim_before(&mut self, log_start: i64) -> usize {
+        let n = self.entries.partition_point(|e| e.last_offset < log_start);
+        for e in self.entries.drain(..n) {
+            self.bytes -= u64::from(e.length);
+        }
+        n
     }
 
     /// Entries covering offsets from `offset`, up to about `max_bytes` of data
@@ -59,7 +86,7 @@ impl PartitionIndex {
         let start = self.entries.partition_point(|e| e.last_offset < offset);
         let mut plan = Vec::new();
         let mut bytes = 0u64;
-        for e in &self.entries[start..] {
+        for e in self.entries.range(start..) {
             if !plan.is_empty() && bytes >= max_bytes {
                 break;
             }
@@ -77,7 +104,7 @@ impl PartitionIndex {
             .iter()
             .position(|e| e.max_timestamp >= timestamp)
         {
-            Some(i) => self.entries[i..].to_vec(),
+            Some(i) => self.entries.range(i..).cloned().collect(),
             None => Vec::new(),
         }
     }
@@ -133,6 +160,17 @@ pub fn replay(
     Ok(added)
 }
 
+/// Drops the stored entries that are not part of the log: those wholly below
+/// the log start offset (deleted by retention or DeleteRecords; the entry
+/// holding the log start stays) and those at or past the checkpoint's end
+/// (left by a checkpoint whose state write did not land; replay recreates
+/// them).
+pub fn keep_live_entries(snap: &mut PartitionSnapshot) {
+    let (start, end) = (snap.log_start_offset, snap.next_offset);
+    snap.entries
+        .retain(|e| e.base_offset < end && e.last_offset >= start);
+}
+
 /// A partition's state as a reader must see it: the stored checkpoint, with
 /// the index entries from `from_offset` on, plus the replay of its owner's
 /// untrimmed flush records after the checkpoint. `None` if it was never
@@ -153,8 +191,7 @@ pub async fn load(
         let Some(mut snap) = meta.load_partition_from(partition, from_offset).await? else {
             return Ok(None);
         };
-        let end = snap.next_offset;
-        snap.entries.retain(|e| e.base_offset < end);
+        keep_live_entries(&mut snap);
         let records = meta.read_flushes(&snap.owner, snap.checkpoint_seq).await?;
         match replay(&mut snap, partition, &records) {
             Ok(_) => return Ok(Some(snap)),
@@ -249,8 +286,41 @@ mod tests {
         assert_eq!(ix.from_timestamp(150)[0].base_offset, 10);
         assert!(ix.from_timestamp(301).is_empty());
         assert_eq!(ix.max_timestamp_entry().map(|e| e.base_offset), Some(10));
-        assert_eq!(ix.since(2).len(), 1);
-        assert!(ix.since(5).is_empty());
+        assert_eq!(ix.from_base(20).len(), 1);
+        assert_eq!(ix.from_base(15).len(), 1, "entries starting at or after");
+        assert!(ix.from_base(30).is_empty());
+    }
+
+    #[test]
+    fn trimming_keeps_the_entry_holding_the_log_start() {
+        let mut ix = PartitionIndex::new(vec![
+            entry(0, 9, 100, 50),
+            entry(10, 19, 300, 60),
+            entry(20, 29, 200, 70),
+        ]);
+        assert_eq!(ix.bytes(), 180);
+        assert_eq!(ix.trim_before(10), 1);
+        assert_eq!(ix.trim_before(15), 0, "offset 15 is inside the entry at 10");
+        assert_eq!(ix.bytes(), 130);
+        ix.push(entry(30, 39, 400, 10));
+        assert_eq!(ix.bytes(), 140);
+        assert_eq!(ix.trim_before(40), 3);
+        assert_eq!((ix.len(), ix.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn loaded_entries_are_those_of_the_log() {
+        let mut snap = checkpoint(1, 30);
+        snap.log_start_offset = 12;
+        snap.entries = vec![
+            entry(0, 9, 0, 1),
+            entry(10, 19, 0, 1),
+            entry(20, 29, 0, 1),
+            entry(30, 39, 0, 1), // a checkpoint whose state did not land
+        ];
+        keep_live_entries(&mut snap);
+        let bases: Vec<_> = snap.entries.iter().map(|e| e.base_offset).collect();
+        assert_eq!(bases, vec![10, 20]);
     }
 
     #[test]

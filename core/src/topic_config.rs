@@ -357,11 +357,123 @@ impl TopicPolicy {
         let keep = self.retention.filter(|_| self.delete)?;
         Some(now_ms.saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX)))
     }
+
+    /// Where retention moves a partition's log start at `now_ms`, if it moves
+    /// it: past the longest run of oldest entries that are all deletable.
+    ///
+    /// An entry (the region of one flush, Floe's smallest unit of storage, as
+    /// a segment is Kafka's) is deletable by time when its max timestamp is
+    /// below `now - retention.ms`, and by size while the entries after it
+    /// still hold at least `retention.bytes`, as Kafka deletes segments. An
+    /// entry without a timestamp (-1) is never deletable by time: Floe cannot
+    /// date it. Deleting every entry moves the log start to the high
+    /// watermark, as Kafka rolls and deletes an expired active segment. Only
+    /// with `cleanup.policy` including `delete`.
+    pub fn retention_start(
+        &self,
+        index: &crate::index::PartitionIndex,
+        high_watermark: i64,
+        now_ms: i64,
+    ) -> Option<i64> {
+        if !self.delete {
+            return None;
+        }
+        let mut drop = 0;
+        if let Some(cutoff) = self.expired_before(now_ms) {
+            drop = index
+                .entries()
+                .take_while(|e| e.max_timestamp >= 0 && e.max_timestamp < cutoff)
+                .count();
+        }
+        if let Some(limit) = self.retention_bytes {
+            let mut excess = index.bytes().saturating_sub(limit);
+            let mut by_size = 0;
+            for e in index.entries() {
+                let len = u64::from(e.length);
+                if excess < len {
+                    break;
+                }
+                excess -= len;
+                by_size += 1;
+            }
+            drop = drop.max(by_size);
+        }
+        if drop == 0 {
+            return None;
+        }
+        Some(
+            index
+                .entries()
+                .nth(drop)
+                .map_or(high_watermark, |e| e.base_offset),
+        )
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::index::PartitionIndex;
+    use crate::types::IndexEntry;
+
+    fn entries(spec: &[(i64, i64, i64, u32)]) -> PartitionIndex {
+        PartitionIndex::new(
+            spec.iter()
+                .map(|&(base, last, ts, len)| IndexEntry {
+                    base_offset: base,
+                    last_offset: last,
+                    max_timestamp: ts,
+                    object_key: format!("o{base}"),
+                    position: 0,
+                    length: len,
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn retention_deletes_the_oldest_run_of_deletable_entries() {
+        let ix = entries(&[
+            (0, 9, 1_000, 100),
+            (10, 19, 5_000, 100),
+            (20, 29, 2_000, 100),
+        ]);
+        let by_time = policy(&[("retention.ms", "3000")]);
+        // At 6 s the cutoff is 3 s: the first entry only; the third is older
+        // than the second but not deletable before it, as in Kafka.
+        assert_eq!(by_time.retention_start(&ix, 30, 6_000), Some(10));
+        assert_eq!(by_time.retention_start(&ix, 30, 4_500), Some(10));
+        assert_eq!(
+            by_time.retention_start(&ix, 30, 4_000),
+            None,
+            "not below the cutoff"
+        );
+        // Everything expired: the log start reaches the high watermark.
+        assert_eq!(by_time.retention_start(&ix, 30, 9_000), Some(30));
+        // By size: 300 bytes held; keep at least 150 → drop one (200 left).
+        let by_size = policy(&[("retention.bytes", "150")]);
+        assert_eq!(by_size.retention_start(&ix, 30, 0), Some(10));
+        assert_eq!(
+            policy(&[("retention.bytes", "300")]).retention_start(&ix, 30, 0),
+            None
+        );
+        assert_eq!(
+            policy(&[("retention.bytes", "0")]).retention_start(&ix, 30, 0),
+            Some(30)
+        );
+        // Both: the farther one wins.
+        let both = policy(&[("retention.ms", "3000"), ("retention.bytes", "100")]);
+        assert_eq!(both.retention_start(&ix, 30, 6_000), Some(20));
+        // Forever, compact-only, and undatable entries.
+        assert_eq!(
+            policy(&[("retention.ms", "-1")]).retention_start(&ix, 30, i64::MAX),
+            None
+        );
+        let compact = policy(&[("cleanup.policy", "compact"), ("retention.ms", "1")]);
+        assert_eq!(compact.retention_start(&ix, 30, 9_000), None);
+        let undated = entries(&[(0, 9, -1, 100), (10, 19, 1_000, 100)]);
+        assert_eq!(by_time.retention_start(&undated, 20, 9_000), None);
+    }
 
     fn policy(pairs: &[(&str, &str)]) -> TopicPolicy {
         let overrides = pairs

@@ -41,8 +41,8 @@ pub async fn checkpoint_once(
     for chunk in dirty.chunks(CHECKPOINT_CHUNK) {
         let cps: Vec<_> = chunk.iter().map(|(_, (cp, _, _))| cp.clone()).collect();
         meta.write_checkpoints(stream, &cps).await?;
-        for (log, (_, version, entries)) in chunk {
-            log.mark_checkpointed(*version, *entries);
+        for (log, (_, version, end)) in chunk {
+            log.mark_checkpointed(*version, *end);
         }
     }
     // A partition handed over but not (yet) released has changes that only

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use floe_core::index::PartitionIndex;
+use floe_core::topic_config::TopicPolicy;
 use floe_core::types::{
     IndexEntry, PartitionCheckpoint, PartitionId, PartitionSnapshot, ProducerState, StreamId,
 };
@@ -27,7 +28,9 @@ pub(crate) struct LogState {
     // Checkpoint bookkeeping.
     pub version: u64,
     pub checkpointed_version: u64,
-    pub checkpointed_entries: usize,
+    /// The stored index reaches this offset: entries starting here or later
+    /// are for the next checkpoint to store.
+    pub checkpointed_end: i64,
     pub deleted: bool,
     pub lease: Lease,
 }
@@ -68,7 +71,7 @@ impl PartitionLog {
         log_start_offset: i64,
         entries: Vec<IndexEntry>,
         producers: BTreeMap<i64, ProducerState>,
-        checkpointed_entries: usize,
+        checkpointed_end: i64,
     ) -> Arc<Self> {
         Arc::new(PartitionLog {
             id,
@@ -81,7 +84,7 @@ impl PartitionLog {
                 next_offset,
                 version: 0,
                 checkpointed_version: 0,
-                checkpointed_entries,
+                checkpointed_end,
                 deleted: false,
                 lease: Lease::Owned,
             }),
@@ -106,9 +109,9 @@ impl PartitionLog {
     }
 
     /// Leads the partition from now on, with `snap`'s state (the caller
-    /// replayed later flush records into it) of which the first `stored`
-    /// index entries are already in the MetaStore.
-    pub fn load(&self, snap: PartitionSnapshot, stored: usize) {
+    /// replayed later flush records into it) whose index is stored in the
+    /// MetaStore up to offset `stored`.
+    pub fn load(&self, snap: PartitionSnapshot, stored: i64) {
         let mut s = self.lock();
         s.high_watermark = snap.next_offset;
         s.next_offset = snap.next_offset;
@@ -117,7 +120,7 @@ impl PartitionLog {
         s.working_producers = snap.producers.clone();
         s.producers = snap.producers;
         s.version += 1;
-        s.checkpointed_entries = stored;
+        s.checkpointed_end = stored;
         s.lease = Lease::Owned;
         drop(s);
         self.wake();
@@ -142,8 +145,8 @@ impl PartitionLog {
             s.index.push(e);
             grew = true;
         }
-        s.log_start_offset = s.log_start_offset.max(log_start_offset);
-        if grew {
+        let trimmed = advance_start(&mut s, log_start_offset);
+        if grew || trimmed {
             s.version += 1;
             drop(s);
             self.wake();
@@ -236,7 +239,7 @@ impl PartitionLog {
         &self,
         owner: &StreamId,
         checkpoint_seq: u64,
-    ) -> Option<(PartitionCheckpoint, u64, usize)> {
+    ) -> Option<(PartitionCheckpoint, u64, i64)> {
         let s = self.lock();
         if s.version == s.checkpointed_version || s.deleted || s.lease == Lease::NotOwned {
             return None;
@@ -249,10 +252,10 @@ impl PartitionLog {
                 next_offset: s.high_watermark,
                 log_start_offset: s.log_start_offset,
                 producers: s.producers.clone(),
-                new_entries: s.index.since(s.checkpointed_entries).to_vec(),
+                new_entries: s.index.from_base(s.checkpointed_end),
             },
             s.version,
-            s.index.len(),
+            s.high_watermark,
         ))
     }
 
@@ -264,10 +267,10 @@ impl PartitionLog {
         !s.deleted && s.lease == Lease::NotOwned && s.version != s.checkpointed_version
     }
 
-    pub(crate) fn mark_checkpointed(&self, version: u64, entries: usize) {
+    pub(crate) fn mark_checkpointed(&self, version: u64, end: i64) {
         let mut s = self.lock();
         s.checkpointed_version = s.checkpointed_version.max(version);
-        s.checkpointed_entries = s.checkpointed_entries.max(entries);
+        s.checkpointed_end = s.checkpointed_end.max(end);
     }
 
     /// A full checkpoint (used when claiming the partition).
@@ -280,7 +283,7 @@ impl PartitionLog {
             next_offset: s.high_watermark,
             log_start_offset: s.log_start_offset,
             producers: s.producers.clone(),
-            new_entries: s.index.since(s.checkpointed_entries).to_vec(),
+            new_entries: s.index.from_base(s.checkpointed_end),
         }
     }
 
@@ -288,6 +291,52 @@ impl PartitionLog {
     pub fn mark_all_checkpointed(&self) {
         let mut s = self.lock();
         s.checkpointed_version = s.version;
-        s.checkpointed_entries = s.index.len();
+        s.checkpointed_end = s.high_watermark;
     }
+
+    /// Moves the log start offset forward to `offset` (capped at the high
+    /// watermark; never backwards) and forgets the index entries wholly
+    /// below it: reads below it get OFFSET_OUT_OF_RANGE from then on, and
+    /// the next checkpoint stores it. Returns the log start offset now.
+    pub fn advance_log_start(&self, offset: i64) -> i64 {
+        let mut s = self.lock();
+        if advance_start(&mut s, offset) {
+            s.version += 1;
+            let start = s.log_start_offset;
+            drop(s);
+            self.wake();
+            return start;
+        }
+        s.log_start_offset
+    }
+
+    /// Applies the topic's retention at `now_ms`: moves the log start past
+    /// the oldest entries `policy` deletes. Returns the new log start, if it
+    /// moved.
+    pub fn apply_retention(&self, policy: &TopicPolicy, now_ms: i64) -> Option<i64> {
+        let mut s = self.lock();
+        if s.deleted || s.lease != Lease::Owned {
+            return None;
+        }
+        let start = policy.retention_start(&s.index, s.high_watermark, now_ms)?;
+        if !advance_start(&mut s, start) {
+            return None;
+        }
+        s.version += 1;
+        drop(s);
+        self.wake();
+        Some(start)
+    }
+}
+
+/// Raises the log start to `offset` (at most the high watermark) and drops
+/// the entries wholly below it; `false` if it does not move.
+fn advance_start(s: &mut LogState, offset: i64) -> bool {
+    let start = offset.min(s.high_watermark);
+    if start <= s.log_start_offset {
+        return false;
+    }
+    s.log_start_offset = start;
+    s.index.trim_before(start);
+    true
 }

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use floe_core::index::replay;
+use floe_core::index::{keep_live_entries, replay};
 use floe_core::meta::SharedMetaStore;
 use floe_core::types::{
     FlushRecord, PartitionCheckpoint, PartitionId, PartitionSnapshot, StreamId,
@@ -78,6 +78,7 @@ async fn adopt_one(
         producers: BTreeMap::new(),
         entries: Vec::new(),
     });
+    keep_live_entries(&mut snap);
     let stored = snap.entries.len();
     if let Some(owner) = &previous {
         let recs = match records.get(owner) {
@@ -98,8 +99,8 @@ async fn adopt_one(
     };
     meta.claim_partition(me, previous.as_ref(), &cp).await?;
     let replayed = snap.entries.len() - stored;
-    let total = snap.entries.len();
-    a.log.load(snap, total);
+    let end = snap.next_offset;
+    a.log.load(snap, end);
     a.log.mark_all_checkpointed();
     tracing::info!(
         partition = %id,
