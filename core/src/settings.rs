@@ -345,6 +345,14 @@ declare_settings! {
     /// fewer metadata writes vs more flush records to replay at takeover.
     checkpoint_interval: Duration = Duration::from_secs(5),
         check = at_least(Duration::from_millis(10));
+    /// How often the partitions led here are checked against their topics'
+    /// `retention.ms` and `retention.bytes` (Kafka's
+    /// `log.retention.check.interval.ms`, same default): data past retention
+    /// stays readable up to this long vs a pass over every led partition's
+    /// oldest index entries (in memory; a checkpoint stores the log starts
+    /// that moved).
+    retention_check_interval: Duration = Duration::from_secs(300),
+        check = at_least(Duration::from_millis(10));
     /// Recently written and read object ranges kept for fetches: tailing
     /// consumers never touch object storage vs memory.
     read_cache_bytes: u64 = 256 * 1024 * 1024;

@@ -26,7 +26,7 @@ use floe_core::types::{GatewayInfo, StreamId};
 use floe_flusher::{Flusher, FlusherConfig, ReadCache};
 
 use crate::cluster::Cluster;
-use crate::error::KafkaError;
+use crate::error::{Code, KafkaError};
 use crate::groups::{Coordinator, GroupSettings};
 use crate::leases::{Fenced, Leases};
 use crate::metrics::Metrics;
@@ -247,18 +247,68 @@ impl Broker {
         }
     }
 
+    /// The topic and the partition `topic`-`partition` if this gateway leads
+    /// it: UNKNOWN_TOPIC_OR_PARTITION or NOT_LEADER_OR_FOLLOWER otherwise.
+    pub fn led(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(Arc<TopicEntry>, Arc<floe_flusher::PartitionLog>), KafkaError> {
+        let entry = self.topics.get(topic).ok_or_else(|| {
+            KafkaError::new(
+                Code::UnknownTopicOrPartition,
+                format!("unknown topic {topic}"),
+            )
+        })?;
+        let log = entry.log(partition).cloned().ok_or_else(|| {
+            KafkaError::new(
+                Code::UnknownTopicOrPartition,
+                format!("{topic} has no partition {partition}"),
+            )
+        })?;
+        if !self.leases.leads(&log) {
+            return Err(KafkaError::new(
+                Code::NotLeaderOrFollower,
+                format!("{topic}-{partition} is led by another gateway"),
+            ));
+        }
+        Ok((entry, log))
+    }
+
     /// One checkpoint pass over every partition led here.
     pub async fn checkpoint(&self) -> floe_core::Result<usize> {
         self.leases.checkpoint(&self.topics.all_logs()).await
+    }
+
+    /// Applies every topic's retention to the partitions led here (the next
+    /// checkpoint stores the log starts that moved); returns how many moved.
+    pub fn apply_retention(&self) -> usize {
+        let now = self.clock.now_ms();
+        let mut moved = 0;
+        for topic in self.topics.all() {
+            for log in &topic.logs {
+                if let Some(start) = log.apply_retention(&topic.policy, now) {
+                    tracing::debug!(partition = %log.id, log_start = start, "retention moved the log start");
+                    moved += 1;
+                }
+            }
+        }
+        moved
     }
 
     /// Periodic checkpoints until `stop` fires.
     pub async fn checkpoint_loop(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(self.settings.checkpoint_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let retention_every = self.settings.retention_check_interval;
+        let mut retention_checked = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = tick.tick() => {
+                    if retention_checked.elapsed() >= retention_every {
+                        retention_checked = tokio::time::Instant::now();
+                        self.apply_retention();
+                    }
                     if let Err(e) = self.checkpoint().await {
                         tracing::warn!(error = %e, "checkpoint failed; will retry");
                     }

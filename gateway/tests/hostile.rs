@@ -262,10 +262,11 @@ async fn unknown_api_key_closes() {
         send(&mut s, &size_prefixed(&payload)).await;
         expect_closed(&mut s, &format!("API key {key}")).await;
     }
-    // A real Kafka API Floe does not serve (DeleteRecords) is closed the same way.
+    // A real Kafka API Floe does not serve (ElectLeaders: there are no
+    // replicas to elect) is closed the same way.
     let mut s = connect(gw.addr).await;
-    send(&mut s, &request_raw(ApiKey::DeleteRecords, 0, 1, &[0; 16])).await;
-    expect_closed(&mut s, "DeleteRecords").await;
+    send(&mut s, &request_raw(ApiKey::ElectLeaders, 0, 1, &[0; 16])).await;
+    expect_closed(&mut s, "ElectLeaders").await;
     assert_healthy(gw.addr).await;
     gw.stop().await;
 }

@@ -94,6 +94,23 @@ fn list_offsets() -> m::ListOffsetsRequest {
     r
 }
 
+fn delete_records() -> m::DeleteRecordsRequest {
+    let mut t = m::delete_records_request::DeleteRecordsTopic::default();
+    t.name = topic("t");
+    // Below the high watermark, past it (OFFSET_OUT_OF_RANGE), an unknown
+    // partition.
+    for (partition, offset) in [(0, 0i64), (0, i64::MAX), (99, 0)] {
+        let mut p = m::delete_records_request::DeleteRecordsPartition::default();
+        p.partition_index = partition;
+        p.offset = offset;
+        t.partitions.push(p);
+    }
+    let mut r = m::DeleteRecordsRequest::default();
+    r.timeout_ms = 10_000;
+    r.topics.push(t);
+    r
+}
+
 fn metadata(version: i16) -> m::MetadataRequest {
     let mut r = m::MetadataRequest::default();
     let mut names = vec!["t", "metadata-auto"];
@@ -431,6 +448,9 @@ async fn every_advertised_version_is_answered() {
             }
             ApiKey::CreatePartitions => {
                 check::<_, m::CreatePartitionsResponse>(addr, api, v, create_partitions(v)).await
+            }
+            ApiKey::DeleteRecords => {
+                check::<_, m::DeleteRecordsResponse>(addr, api, v, delete_records()).await
             }
             ApiKey::DescribeConfigs => {
                 check::<_, m::DescribeConfigsResponse>(addr, api, v, describe_configs(v)).await

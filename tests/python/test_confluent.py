@@ -247,6 +247,38 @@ def test_incremental_alter_configs_then_describe(bootstrap):
 # --------------------------------------------------------------------------- long poll
 
 
+def test_delete_records_then_consumers_start_at_the_new_log_start(bootstrap):
+    topic = "ck-delete-records"
+    admin = admin_client(bootstrap)
+    create_topic(admin, topic, 2)
+    p = new_producer(bootstrap, **{"linger.ms": 0})
+    for start in range(0, 20, 5):  # several flushes per partition
+        produce_all(p, topic, make_records(5, seed=start, tag="dr"), partition=0)
+    produce_all(p, topic, make_records(3, seed=99, tag="dr1"), partition=1)
+
+    def delete(offsets):
+        futs = admin.delete_records([TopicPartition(topic, part, off) for part, off in offsets],
+                                    request_timeout=TIMEOUT, operation_timeout=TIMEOUT)
+        return {tp.partition: f for tp, f in futs.items()}
+
+    done = delete([(0, 7), (1, -1)])  # -1: everything so far
+    assert done[0].result(timeout=TIMEOUT).low_watermark == 7
+    assert done[1].result(timeout=TIMEOUT).low_watermark == 3
+    with pytest.raises(KafkaException) as bad:
+        delete([(0, 21)])[0].result(timeout=TIMEOUT)
+    assert bad.value.args[0].code() == KafkaError.OFFSET_OUT_OF_RANGE
+
+    c = new_consumer(bootstrap, **{"auto.offset.reset": "earliest"})
+    try:
+        assert c.get_watermark_offsets(TopicPartition(topic, 0), timeout=TIMEOUT) == (7, 20)
+        assert c.get_watermark_offsets(TopicPartition(topic, 1), timeout=TIMEOUT) == (3, 3)
+        # From offset 0, below the log start: reset to it.
+        got = consume_all(c, topic, [0], 13, start=0, timeout=30)
+        assert [r[0] for r in got[0]] == list(range(7, 20))
+    finally:
+        c.close()
+
+
 def test_long_poll_delivers_record_produced_while_waiting(bootstrap):
     admin = admin_client(bootstrap)
     topic = "ck-long-poll"

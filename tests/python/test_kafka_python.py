@@ -265,6 +265,30 @@ def test_list_offsets_and_offsets_for_times(bootstrap):
     assert [(r[0], r[4]) for r in got[0]] == [(i, ts[i]) for i in range(n)]
 
 
+def test_delete_records_moves_beginning_offsets(bootstrap):
+    topic = "kp-delete-records"
+    with admin_client(bootstrap) as admin:
+        create_topic(admin, topic, 1)
+        with producer(bootstrap, acks="all", linger_ms=0) as p:
+            for start in range(0, 30, 10):  # three flushes
+                for i in range(start, start + 10):
+                    p.send(topic, value=b"v%d" % i, partition=0)
+                p.flush(timeout=30)
+        tp = TopicPartition(topic, 0)
+        result = admin.delete_records({tp: 12}, timeout_ms=REQ_TIMEOUT_MS)
+        assert result[tp]["low_watermark"] == 12 and result[tp]["error_code"] == 0
+        with pytest.raises(Errors.OffsetOutOfRangeError):
+            admin.delete_records({tp: 31}, timeout_ms=REQ_TIMEOUT_MS)
+    with consumer(bootstrap) as c:
+        assert c.beginning_offsets([tp], timeout_ms=REQ_TIMEOUT_MS) == {tp: 12}
+        assert c.end_offsets([tp], timeout_ms=REQ_TIMEOUT_MS) == {tp: 30}
+    # A consumer positioned below the log start (consume_all seeks to 0)
+    # resets to it.
+    with consumer(bootstrap, auto_offset_reset="earliest") as c:
+        got = consume_all(c, topic, [0], 18, timeout=30)
+    assert [r[0] for r in got[0]] == list(range(12, 30))
+
+
 @pytest.mark.floe_args("--auto-create-topics", "true")
 def test_produce_to_unknown_topic_auto_creates(bootstrap):
     topic = "kp-auto-created"

@@ -184,3 +184,11 @@ impl ErrorCodes for m::ConsumerGroupHeartbeatResponse {
         f(self.error_code);
     }
 }
+
+impl ErrorCodes for m::DeleteRecordsResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for t in &self.topics {
+            t.partitions.iter().for_each(|p| f(p.error_code));
+        }
+    }
+}

@@ -82,20 +82,7 @@ async fn lookup(
     partition: i32,
     ts: i64,
 ) -> Result<(i64, i64), KafkaError> {
-    let entry = broker
-        .topics
-        .get(topic)
-        .ok_or_else(|| KafkaError::new(Code::UnknownTopicOrPartition, "unknown topic"))?;
-    let log = entry
-        .log(partition)
-        .cloned()
-        .ok_or_else(|| KafkaError::new(Code::UnknownTopicOrPartition, "unknown partition"))?;
-    if !broker.leases.leads(&log) {
-        return Err(KafkaError::new(
-            Code::NotLeaderOrFollower,
-            format!("{topic}-{partition} is led by another gateway"),
-        ));
-    }
+    let (_, log) = broker.led(topic, partition)?;
     match ts {
         LATEST => Ok((log.high_watermark(), -1)),
         EARLIEST => Ok((log.log_start_offset(), -1)),

@@ -16,6 +16,7 @@ use error_codes::ErrorCodes;
 
 pub mod api_versions;
 pub mod configs;
+pub mod delete_records;
 pub mod describe_cluster;
 pub mod error_codes;
 pub mod fetch;
@@ -41,6 +42,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::FindCoordinator, 0, 6),
@@ -203,6 +205,7 @@ pub enum Body {
     CreateTopics(m::CreateTopicsRequest),
     DeleteTopics(m::DeleteTopicsRequest),
     CreatePartitions(m::CreatePartitionsRequest),
+    DeleteRecords(m::DeleteRecordsRequest),
     DescribeConfigs(m::DescribeConfigsRequest),
     AlterConfigs(m::AlterConfigsRequest),
     IncrementalAlterConfigs(m::IncrementalAlterConfigsRequest),
@@ -276,6 +279,7 @@ pub fn decode_request(mut frame: Bytes) -> Result<Decoded, Close> {
         ApiKey::CreateTopics => Body::CreateTopics(decode(b, v, "create_topics")?),
         ApiKey::DeleteTopics => Body::DeleteTopics(decode(b, v, "delete_topics")?),
         ApiKey::CreatePartitions => Body::CreatePartitions(decode(b, v, "create_partitions")?),
+        ApiKey::DeleteRecords => Body::DeleteRecords(decode(b, v, "delete_records")?),
         ApiKey::DescribeConfigs => Body::DescribeConfigs(decode(b, v, "describe_configs")?),
         ApiKey::AlterConfigs => Body::AlterConfigs(decode(b, v, "alter_configs")?),
         ApiKey::IncrementalAlterConfigs => {
@@ -393,6 +397,7 @@ async fn dispatch(
         Body::CreateTopics(req) => respond!(topics::create_topics(broker, v, req).await),
         Body::DeleteTopics(req) => respond!(topics::delete_topics(broker, v, req).await),
         Body::CreatePartitions(req) => respond!(topics::create_partitions(broker, v, req).await),
+        Body::DeleteRecords(req) => respond!(delete_records::handle(broker, v, req).await),
         Body::DescribeConfigs(req) => respond!(configs::describe(broker, v, req).await),
         Body::AlterConfigs(req) => respond!(configs::alter(broker, v, req).await),
         Body::IncrementalAlterConfigs(req) => {

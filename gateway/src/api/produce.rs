@@ -37,24 +37,7 @@ async fn stage_partition(
     partition: i32,
     records: Option<bytes::Bytes>,
 ) -> Staged {
-    let entry = broker.topics.get(topic).ok_or_else(|| {
-        KafkaError::new(
-            Code::UnknownTopicOrPartition,
-            format!("unknown topic {topic}"),
-        )
-    })?;
-    let log = entry.log(partition).cloned().ok_or_else(|| {
-        KafkaError::new(
-            Code::UnknownTopicOrPartition,
-            format!("{topic} has no partition {partition}"),
-        )
-    })?;
-    if !broker.leases.leads(&log) {
-        return Err(KafkaError::new(
-            Code::NotLeaderOrFollower,
-            format!("{topic}-{partition} is led by another gateway"),
-        ));
-    }
+    let (entry, log) = broker.led(topic, partition)?;
     let records = records.ok_or_else(|| KafkaError::new(Code::CorruptMessage, "no records"))?;
     let max = usize::try_from(entry.policy.max_message_bytes).unwrap_or(usize::MAX);
     let mut headers = validate_batches(&records, max).map_err(|e| {
