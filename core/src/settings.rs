@@ -46,12 +46,15 @@ impl SettingValue for String {
 }
 
 /// Empty text means unset.
-impl SettingValue for Option<String> {
-    fn parse(_: &str, text: &str) -> Result<Self> {
-        Ok((!text.is_empty()).then(|| text.to_string()))
+impl<T: SettingValue> SettingValue for Option<T> {
+    fn parse(key: &str, text: &str) -> Result<Self> {
+        if text.is_empty() {
+            return Ok(None);
+        }
+        T::parse(key, text).map(Some)
     }
     fn show(&self) -> String {
-        self.clone().unwrap_or_default()
+        self.as_ref().map(T::show).unwrap_or_default()
     }
 }
 
@@ -322,12 +325,22 @@ declare_settings! {
     flush_record_ttl: Duration = Duration::from_secs(7 * 24 * 3600),
         check = at_least(Duration::from_secs(3600));
     /// Longest a produced batch waits before its segment is sealed: lower
-    /// produce latency vs more objects (every PUT costs money on S3).
-    flush_interval: Duration = Duration::from_millis(5),
-        check = |v| if v.is_zero() { Err("must be greater than 0".into()) } else { Ok(()) };
+    /// produce latency vs more objects. On S3 every flush is a PUT and a
+    /// DynamoDB commit (together about $0.0000075), so a gateway receiving a
+    /// trickle pays per interval, not per byte: 4 flushes/s at 250 ms (about
+    /// $80 a month), 200/s at 5 ms (about $4,000). Clients keep throughput
+    /// at long intervals by keeping more in flight (see README).
+    flush_interval: Option<Duration> = None,
+        default_doc = "`5ms` (embedded), `250ms` (aws)",
+        check = |v| if v.is_some_and(|d| d.is_zero()) { Err("must be greater than 0".into()) } else { Ok(()) };
     /// Seal a segment early once it holds this much: fewer, larger objects vs
-    /// memory and latency under low load. At least `1KiB`.
-    segment_bytes: u64 = 8 * 1024 * 1024, check = at_least(1024);
+    /// memory (the write buffer holds at least one) and latency under high
+    /// load. A PUT costs the same at any size, so on S3 a larger segment
+    /// means fewer PUTs and commits per GiB at high throughput (64 per GiB at
+    /// 16 MiB). At least `1KiB`.
+    segment_bytes: Option<u64> = None,
+        default_doc = "`8MiB` (embedded), `16MiB` (aws)",
+        check = |v| if v.is_some_and(|b| b < 1024) { Err("must be at least 1KiB".into()) } else { Ok(()) };
     /// Produced bytes held before producers are slowed down (backpressure
     /// bounds memory whatever the load); at least `segment-bytes`.
     max_buffer_bytes: u64 = 64 * 1024 * 1024;
@@ -458,14 +471,33 @@ impl Settings {
         Ok(())
     }
 
+    /// `flush-interval` as given, else the backend's default: short on the
+    /// embedded backend, where a flush costs a file write and an fsync; a
+    /// quarter second on S3, where it costs a PUT and a commit.
+    pub fn flush_interval(&self) -> Duration {
+        self.flush_interval.unwrap_or(match self.backend {
+            Backend::Embedded => Duration::from_millis(5),
+            Backend::Aws => Duration::from_millis(250),
+        })
+    }
+
+    /// `segment-bytes` as given, else the backend's default.
+    pub fn segment_bytes(&self) -> u64 {
+        self.segment_bytes.unwrap_or(match self.backend {
+            Backend::Embedded => 8 << 20,
+            Backend::Aws => 16 << 20,
+        })
+    }
+
     /// Checks relations between values; called once all sources are applied
     /// (each value alone was checked when it was applied).
     pub fn validate(&self) -> Result<()> {
         let fail = |m: String| Err(Error::Config(m));
-        if self.max_buffer_bytes < self.segment_bytes {
+        if self.max_buffer_bytes < self.segment_bytes() {
             return fail(format!(
                 "max-buffer-bytes ({}) must be at least segment-bytes ({})",
-                self.max_buffer_bytes, self.segment_bytes
+                self.max_buffer_bytes,
+                self.segment_bytes()
             ));
         }
         if self.max_inflight_request_bytes < self.max_request_bytes {
@@ -514,14 +546,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn flush_defaults_follow_the_backend_unless_given() {
+        let mut s = Settings::default();
+        assert_eq!(s.flush_interval(), Duration::from_millis(5));
+        assert_eq!(s.segment_bytes(), 8 << 20);
+        s.apply("backend", "aws").unwrap();
+        assert_eq!(s.flush_interval(), Duration::from_millis(250));
+        assert_eq!(s.segment_bytes(), 16 << 20);
+        s.apply("flush-interval", "10ms").unwrap();
+        s.apply("segment-bytes", "1MiB").unwrap();
+        assert_eq!(s.flush_interval(), Duration::from_millis(10));
+        assert_eq!(s.segment_bytes(), 1 << 20);
+        assert!(s.apply("flush-interval", "0ms").is_err());
+        assert!(s.apply("segment-bytes", "1000").is_err());
+        // An empty value goes back to the backend's default.
+        s.apply("flush-interval", "").unwrap();
+        assert_eq!(s.flush_interval(), Duration::from_millis(250));
+        // The buffer must hold a segment of the backend's size.
+        s.apply("max-buffer-bytes", "12MiB").unwrap();
+        s.apply("segment-bytes", "").unwrap();
+        assert!(s.validate().is_err(), "12 MiB cannot hold a 16 MiB segment");
+    }
+
+    #[test]
     fn parses_units_and_rejects_garbage() {
         let mut s = Settings::default();
         s.apply("flush-interval", "250ms").unwrap();
         s.apply("segment_bytes", "8MiB").unwrap();
         s.apply("read-cache-bytes", "1048576").unwrap();
         s.apply("retry-budget", "2m").unwrap();
-        assert_eq!(s.flush_interval, Duration::from_millis(250));
-        assert_eq!(s.segment_bytes, 8 * 1024 * 1024);
+        assert_eq!(s.flush_interval(), Duration::from_millis(250));
+        assert_eq!(s.segment_bytes(), 8 * 1024 * 1024);
         assert_eq!(s.read_cache_bytes, 1 << 20);
         assert_eq!(s.retry_budget, Duration::from_secs(120));
         let e = s.apply("flush-interval", "fast").unwrap_err();
@@ -613,7 +668,7 @@ mod tests {
             .find(|d| d.name == "flush_interval")
             .unwrap();
         assert_eq!(d.env(), "FLOE_FLUSH_INTERVAL");
-        assert_eq!(d.default_text(), "`5ms`");
+        assert_eq!(d.default_text(), "`5ms` (embedded), `250ms` (aws)");
         let d = SETTINGS
             .iter()
             .find(|d| d.name == "flush_record_ttl")

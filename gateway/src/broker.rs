@@ -88,8 +88,8 @@ impl Broker {
         let cache = Arc::new(ReadCache::new(settings.read_cache_bytes));
         let flusher = Flusher::start(
             FlusherConfig {
-                segment_bytes: settings.segment_bytes,
-                flush_interval: settings.flush_interval,
+                segment_bytes: settings.segment_bytes(),
+                flush_interval: settings.flush_interval(),
                 max_buffer_bytes: settings.max_buffer_bytes,
                 upload_concurrency: settings.upload_concurrency,
                 retry_budget: settings.retry_budget,

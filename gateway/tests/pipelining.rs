@@ -49,7 +49,7 @@ fn segments(dir: &std::path::Path) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_small_produce_requests_share_a_flush() {
     let g = common::InProcess::start_with(|s| {
-        s.flush_interval = std::time::Duration::from_secs(1);
+        s.flush_interval = Some(std::time::Duration::from_secs(1));
         s.backend = floe_core::settings::Backend::Embedded;
     })
     .await;

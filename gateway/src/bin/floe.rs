@@ -141,7 +141,7 @@ fn bench(args: &Args, matches: &clap::ArgMatches, b: &BenchArgs) -> ExitCode {
                 launch,
             },
             floe_core::settings::SettingValue::show(&s.backend),
-            Some(s.flush_interval),
+            Some(s.flush_interval()),
         )
     } else {
         (

@@ -33,7 +33,7 @@ impl InProcess {
         let mut settings = Settings {
             data_dir: dir.path().to_path_buf(),
             listen: "127.0.0.1:0".into(),
-            flush_interval: Duration::from_millis(2),
+            flush_interval: Some(Duration::from_millis(2)),
             ..Settings::default()
         };
         tune(&mut settings);
