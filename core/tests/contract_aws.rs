@@ -343,7 +343,7 @@ async fn dynamodb_commit_is_one_request() {
         assert_eq!(wru, billed as f64, "accounted write units, {n} partitions");
         match n {
             1 => assert_eq!(billed, 4, "2 items under 1 KiB, transactional"),
-            _ => assert!(billed <= 12, "{billed} WRU for {n} partitions"),
+            _ => assert!(billed <= 6, "{billed} WRU for {n} partitions"),
         }
         // Idempotent re-commit (a retry) is also one request when it lands.
         assert_eq!(

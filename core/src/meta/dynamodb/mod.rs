@@ -8,7 +8,7 @@
 //! | `members` | `<gateway>` | (none) | `register_gateway` (Put, never expires): the gateways `list_members` reads, each then read at its `gw#` item |
 //! | `topics` | `<name>` | `id` S, `version` N, `t` B (TopicMeta JSON) | topic create/update/delete, conditional on `id` and `version`; one partition key so `list_topics` is one Query (topic writes are rare, far below one partition's 1,000 WCU/s) |
 //! | `streams` | `<gateway>#<epoch, 20 digits>` | `trimmed` N (flush seqs at or below it are checkpointed), `expires_at` N once fully trimmed | `register_gateway` (before the incarnation can commit), `trim_flushes` (one UpdateItem per checkpoint round) |
-//! | `flush#<gateway>#<epoch, 20 digits>` | `<seq, 20 digits>` | `r` B (compact flush record, see `CompactFlush`), `expires_at` N | `commit_flush` |
+//! | `flush#<gateway>#<epoch, 20 digits>` | `<seq, 20 digits>` | `r` B (compact flush record: format 2, postcard with deltas, see `codec::encode_flush`; format 1 still read), `expires_at` N | `commit_flush` |
 //! | `part#<topic id>#<partition>` | `state` | `s` B (owner, checkpoint seq, next offset, log start, producer states; JSON), `own` S (owning stream, `<gateway>@<epoch>`), `rel` BOOL (released) | `write_checkpoints`, `release_partitions`, `claim_partition`, each conditional on `own` (and `rel`) |
 //! | `part#<topic id>#<partition>` | `idx#<base offset, 20 digits>` | `e` B (IndexEntry JSON) | `write_checkpoints`, `release_partitions`, `claim_partition` |
 //! | `counter` | `producer_id` | `v` N | `allocate_producer_ids` (UpdateItem ADD) |
@@ -20,12 +20,13 @@
 //!
 //! Sizes and cost (DynamoDB bills each started KiB written, twice inside a
 //! transaction; strongly consistent reads per started 4 KiB):
-//! - a flush item is ~150 bytes (keys, object key) plus ~50 bytes per partition
-//!   and ~60 per idempotent batch: one partition ≈ 0.2 KiB, 100 partitions ≈ 5
-//!   KiB. `commit_flush` is ONE TransactWriteItems (ConditionCheck on the epoch
-//!   item + Put of the flush item): 2 × (1 + ⌈flush item KiB⌉) WRU, so 4 WRU for a
-//!   small flush, 12 for 100 partitions. The 400 KB item limit allows ~7,000
-//!   partitions per flush.
+//! - a flush item (format 2) is ~170 bytes (keys, object key) plus ~16 bytes
+//!   per partition and ~12 per idempotent batch: one partition ≈ 0.2 KiB, 100
+//!   partitions ≈ 1.7 KiB (2.9 KiB with one idempotent batch each).
+//!   `commit_flush` is ONE TransactWriteItems (ConditionCheck on the epoch item +
+//!   Put of the flush item): 2 × (1 + ⌈flush item KiB⌉) WRU, so 4 WRU for a
+//!   small flush, 6 for 100 partitions (8 when idempotent). The 400 KB item
+//!   limit allows ~20,000 partitions per flush.
 //! - a state item is ~150 bytes plus ~100 bytes per producer batch remembered
 //!   (at most 5 per producer); producers beyond ~3,000 per partition would exceed
 //!   400 KB (the write then fails `Internal` with DynamoDB's message).
