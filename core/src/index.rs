@@ -202,7 +202,7 @@ pub async fn load(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
@@ -213,7 +213,8 @@ mod tests {
         partition: 0,
     };
 
-    fn entry(base: i64, last: i64, ts: i64, len: u32) -> IndexEntry {
+    /// An index entry for tests: object `o<base>`, position 0.
+    pub(crate) fn entry(base: i64, last: i64, ts: i64, len: u32) -> IndexEntry {
         IndexEntry {
             base_offset: base,
             last_offset: last,

@@ -414,19 +414,12 @@ impl TopicPolicy {
 mod tests {
     use super::*;
     use crate::index::PartitionIndex;
-    use crate::types::IndexEntry;
+    use crate::index::tests::entry;
 
     fn entries(spec: &[(i64, i64, i64, u32)]) -> PartitionIndex {
         PartitionIndex::new(
             spec.iter()
-                .map(|&(base, last, ts, len)| IndexEntry {
-                    base_offset: base,
-                    last_offset: last,
-                    max_timestamp: ts,
-                    object_key: format!("o{base}"),
-                    position: 0,
-                    length: len,
-                })
+                .map(|&(base, last, ts, len)| entry(base, last, ts, len))
                 .collect(),
         )
     }

@@ -9,7 +9,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use common::kafka::create_topic_with;
+use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -33,19 +34,6 @@ fn producer(bootstrap: &str) -> FutureProducer {
         .set("linger.ms", "0")
         .create()
         .expect("producer")
-}
-
-async fn create(bootstrap: &str, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
-    let mut t = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
-    for (k, v) in configs {
-        t = t.set(k, v);
-    }
-    admin(bootstrap)
-        .create_topics([&t], &AdminOptions::new())
-        .await
-        .expect("create")[0]
-        .as_ref()
-        .expect("created");
 }
 
 /// Sends `n` records to `partition` one at a time, each waiting for its ack,
@@ -129,7 +117,7 @@ async fn delete_records_scenario(extra: &[(&str, &str)]) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut gw = common::Process::start(dir.path(), common::free_port(), extra);
     let bs = gw.bootstrap();
-    create(&bs, "dr", 2, &[]).await;
+    create_topic_with(&bs, "dr", 2, &[]).await;
     let p = producer(&bs);
     send_each(&p, "dr", 0, 12, b"zero", None).await;
     send_each(&p, "dr", 1, 4, b"one", None).await;
@@ -227,7 +215,7 @@ async fn retention_scenario(extra: &[(&str, &str)]) {
 
     // By time: three records stamped an hour ago, then two stamped now; with
     // retention.ms of a minute the old three go, the new two stay.
-    create(&bs, "by-time", 1, &[("retention.ms", "60000")]).await;
+    create_topic_with(&bs, "by-time", 1, &[("retention.ms", "60000")]).await;
     let hour_ago = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
@@ -241,13 +229,13 @@ async fn retention_scenario(extra: &[(&str, &str)]) {
     // By size: ten flushes of one 1,000-byte record each (a little over
     // 1,000 bytes stored each); keeping at least 3,000 bytes keeps the
     // newest three, as Kafka keeps whole segments.
-    create(&bs, "by-size", 1, &[("retention.bytes", "3000")]).await;
+    create_topic_with(&bs, "by-size", 1, &[("retention.bytes", "3000")]).await;
     send_each(&p, "by-size", 0, 10, &[7u8; 1000], None).await;
     assert_eq!(wait_for_retention(&bs, "by-size", 7), (7, 10));
 
     // Forever (-1) and compact-only topics keep everything.
-    create(&bs, "forever", 1, &[("retention.ms", "-1")]).await;
-    create(
+    create_topic_with(&bs, "forever", 1, &[("retention.ms", "-1")]).await;
+    create_topic_with(
         &bs,
         "compacted",
         1,

@@ -161,12 +161,25 @@ pub fn spawn_paced_sender(
 
 /// Creates `topic` with `partitions` partitions through the Admin API.
 pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
+    create_topic_with(bootstrap, topic, partitions, &[]).await;
+}
+
+/// Creates `topic` with `partitions` partitions and topic `configs`.
+pub async fn create_topic_with(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
         .expect("admin");
-    let t = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let mut t = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for (k, v) in configs {
+        t = t.set(k, v);
+    }
     admin
         .create_topics([&t], &AdminOptions::new())
         .await
