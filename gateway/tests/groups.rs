@@ -1229,9 +1229,10 @@ async fn a_kip848_group_survives_its_coordinator_gateway_being_killed() {
     coordinator_killed("consumer:uniform").await;
 }
 
-/// Three gateways; the group's coordinator is killed under a consuming group:
-/// the members find the new coordinator and keep every partition consumed,
-/// reading every record produced before and after.
+/// Three gateways; the group's coordinator is killed under a consuming group
+/// (formed, and every record produced so far read): the members find the new
+/// coordinator and keep every partition consumed, reading every record
+/// produced after.
 async fn coordinator_killed(strategy: &'static str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let ports: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
@@ -1279,7 +1280,21 @@ async fn coordinator_killed(strategy: &'static str) {
             "formed",
             |s| split_evenly(s, 6),
         );
-        // Formed: the test now kills the coordinator and produces more.
+        // Consuming: both members have read what was produced so far (their
+        // committed-offset lookups are done), so the kill below hits a group
+        // that is consuming, not one still starting its fetchers.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while seen.values().map(|o| o.len()).sum::<usize>() < 18 {
+            poll_until(
+                &[&c1, &c2],
+                &mut seen,
+                Duration::from_secs(60),
+                "consuming",
+                |_| true,
+            );
+            assert!(Instant::now() < deadline, "before the kill only {seen:?}");
+        }
+        // The test now kills the coordinator and produces more.
         formed_tx.send(()).expect("consumer thread");
         rx.recv().expect("test thread");
         let deadline = Instant::now() + Duration::from_secs(90);
