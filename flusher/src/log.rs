@@ -297,35 +297,37 @@ impl PartitionLog {
     /// Moves the log start offset forward to `offset` (capped at the high
     /// watermark; never backwards) and forgets the index entries wholly
     /// below it: reads below it get OFFSET_OUT_OF_RANGE from then on, and
-    /// the next checkpoint stores it. Returns the log start offset now.
-    pub fn advance_log_start(&self, offset: i64) -> i64 {
-        let mut s = self.lock();
-        if advance_start(&mut s, offset) {
-            s.version += 1;
-            let start = s.log_start_offset;
-            drop(s);
-            self.wake();
-            return start;
-        }
-        s.log_start_offset
+    /// the next checkpoint stores it. Returns the log start offset now and
+    /// whether it moved.
+    pub fn advance_log_start(&self, offset: i64) -> (i64, bool) {
+        let s = self.lock();
+        self.advance_locked(s, offset)
     }
 
     /// Applies the topic's retention at `now_ms`: moves the log start past
     /// the oldest entries `policy` deletes. Returns the new log start, if it
     /// moved.
     pub fn apply_retention(&self, policy: &TopicPolicy, now_ms: i64) -> Option<i64> {
-        let mut s = self.lock();
+        let s = self.lock();
         if s.deleted || s.lease != Lease::Owned {
             return None;
         }
         let start = policy.retention_start(&s.index, s.high_watermark, now_ms)?;
-        if !advance_start(&mut s, start) {
-            return None;
+        let (start, moved) = self.advance_locked(s, start);
+        moved.then_some(start)
+    }
+
+    /// `advance_start` under the lock held in `s`; a move is a change for the
+    /// next checkpoint and wakes waiting fetches.
+    fn advance_locked(&self, mut s: MutexGuard<'_, LogState>, offset: i64) -> (i64, bool) {
+        if !advance_start(&mut s, offset) {
+            return (s.log_start_offset, false);
         }
         s.version += 1;
+        let start = s.log_start_offset;
         drop(s);
         self.wake();
-        Some(start)
+        (start, true)
     }
 }
 

@@ -281,19 +281,16 @@ impl Broker {
     }
 
     /// Applies every topic's retention to the partitions led here (the next
-    /// checkpoint stores the log starts that moved); returns how many moved.
-    pub fn apply_retention(&self) -> usize {
+    /// checkpoint stores the log starts that moved).
+    pub fn apply_retention(&self) {
         let now = self.clock.now_ms();
-        let mut moved = 0;
         for topic in self.topics.all() {
             for log in &topic.logs {
                 if let Some(start) = log.apply_retention(&topic.policy, now) {
                     tracing::debug!(partition = %log.id, log_start = start, "retention moved the log start");
-                    moved += 1;
                 }
             }
         }
-        moved
     }
 
     /// Periodic checkpoints until `stop` fires.

@@ -91,7 +91,5 @@ fn delete_below(
             ),
         ));
     }
-    let before = log.log_start_offset();
-    let start = log.advance_log_start(target);
-    Ok((start, start > before))
+    Ok(log.advance_log_start(target))
 }

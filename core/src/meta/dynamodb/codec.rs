@@ -460,8 +460,13 @@ pub(super) fn flush_item(record: &FlushRecord, expires_at: u64) -> Result<Item> 
 /// bills 2 WRU per started KiB of each item, the ConditionCheck on the (< 1 KiB)
 /// epoch item included. (Emulators do not report transactional capacity.)
 pub fn commit_flush_write_units(record: &FlushRecord) -> Result<u64> {
-    let flush_kib = item_size(&flush_item(record, unix_secs())?).div_ceil(1024) as u64;
-    Ok(2 * (1 + flush_kib.max(1)))
+    Ok(2 * (1 + write_units(item_size(&flush_item(record, unix_secs())?))))
+}
+
+/// Write units of an item of `bytes` bytes outside a transaction: one per
+/// started KiB, at least one.
+pub(super) fn write_units(bytes: usize) -> u64 {
+    bytes.div_ceil(1024).max(1) as u64
 }
 
 pub(super) fn topic_item(t: &TopicMeta) -> Result<Item> {

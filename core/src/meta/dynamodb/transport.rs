@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::types::{
 };
 
 use super::DynamoMetaStore;
-use super::codec::{Item, item_size, s};
+use super::codec::{Item, item_size, s, write_units};
 use super::keys::{flush_pk, key, seq_sk};
 use crate::aws::{AwsStats, classify};
 use crate::error::{Error, Result};
@@ -325,17 +325,11 @@ pub(super) enum TxFailure {
     Unknown,
 }
 
-/// Write units of an item of `bytes` bytes outside a transaction: one per
-/// started KiB, at least one.
-fn units(bytes: usize) -> u64 {
-    bytes.div_ceil(1024).max(1) as u64
-}
-
 /// What a BatchWriteItem request bills: a put by the item's size, a delete at
 /// least one unit (the deleted item's size is not known here).
 fn batch_write_units(r: &WriteRequest) -> u64 {
     match r.put_request() {
-        Some(p) => units(item_size(p.item())),
+        Some(p) => write_units(item_size(p.item())),
         None => 1,
     }
 }
@@ -351,9 +345,9 @@ pub(super) fn transaction_write_units(items: &[TransactWriteItem]) -> u64 {
         .iter()
         .map(|i| {
             if let Some(p) = i.put() {
-                units(item_size(p.item()))
+                write_units(item_size(p.item()))
             } else if let Some(u) = i.update() {
-                units(item_size(u.key()) + values(u.expression_attribute_values()))
+                write_units(item_size(u.key()) + values(u.expression_attribute_values()))
             } else {
                 1
             }
