@@ -267,10 +267,38 @@ first_failure() { # log
         tr '\n' ' ' | sed 's/ *$//' | cut -c1-240 || true
 }
 
+# Did the run fail exactly one assertion, and that one on elapsed time?
+timing_only_failure() { # log
+    local n
+    n="$(strip_ansi <"$1" | grep -c '^### Test "[^<].*" failed at ' || true)"
+    [[ "$n" == 1 ]] && first_failure "$1" | grep -qE 'expected duration -?[0-9]+ <= -?[0-9]+ <= -?[0-9]+ ms'
+}
+
 report() { # status num shortname secs [reason]
     local line="$1 $2 $3 ($4s)"
     if [[ -n "${5:-}" ]]; then line="$line: $5"; fi
     echo "$line"
+}
+
+# One test-runner process for the entry run_entry is running (reads its
+# locals: bash scoping is dynamic); sets rc.
+invoke_runner() {
+    rm -f "$rep"
+    rc=0
+    (
+        cd "$TESTDIR"
+        env -u CI \
+            TESTS="$num" \
+            TEST_CONSUMER_GROUP_PROTOCOL="$GROUP_PROTOCOL" \
+            TEST_KAFKA_VERSION="$KAFKA_VERSION_CLAIM" \
+            TEST_REPORT="$rep" \
+            TEST_LEVEL="${TEST_LEVEL:-2}" \
+            RDKAFKA_TEST_CONF="$CONF" \
+            RDKAFKA_GITVER="librdkafka-$VERSION" \
+            LD_LIBRARY_PATH="$TESTDIR/../src:$TESTDIR/../src-cpp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+            "${extra_env[@]}" \
+            timeout -k 15 "$TEST_TIMEOUT" ./test-runner -p1 $pflag || exit $?
+    ) >"$logf" 2>&1 </dev/null || rc=$?
 }
 
 run_entry() { # "id [subtests=X] [scenario=Y]"
@@ -318,21 +346,17 @@ run_entry() { # "id [subtests=X] [scenario=Y]"
     local logf="$LOGDIR/$tag.log" rep="$LOGDIR/$tag.json" rc=0 t0=$SECONDS
     if [[ -n "$subtests" ]]; then extra_env+=("SUBTESTS=$subtests"); fi
     if [[ -n "$scenario" ]]; then extra_env+=("TEST_SCENARIO=$scenario"); fi
-    rm -f "$rep"
-    (
-        cd "$TESTDIR"
-        env -u CI \
-            TESTS="$num" \
-            TEST_CONSUMER_GROUP_PROTOCOL="$GROUP_PROTOCOL" \
-            TEST_KAFKA_VERSION="$KAFKA_VERSION_CLAIM" \
-            TEST_REPORT="$rep" \
-            TEST_LEVEL="${TEST_LEVEL:-2}" \
-            RDKAFKA_TEST_CONF="$CONF" \
-            RDKAFKA_GITVER="librdkafka-$VERSION" \
-            LD_LIBRARY_PATH="$TESTDIR/../src:$TESTDIR/../src-cpp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
-            "${extra_env[@]}" \
-            timeout -k 15 "$TEST_TIMEOUT" ./test-runner -p1 $pflag || exit $?
-    ) >"$logf" 2>&1 </dev/null || rc=$?
+    invoke_runner
+    # A test whose one failure is a wall-clock assertion ("expected duration
+    # A <= B <= C ms", librdkafka's TIMING_ASSERT) runs once more: on 2 shared
+    # cores a scheduling stall can push a cycle that normally takes half the
+    # limit past it. A second failure fails; a latency regression fails both.
+    local first_try=""
+    if [[ $rc != 0 ]] && timing_only_failure "$logf"; then
+        first_try="$(first_failure "$logf")"
+        mv "$logf" "$logf.first-run"
+        invoke_runner
+    fi
     local secs=$((SECONDS - t0))
 
     for n in $names; do
@@ -351,7 +375,8 @@ run_entry() { # "id [subtests=X] [scenario=Y]"
         fi
         case "$state" in
             PASSED)
-                report PASS "$num" "$short" "$secs"
+                report PASS "$num" "$short" "$secs" \
+                    "${first_try:+passed on a second run; the first failed only a wall-clock assertion: $first_try}"
                 PASSED=$((PASSED + 1)); PASSED_NAMES+=("$n${opts:+ $opts}") ;;
             SKIPPED)
                 # Variants filtered out by -l/-L, scenario or TESTS are silent
