@@ -162,13 +162,74 @@ pub fn replay(
 
 /// Drops the stored entries that are not part of the log: those wholly below
 /// the log start offset (deleted by retention or DeleteRecords; the entry
-/// holding the log start stays) and those at or past the checkpoint's end
-/// (left by a checkpoint whose state write did not land; replay recreates
-/// them).
-pub fn keep_live_entries(snap: &mut PartitionSnapshot) {
+/// holding the log start stays), those at or past the checkpoint's end (left
+/// by a checkpoint whose state write did not land; replay recreates them) and
+/// those a compacted entry covers (see [`live_entries`]).
+pub fn keep_live_entries(snap: &mut PartitionSnapshot) -> Result<()> {
     let (start, end) = (snap.log_start_offset, snap.next_offset);
     snap.entries
         .retain(|e| e.base_offset < end && e.last_offset >= start);
+    snap.entries = live_entries(std::mem::take(&mut snap.entries))?;
+    Ok(())
+}
+
+/// The rule for a compacted index: an entry wholly inside the offsets of
+/// another entry that starts no later is superseded and skipped. A
+/// compaction swap stores its merged entries first and deletes the entries
+/// they cover afterwards, and an owner retrying an index write may store a
+/// small entry again after it was compacted; either way the stored index is
+/// this rule away from the log, at every step. Two entries that overlap
+/// without one holding the other cannot come from swaps (they are
+/// serialized per partition) and are `Corrupt`.
+pub fn live_entries(mut entries: Vec<IndexEntry>) -> Result<Vec<IndexEntry>> {
+    // Widest first among equal bases: the compacted entry is the one kept.
+    entries.sort_by(|a, b| {
+        a.base_offset
+            .cmp(&b.base_offset)
+            .then(b.last_offset.cmp(&a.last_offset))
+    });
+    let mut live: Vec<IndexEntry> = Vec::with_capacity(entries.len());
+    for e in entries {
+        if let Some(prev) = live.last() {
+            if e.last_offset <= prev.last_offset {
+                continue; // covered
+            }
+            if e.base_offset <= prev.last_offset {
+                return Err(Error::Corrupt(format!(
+                    "index entries {}..={} ({}) and {}..={} ({}) overlap",
+                    prev.base_offset,
+                    prev.last_offset,
+                    prev.object_key,
+                    e.base_offset,
+                    e.last_offset,
+                    e.object_key
+                )));
+            }
+        }
+        live.push(e);
+    }
+    Ok(live)
+}
+
+/// The stored entries no reader uses: covered by another entry (see
+/// [`live_entries`]) or wholly below `log_start`. Deleting them changes no
+/// load; the compactor does, after its swaps.
+pub fn dead_entries(entries: &[IndexEntry], log_start: i64) -> Vec<IndexEntry> {
+    let mut sorted: Vec<&IndexEntry> = entries.iter().collect();
+    sorted.sort_by(|a, b| {
+        a.base_offset
+            .cmp(&b.base_offset)
+            .then(b.last_offset.cmp(&a.last_offset))
+    });
+    let mut dead = Vec::new();
+    let mut reach = i64::MIN;
+    for e in sorted {
+        if e.last_offset < log_start || e.last_offset <= reach {
+            dead.push(e.clone());
+        }
+        reach = reach.max(e.last_offset);
+    }
+    dead
 }
 
 /// A partition's state as a reader must see it: the stored checkpoint, with
@@ -191,7 +252,7 @@ pub async fn load(
         let Some(mut snap) = meta.load_partition_from(partition, from_offset).await? else {
             return Ok(None);
         };
-        keep_live_entries(&mut snap);
+        keep_live_entries(&mut snap)?;
         let records = meta.read_flushes(&snap.owner, snap.checkpoint_seq).await?;
         match replay(&mut snap, partition, &records) {
             Ok(_) => return Ok(Some(snap)),
@@ -319,9 +380,45 @@ pub(crate) mod tests {
             entry(20, 29, 0, 1),
             entry(30, 39, 0, 1), // a checkpoint whose state did not land
         ];
-        keep_live_entries(&mut snap);
+        keep_live_entries(&mut snap).unwrap();
         let bases: Vec<_> = snap.entries.iter().map(|e| e.base_offset).collect();
         assert_eq!(bases, vec![10, 20]);
+    }
+
+    /// An entry of a compacted object covering `base..=last`.
+    fn compacted(base: i64, last: i64) -> IndexEntry {
+        IndexEntry {
+            object_key: format!("c{base}-{last}"),
+            ..entry(base, last, 0, 1)
+        }
+    }
+
+    #[test]
+    fn compacted_entries_supersede_the_entries_they_cover() {
+        // Mid-swap: the merged entry stored, two of the three it covers not
+        // deleted yet, one of them stored again by an owner's retried write.
+        let stored = vec![
+            entry(0, 9, 0, 1),
+            compacted(0, 29),
+            entry(20, 29, 0, 1),
+            entry(30, 39, 0, 1),
+            entry(10, 19, 0, 1),
+        ];
+        let live = live_entries(stored.clone()).unwrap();
+        let keys: Vec<_> = live.iter().map(|e| e.object_key.as_str()).collect();
+        assert_eq!(keys, vec!["c0-29", "o30"]);
+        let dead: Vec<_> = dead_entries(&stored, 0)
+            .into_iter()
+            .map(|e| e.object_key)
+            .collect();
+        assert_eq!(dead, vec!["o0", "o10", "o20"]);
+        // Below the log start too; the entry holding it stays.
+        let dead = dead_entries(&stored, 31);
+        assert_eq!(dead.len(), 4, "{dead:?}");
+        assert!(dead.iter().all(|e| e.object_key != "o30"));
+        // An overlap that no swap makes.
+        let err = live_entries(vec![compacted(0, 19), compacted(10, 29)]).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Corrupt);
     }
 
     #[test]

@@ -3,15 +3,38 @@
 //! good: `segments/<spread>/<gateway>-<epoch>-<seq>.seg`, with the epoch and
 //! seq zero-padded (keys sort by incarnation and flush) and a two-hex-digit
 //! spread (CRC-32C of the name) over 256 prefixes, because S3 scales request
-//! rates per prefix.
+//! rates per prefix. Compactions write per-partition objects under
+//! `compacted/` (see [`compacted_key`]).
 
-use crate::types::StreamId;
+use crate::types::{PartitionId, StreamId};
 
 /// The key of flush `seq` of incarnation `stream`.
 pub fn object_key(stream: &StreamId, seq: u64) -> String {
     let name = format!("{}-{:010}-{:012}", stream.gateway, stream.epoch, seq);
     let spread = crc32c::crc32c(name.as_bytes()) & 0xff;
     format!("segments/{spread:02x}/{name}.seg")
+}
+
+/// Objects a compaction writes: one partition's batches from `base` to
+/// `last`, named by content (`digest`, the CRC-32C of the object) so that two
+/// compactors building the same object write the same key and bytes:
+/// `compacted/<spread>/<topic id>-<partition>-<base>-<last>-<digest>.seg`.
+pub fn compacted_key(partition: PartitionId, base: i64, last: i64, digest: u32) -> String {
+    let name = format!(
+        "{}-{}-{base:020}-{last:020}-{digest:08x}",
+        partition.topic.simple(),
+        partition.partition
+    );
+    let spread = crc32c::crc32c(name.as_bytes()) & 0xff;
+    format!("{COMPACTED_PREFIX}{spread:02x}/{name}.seg")
+}
+
+/// Where compacted objects live (and what tells their index entries apart).
+pub const COMPACTED_PREFIX: &str = "compacted/";
+
+/// Whether `key` names an object a compaction wrote.
+pub fn is_compacted(key: &str) -> bool {
+    key.starts_with(COMPACTED_PREFIX)
 }
 
 #[cfg(test)]

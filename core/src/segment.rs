@@ -71,6 +71,14 @@ impl SegmentBuilder {
         at as u64
     }
 
+    /// Appends batches whose offsets are already assigned, byte for byte (a
+    /// compaction copying regions); returns their position.
+    pub fn push_bytes(&mut self, batches: &[u8]) -> u64 {
+        let at = self.body.len();
+        self.body.extend_from_slice(batches);
+        at as u64
+    }
+
     /// Closes the region that started at `position` (everything pushed since).
     #[allow(clippy::too_many_arguments)]
     pub fn finish_region(
@@ -201,6 +209,77 @@ pub fn verify_region(object: &[u8], region: &RegionInfo) -> Result<()> {
     Ok(())
 }
 
+/// What a run of record batches holds, checked batch by batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchRun {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub batch_count: u32,
+}
+
+/// Walks Kafka RecordBatch v2 bytes, back to back (a region, or several
+/// consecutive ones), checking each batch's length and CRC-32C (which covers
+/// bytes 21..end, so offsets rewritten at seal keep it valid) and that each
+/// starts where the previous ended. The layout read: baseOffset:i64
+/// batchLength:i32 partitionLeaderEpoch:i32 magic:i8 crc:u32 attributes:i16
+/// lastOffsetDelta:i32 ...
+pub fn check_batches(bytes: &[u8]) -> Result<BatchRun> {
+    const HEADER: usize = 12; // baseOffset + batchLength
+    const CRC_AT: usize = 17; // after partitionLeaderEpoch and magic
+    const MIN_BATCH: usize = 61;
+    let mut at = 0usize;
+    let mut run: Option<BatchRun> = None;
+    while at < bytes.len() {
+        let rest = &bytes[at..];
+        if rest.len() < MIN_BATCH {
+            return Err(Error::Corrupt(format!(
+                "{} trailing bytes at {at} are not a record batch",
+                rest.len()
+            )));
+        }
+        let base = i64::from_be_bytes(rest[0..8].try_into().map_err(corrupt_slice)?);
+        let len = i32::from_be_bytes(rest[8..12].try_into().map_err(corrupt_slice)?);
+        let total = usize::try_from(len).ok().map(|l| l + HEADER);
+        let Some(total) = total.filter(|&t| t >= MIN_BATCH && t <= rest.len()) else {
+            return Err(Error::Corrupt(format!("batch at {at} has length {len}")));
+        };
+        let batch = &rest[..total];
+        let crc = u32::from_be_bytes(batch[CRC_AT..CRC_AT + 4].try_into().map_err(corrupt_slice)?);
+        if crc32c::crc32c(&batch[CRC_AT + 4..]) != crc {
+            return Err(Error::Corrupt(format!("batch at offset {base} fails its CRC-32C")));
+        }
+        let delta = i32::from_be_bytes(batch[23..27].try_into().map_err(corrupt_slice)?);
+        if delta < 0 {
+            return Err(Error::Corrupt(format!("batch at offset {base} has lastOffsetDelta {delta}")));
+        }
+        let last = base + i64::from(delta);
+        run = Some(match run {
+            None => BatchRun {
+                base_offset: base,
+                last_offset: last,
+                batch_count: 1,
+            },
+            Some(r) if base == r.last_offset + 1 => BatchRun {
+                last_offset: last,
+                batch_count: r.batch_count + 1,
+                ..r
+            },
+            Some(r) => {
+                return Err(Error::Corrupt(format!(
+                    "batch at offset {base} does not follow offset {}",
+                    r.last_offset
+                )));
+            }
+        });
+        at += total;
+    }
+    run.ok_or_else(|| Error::Corrupt("no record batches".into()))
+}
+
+fn corrupt_slice(e: std::array::TryFromSliceError) -> Error {
+    Error::Corrupt(e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,6 +288,45 @@ mod tests {
         let mut b = vec![fill; len];
         b[..8].copy_from_slice(&[0xff; 8]);
         b
+    }
+
+    /// A RecordBatch v2 of `len` bytes holding offsets base..=base+delta,
+    /// with a valid CRC-32C (the records themselves are filler).
+    fn v2_batch(base: i64, delta: i32, len: usize) -> Vec<u8> {
+        let mut b = vec![7u8; len];
+        b[0..8].copy_from_slice(&base.to_be_bytes());
+        b[8..12].copy_from_slice(&((len - 12) as i32).to_be_bytes());
+        b[16] = 2;
+        b[21..23].copy_from_slice(&0i16.to_be_bytes());
+        b[23..27].copy_from_slice(&delta.to_be_bytes());
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn batch_runs_are_checked() {
+        let mut run = v2_batch(10, 4, 90);
+        run.extend(v2_batch(15, 0, 61));
+        assert_eq!(
+            check_batches(&run).unwrap(),
+            BatchRun {
+                base_offset: 10,
+                last_offset: 15,
+                batch_count: 2
+            }
+        );
+        let mut gap = v2_batch(10, 4, 90);
+        gap.extend(v2_batch(16, 0, 61));
+        assert!(check_batches(&gap).is_err(), "offset 15 missing");
+        let mut flipped = run.clone();
+        flipped[100] ^= 1;
+        assert!(check_batches(&flipped).is_err(), "CRC");
+        assert!(check_batches(&run[..run.len() - 1]).is_err(), "truncated");
+        assert!(check_batches(&[]).is_err(), "empty");
+        let mut long = run.clone();
+        long[8..12].copy_from_slice(&i32::MAX.to_be_bytes());
+        assert!(check_batches(&long).is_err(), "length past the end");
     }
 
     #[test]

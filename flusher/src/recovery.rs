@@ -78,7 +78,7 @@ async fn adopt_one(
         producers: BTreeMap::new(),
         entries: Vec::new(),
     });
-    keep_live_entries(&mut snap);
+    keep_live_entries(&mut snap)?;
     let stored = snap.entries.len();
     if let Some(owner) = &previous {
         let recs = match records.get(owner) {

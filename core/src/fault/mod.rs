@@ -40,8 +40,8 @@ use crate::error::{Error, Result};
 use crate::meta::MetaStore;
 use crate::object_store::{ObjectInfo, ObjectStore};
 use crate::types::{
-    CommittedOffset, FlushRecord, GatewayInfo, GroupOffsets, Member, PartitionCheckpoint,
-    PartitionId, PartitionSnapshot, StoredGroup, StreamId, TopicId, TopicMeta,
+    CommittedOffset, FlushRecord, GatewayInfo, GroupOffsets, IndexEntry, Member,
+    PartitionCheckpoint, PartitionId, PartitionSnapshot, StoredGroup, StreamId, TopicId, TopicMeta,
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -501,6 +501,32 @@ impl MetaStore for FaultyMetaStore {
             .run(
                 "meta.read",
                 self.inner.load_partition_from(partition, from_offset),
+            )
+            .await
+    }
+    async fn index_version(&self, partition: PartitionId) -> Result<u64> {
+        self.faults
+            .run("meta.read", self.inner.index_version(partition))
+            .await
+    }
+    async fn swap_index(
+        &self,
+        partition: PartitionId,
+        version: u64,
+        merged: &[IndexEntry],
+    ) -> Result<()> {
+        self.faults
+            .run(
+                "meta.swap_index",
+                self.inner.swap_index(partition, version, merged),
+            )
+            .await
+    }
+    async fn delete_index(&self, partition: PartitionId, entries: &[IndexEntry]) -> Result<()> {
+        self.faults
+            .run(
+                "meta.delete_index",
+                self.inner.delete_index(partition, entries),
             )
             .await
     }

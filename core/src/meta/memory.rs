@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use super::MetaStore;
 use super::rules::{
     CommitOutcome, EpochRecord, FenceDecision, StoredOwner, check_checkpoint, check_claim,
-    check_epoch, check_group_store, check_release, check_topic_update, commit_conflict,
+    check_epoch, check_group_store, check_index_version, check_release, check_topic_update, commit_conflict,
     commit_outcome, decide_fence, fence_refused,
 };
 use crate::error::{Error, Result};
@@ -31,6 +31,7 @@ struct Partition {
     checkpoint: PartitionCheckpoint,
     index: BTreeMap<i64, IndexEntry>,
     released: bool,
+    index_version: u64,
 }
 
 impl State {
@@ -49,6 +50,7 @@ impl State {
                 checkpoint: cp.clone(),
                 index: BTreeMap::new(),
                 released,
+                index_version: 0,
             });
         for e in &cp.new_entries {
             entry
@@ -284,6 +286,55 @@ impl MetaStore for MemoryMetaStore {
                 .map(|(_, e)| e.clone())
                 .collect(),
         }))
+    }
+
+    async fn index_version(&self, partition: PartitionId) -> Result<u64> {
+        Ok(self
+            .lock()
+            .partitions
+            .get(&partition)
+            .map_or(0, |x| x.index_version))
+    }
+
+    async fn swap_index(
+        &self,
+        partition: PartitionId,
+        version: u64,
+        merged: &[IndexEntry],
+    ) -> Result<()> {
+        let mut s = self.lock();
+        let x = s
+            .partitions
+            .get_mut(&partition)
+            .ok_or_else(|| Error::NotFound(format!("partition {partition}")))?;
+        check_index_version(partition, x.index_version, version)?;
+        for e in merged {
+            // What it covers goes with it; an owner storing one of those again
+            // later is covered again.
+            let covered: Vec<i64> = x
+                .index
+                .range(e.base_offset..=e.last_offset)
+                .map(|(b, _)| *b)
+                .collect();
+            for b in covered {
+                x.index.remove(&b);
+            }
+            x.index.insert(e.base_offset, e.clone());
+        }
+        x.index_version += 1;
+        Ok(())
+    }
+
+    async fn delete_index(&self, partition: PartitionId, entries: &[IndexEntry]) -> Result<()> {
+        let mut s = self.lock();
+        if let Some(x) = s.partitions.get_mut(&partition) {
+            for e in entries {
+                if x.index.get(&e.base_offset) == Some(e) {
+                    x.index.remove(&e.base_offset);
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn commit_offsets(

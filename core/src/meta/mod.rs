@@ -20,6 +20,9 @@
 //! - Membership: `heartbeat` raises the caller's counter and fails `Fenced` once
 //!   it is fenced or superseded; `fence_gateway` succeeds only if the target's
 //!   counter is still the one the caller observed (it did not heartbeat since).
+//! - Index swaps (compaction) are conditional on the partition's index
+//!   version and raise it, so two compactions never both swap; they store
+//!   entries that cover stored ones and never write the partition's state.
 //! - Topic writes are conditional: create fails with `AlreadyExists`, update with
 //!   `Precondition` unless the stored version is the one the caller read.
 //!
@@ -35,8 +38,8 @@ use async_trait::async_trait;
 
 use crate::error::Result;
 use crate::types::{
-    CommittedOffset, FlushRecord, GatewayInfo, GroupOffsets, Member, PartitionCheckpoint,
-    PartitionId, PartitionSnapshot, StoredGroup, StreamId, TopicId, TopicMeta,
+    CommittedOffset, FlushRecord, GatewayInfo, GroupOffsets, IndexEntry, Member,
+    PartitionCheckpoint, PartitionId, PartitionSnapshot, StoredGroup, StreamId, TopicId, TopicMeta,
 };
 
 #[cfg(feature = "aws")]
@@ -122,6 +125,27 @@ pub trait MetaStore: Send + Sync + Debug {
         partition: PartitionId,
         from_offset: i64,
     ) -> Result<Option<PartitionSnapshot>>;
+
+    /// The partition's index version: 0 until its first `swap_index`, raised
+    /// by each. A compaction reads it before loading the partition, and swaps
+    /// on what it loaded.
+    async fn index_version(&self, partition: PartitionId) -> Result<u64>;
+    /// Stores compacted index entries, each covering entries already stored
+    /// (which `index::live_entries` then skips), conditional on the index
+    /// version still being `version`, and raises it: of two compactions of a
+    /// partition that loaded the same version only one swaps (`Precondition`
+    /// for the other). Never touches the partition's state, which only its
+    /// owner writes. `NotFound` for a partition never claimed.
+    async fn swap_index(
+        &self,
+        partition: PartitionId,
+        version: u64,
+        merged: &[IndexEntry],
+    ) -> Result<()>;
+    /// Deletes stored index entries no load uses any more (covered, or
+    /// wholly below the log start: `index::dead_entries`), each only if
+    /// stored as given. Idempotent.
+    async fn delete_index(&self, partition: PartitionId, entries: &[IndexEntry]) -> Result<()>;
 
     /// Reserves `count` producer ids; returns the first.
     async fn allocate_producer_ids(&self, count: u64) -> Result<i64>;

@@ -249,6 +249,22 @@ pub fn check_topic_update(stored: Option<&TopicMeta>, new: &TopicMeta) -> Result
     }
 }
 
+/// An index swap against the stored index version: only on the version the
+/// compaction loaded (another swap since then made its plan stale).
+pub fn check_index_version(p: PartitionId, stored: u64, expected: u64) -> Result<()> {
+    if stored == expected {
+        Ok(())
+    } else {
+        Err(stale_index(p, stored, expected))
+    }
+}
+
+pub fn stale_index(p: PartitionId, stored: u64, expected: u64) -> Error {
+    Error::Precondition(format!(
+        "partition {p}: index version is {stored}, the swap was planned on {expected}"
+    ))
+}
+
 /// A group store over what is stored: a coordinator behind the stored
 /// generation cannot roll the group back.
 pub fn check_group_store(group: &str, stored: Option<i32>, new: i32) -> Result<()> {

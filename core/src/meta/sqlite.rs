@@ -25,7 +25,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::MetaStore;
 use super::rules::{
     CommitOutcome, EpochRecord, FenceDecision, StoredOwner, check_checkpoint, check_claim,
-    check_epoch, check_group_store, check_release, check_topic_update, commit_conflict,
+    check_epoch, check_group_store, check_index_version, check_release, check_topic_update, commit_conflict,
     commit_outcome, decide_fence, fence_refused,
 };
 use crate::error::{Error, Result};
@@ -68,6 +68,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("gateways", "hb", "INTEGER NOT NULL DEFAULT 0"),
     ("gateways", "fenced", "INTEGER NOT NULL DEFAULT 0"),
     ("partitions", "released", "INTEGER NOT NULL DEFAULT 0"),
+    ("partitions", "index_version", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
 /// Brings a file written by an earlier release up to `SCHEMA` + `ADDED_COLUMNS`.
@@ -730,6 +731,102 @@ impl MetaStore for SqliteMetaStore {
                 producers: unjson(&producers)?,
                 entries,
             }))
+        })
+        .await
+    }
+
+    async fn index_version(&self, partition: PartitionId) -> Result<u64> {
+        self.tx(move |tx| {
+            let v: Option<i64> = tx
+                .query_row(
+                    "SELECT index_version FROM partitions WHERE topic_id = ?1 AND partition = ?2",
+                    params![partition.topic.as_bytes().to_vec(), partition.partition],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_err)?;
+            Ok(v.unwrap_or(0) as u64)
+        })
+        .await
+    }
+
+    async fn swap_index(
+        &self,
+        partition: PartitionId,
+        version: u64,
+        merged: &[IndexEntry],
+    ) -> Result<()> {
+        let merged = merged.to_vec();
+        self.tx(move |tx| {
+            let tid = partition.topic.as_bytes().to_vec();
+            let stored: Option<i64> = tx
+                .query_row(
+                    "SELECT index_version FROM partitions WHERE topic_id = ?1 AND partition = ?2",
+                    params![tid, partition.partition],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_err)?;
+            let stored = stored.ok_or_else(|| Error::NotFound(format!("partition {partition}")))?;
+            check_index_version(partition, stored as u64, version)?;
+            for e in &merged {
+                // In the same transaction, what it covers goes; an owner storing
+                // one of those again later is covered again.
+                tx.execute(
+                    "DELETE FROM partition_index WHERE topic_id = ?1 AND partition = ?2
+                       AND base_offset >= ?3 AND base_offset <= ?4",
+                    params![tid, partition.partition, e.base_offset, e.last_offset],
+                )
+                .map_err(db_err)?;
+                tx.execute(
+                    "INSERT INTO partition_index (topic_id, partition, base_offset, last_offset,
+                       max_timestamp, object_key, position, length)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![
+                        tid,
+                        partition.partition,
+                        e.base_offset,
+                        e.last_offset,
+                        e.max_timestamp,
+                        e.object_key,
+                        e.position as i64,
+                        e.length as i64
+                    ],
+                )
+                .map_err(db_err)?;
+            }
+            tx.execute(
+                "UPDATE partitions SET index_version = index_version + 1
+                 WHERE topic_id = ?1 AND partition = ?2",
+                params![tid, partition.partition],
+            )
+            .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_index(&self, partition: PartitionId, entries: &[IndexEntry]) -> Result<()> {
+        let entries = entries.to_vec();
+        self.tx(move |tx| {
+            let tid = partition.topic.as_bytes().to_vec();
+            let mut del = tx
+                .prepare_cached(
+                    "DELETE FROM partition_index WHERE topic_id = ?1 AND partition = ?2
+                       AND base_offset = ?3 AND last_offset = ?4 AND object_key = ?5",
+                )
+                .map_err(db_err)?;
+            for e in &entries {
+                del.execute(params![
+                    tid,
+                    partition.partition,
+                    e.base_offset,
+                    e.last_offset,
+                    e.object_key
+                ])
+                .map_err(db_err)?;
+            }
+            Ok(())
         })
         .await
     }

@@ -43,6 +43,7 @@ macro_rules! for_each_meta_store_case {
             trim_flushes_and_flush_streams,
             checkpoints_are_fenced_and_idempotent,
             load_partition_from_reads_only_newer_entries,
+            index_swaps_are_conditional_and_covering,
             committed_offsets_merge_and_come_back_exactly,
             group_state_is_stored_conditionally,
             membership_heartbeat_and_fencing,
@@ -715,6 +716,88 @@ pub async fn load_partition_from_reads_only_newer_entries(meta: Arc<dyn MetaStor
         );
         assert_eq!(part.producers, full.producers);
     }
+}
+
+/// Compaction's index operations: a swap stores merged entries that
+/// supersede what they cover, only on the version it loaded; the owner's
+/// checkpoints never undo it (even storing a covered entry again), and
+/// deleting dead entries leaves the live index as it was.
+pub async fn index_swaps_are_conditional_and_covering(meta: Arc<dyn MetaStore>) {
+    use floe_core::index::{dead_entries, live_entries};
+    let s = stream(
+        "gw",
+        meta.register_gateway("gw", &info()).await.expect("reg"),
+    );
+    let p = pid(14, 1);
+    let merged = |base: i64, last: i64| IndexEntry {
+        object_key: floe_core::keys::compacted_key(p, base, last, 7),
+        position: 0,
+        length: 640,
+        ..entry(base, last, "")
+    };
+    assert_eq!(meta.index_version(p).await.expect("version"), 0);
+    assert_eq!(
+        err_kind(meta.swap_index(p, 0, &[merged(0, 19)]).await),
+        ErrorKind::NotFound,
+        "never claimed"
+    );
+    let small: Vec<IndexEntry> = (0..4)
+        .map(|i| entry(i * 10, i * 10 + 9, &format!("k{i}")))
+        .collect();
+    meta.write_checkpoints(&s, &[checkpoint(p, &s, 4, small.clone())])
+        .await
+        .expect("checkpoint");
+    let live = |snap: floe_core::types::PartitionSnapshot| live_entries(snap.entries).expect("live");
+
+    meta.swap_index(p, 0, &[merged(0, 19)]).await.expect("swap");
+    assert_eq!(meta.index_version(p).await.expect("version"), 1);
+    let snap = meta.load_partition(p).await.expect("load").expect("some");
+    assert_eq!(snap.next_offset, 40, "the owner's state is untouched");
+    assert_eq!(
+        live(snap),
+        vec![merged(0, 19), small[2].clone(), small[3].clone()]
+    );
+    // A second compaction planned on version 0 loses.
+    assert_eq!(
+        err_kind(meta.swap_index(p, 0, &[merged(0, 29)]).await),
+        ErrorKind::Precondition
+    );
+    // The owner retries an old write, storing covered entries again, then
+    // checkpoints on; the swap stands.
+    let mut again = checkpoint(p, &s, 5, small.clone());
+    again.new_entries.push(entry(40, 49, "k4"));
+    again.next_offset = 50;
+    meta.write_checkpoints(&s, &[again]).await.expect("checkpoint");
+    let snap = meta.load_partition(p).await.expect("load").expect("some");
+    let stored = snap.entries.clone();
+    assert_eq!(
+        live(snap),
+        vec![
+            merged(0, 19),
+            small[2].clone(),
+            small[3].clone(),
+            entry(40, 49, "k4")
+        ]
+    );
+    // Re-compacting from the same base replaces the merged entry there.
+    meta.swap_index(p, 1, &[merged(0, 29), merged(30, 49)])
+        .await
+        .expect("swap 2");
+    let snap = meta.load_partition(p).await.expect("load").expect("some");
+    let stored_now = snap.entries.clone();
+    assert_eq!(live(snap), vec![merged(0, 29), merged(30, 49)]);
+    // Dead entries (covered, or below a log start of 30) go; the live ones stay.
+    let dead = dead_entries(&stored_now, 30);
+    assert!(!dead.is_empty(), "{stored:?}");
+    meta.delete_index(p, &dead).await.expect("delete");
+    meta.delete_index(p, &dead).await.expect("delete again");
+    let snap = meta.load_partition(p).await.expect("load").expect("some");
+    assert_eq!(snap.entries, vec![merged(30, 49)]);
+    // Deleting an entry that is not stored as given leaves what is.
+    meta.delete_index(p, &[merged(30, 39)]).await.expect("delete other");
+    let snap = meta.load_partition(p).await.expect("load").expect("some");
+    assert_eq!(snap.entries, vec![merged(30, 49)]);
+    assert_eq!(meta.index_version(p).await.expect("version"), 2);
 }
 
 pub async fn committed_offsets_merge_and_come_back_exactly(meta: Arc<dyn MetaStore>) {

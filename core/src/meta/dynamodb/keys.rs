@@ -60,6 +60,25 @@ pub(super) fn idx_sk(base_offset: i64) -> Result<String> {
     Ok(format!("idx#{base_offset:020}"))
 }
 
+/// The sort key of a compacted index entry: right after the small entry
+/// at the same base (which an owner may store again: never overwritten).
+pub(super) fn compacted_idx_sk(base_offset: i64) -> Result<String> {
+    Ok(format!("{}#c", idx_sk(base_offset)?))
+}
+
+/// Where an entry is stored: compacted entries apart from an owner's.
+pub(super) fn entry_sk(e: &crate::types::IndexEntry) -> Result<String> {
+    if crate::keys::is_compacted(&e.object_key) {
+        compacted_idx_sk(e.base_offset)
+    } else {
+        idx_sk(e.base_offset)
+    }
+}
+
+/// The item holding a partition's index version (sorts before `idx#`, so a
+/// load's Query does not read it).
+pub(super) const INDEX_VERSION_SK: &str = "compaction";
+
 /// Parses `flush#<gateway>#<epoch>` (the gateway may contain `#`).
 pub(super) fn parse_flush_pk(pk: &str) -> Option<StreamId> {
     parse_stream_sk(pk.strip_prefix("flush#")?)

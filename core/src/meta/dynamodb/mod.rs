@@ -11,6 +11,8 @@
 //! | `flush#<gateway>#<epoch, 20 digits>` | `<seq, 20 digits>` | `r` B (compact flush record: format 2, postcard with deltas, see `codec::encode_flush`; format 1 still read), `expires_at` N | `commit_flush` |
 //! | `part#<topic id>#<partition>` | `state` | `s` B (owner, checkpoint seq, next offset, log start, producer states; JSON), `own` S (owning stream, `<gateway>@<epoch>`), `rel` BOOL (released) | `write_checkpoints`, `release_partitions`, `claim_partition`, each conditional on `own` (and `rel`) |
 //! | `part#<topic id>#<partition>` | `idx#<base offset, 20 digits>` | `e` B (IndexEntry JSON) | `write_checkpoints`, `release_partitions`, `claim_partition` |
+//! | `part#<topic id>#<partition>` | `idx#<base offset, 20 digits>#c` | `e` B (IndexEntry JSON of a compacted region) | `swap_index` (compaction), in one TransactWriteItems with the version below; never written by the owner, so an owner storing the small entry at the same base again does not overwrite it |
+//! | `part#<topic id>#<partition>` | `compaction` | `v` N (index version) | `swap_index` (UpdateItem conditional on the version the compaction loaded) |
 //! | `counter` | `producer_id` | `v` N | `allocate_producer_ids` (UpdateItem ADD) |
 //! | `group#<group>` | `<topic>` | `p<partition>` B (CommittedOffset JSON), one attribute per partition | `commit_offsets` (ONE UpdateItem SET per group, topic and up to 100 partitions, merging with the stored partitions), `delete_offsets` (UpdateItem REMOVE), `delete_group` (BatchWriteItem delete) |
 //! | `groups` | `<group>` | `gen` N (generation), `state` S (StoredGroup JSON) | `store_group` (PutItem conditional on `gen` not above the new one), `delete_group` (DeleteItem, after the group's offset items); one partition key so `list_groups` is one Query |
@@ -103,14 +105,14 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, ConditionCheck, DeleteRequest, Put, PutRequest, ReturnConsumedCapacity,
-    ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, WriteRequest,
+    ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update, WriteRequest,
 };
 
 use super::MetaStore;
 use super::rules::{
     ClaimBasis, CommitOutcome, EpochRecord, FenceDecision, StoredOwner, check_checkpoint,
     check_epoch, check_release, check_topic_update, claim_basis, claim_conflict, commit_conflict,
-    commit_outcome, decide_fence, fence_refused, stale_group,
+    commit_outcome, decide_fence, fence_refused, stale_group, stale_index,
 };
 use crate::aws::{AwsStats, classify};
 use crate::error::{Error, Result};
@@ -126,8 +128,8 @@ use codec::{
 pub use codec::{commit_flush_write_units, item_size};
 pub use keys::TTL_ATTRIBUTE;
 use keys::{
-    GROUPS_PK, MEMBERS_PK, STREAMS_PK, flush_pk, group_pk, gw_pk, idx_sk, key, offset_attr,
-    parse_stream_sk, part_pk, seq_sk, stream_sk,
+    GROUPS_PK, INDEX_VERSION_SK, MEMBERS_PK, STREAMS_PK, entry_sk, flush_pk, group_pk, gw_pk,
+    idx_sk, key, offset_attr, parse_stream_sk, part_pk, seq_sk, stream_sk,
 };
 use transport::TxFailure;
 
@@ -915,6 +917,125 @@ impl MetaStore for DynamoMetaStore {
             producers: state.producers,
             entries,
         }))
+    }
+
+    async fn index_version(&self, partition: PartitionId) -> Result<u64> {
+        match self
+            .get_item(part_pk(partition), INDEX_VERSION_SK.to_string())
+            .await?
+        {
+            Some(item) => num(&item, "v"),
+            None => Ok(0),
+        }
+    }
+
+    async fn swap_index(
+        &self,
+        partition: PartitionId,
+        version: u64,
+        merged: &[IndexEntry],
+    ) -> Result<()> {
+        let pk = part_pk(partition);
+        // Item 0: the version, which `transact` reads as its "epoch" check.
+        let mut bump = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(pk.clone(), INDEX_VERSION_SK)))
+            .update_expression("SET #v = :next")
+            .expression_attribute_names("#v", "v")
+            .expression_attribute_values(":next", n(version + 1));
+        bump = if version == 0 {
+            bump.condition_expression("attribute_not_exists(#v)")
+        } else {
+            bump.condition_expression("#v = :v")
+                .expression_attribute_values(":v", n(version))
+        };
+        let mut items = vec![
+            TransactWriteItem::builder()
+                .update(bump.build().map_err(build_err)?)
+                .build(),
+            TransactWriteItem::builder()
+                .condition_check(
+                    ConditionCheck::builder()
+                        .table_name(&self.table)
+                        .set_key(Some(key(pk.clone(), "state")))
+                        .condition_expression("attribute_exists(pk)")
+                        .build()
+                        .map_err(build_err)?,
+                )
+                .build(),
+        ];
+        for e in merged {
+            let mut item = key(pk.clone(), entry_sk(e)?);
+            item.insert("e".into(), b(json(e)?));
+            items.push(
+                TransactWriteItem::builder()
+                    .put(
+                        Put::builder()
+                            .table_name(&self.table)
+                            .set_item(Some(item))
+                            .build()
+                            .map_err(build_err)?,
+                    )
+                    .build(),
+            );
+        }
+        match self.transact(items, None).await? {
+            Ok(()) => Ok(()),
+            Err(TxFailure::Fenced(_)) => {
+                let stored = self.index_version(partition).await?;
+                Err(stale_index(partition, stored, version))
+            }
+            Err(TxFailure::Condition(..)) => {
+                Err(Error::NotFound(format!("partition {partition}")))
+            }
+            Err(TxFailure::Unknown) => {
+                let stored = self.index_version(partition).await?;
+                if stored == version {
+                    Err(Error::NotFound(format!("partition {partition}")))
+                } else {
+                    Err(stale_index(partition, stored, version))
+                }
+            }
+            Err(TxFailure::TokenMismatch) => Err(Error::Internal(format!(
+                "index swap of {partition}: idempotency token mismatch without a token"
+            ))),
+        }
+    }
+
+    async fn delete_index(&self, partition: PartitionId, entries: &[IndexEntry]) -> Result<()> {
+        let pk = part_pk(partition);
+        let mut requests = Vec::new();
+        for e in entries {
+            if crate::keys::is_compacted(&e.object_key) {
+                // A later compaction may have stored another region at this
+                // base: delete only the entry read.
+                self.request();
+                let r = self
+                    .client
+                    .delete_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key(pk.clone(), entry_sk(e)?)))
+                    .condition_expression("#e = :e")
+                    .expression_attribute_names("#e", "e")
+                    .expression_attribute_values(":e", b(json(e)?))
+                    .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                    .send()
+                    .await;
+                match r {
+                    Ok(out) => self.account(out.consumed_capacity(), true),
+                    Err(err) if is_condition_failed(&err) => {}
+                    Err(err) => return Err(classify(&self.what("DeleteItem (index)"), err)),
+                }
+            } else {
+                // An owner stores one entry per base, the same every time.
+                let del = DeleteRequest::builder()
+                    .set_key(Some(key(pk.clone(), entry_sk(e)?)))
+                    .build()
+                    .map_err(build_err)?;
+                requests.push(WriteRequest::builder().delete_request(del).build());
+            }
+        }
+        self.batch_write(requests).await
     }
 
     async fn allocate_producer_ids(&self, count: u64) -> Result<i64> {
