@@ -16,7 +16,7 @@ use floe_core::clock::SharedClock;
 use floe_core::keys::object_key;
 use floe_core::meta::SharedMetaStore;
 use floe_core::meta::rules::{CommitOutcome, commit_outcome};
-use floe_core::object_store::SharedObjectStore;
+use floe_core::object_store::{SharedObjectStore, put_exactly};
 use floe_core::producer::{SeqCheck, apply_batch, check_sequence};
 use floe_core::retry::RetryPolicy;
 use floe_core::segment::SegmentBuilder;
@@ -634,14 +634,7 @@ fn seal(inner: &Arc<Inner>, open: Open) -> Sealed {
                         let inner = inner.clone();
                         let key = key.clone();
                         let body = body.clone();
-                        async move {
-                            match inner.objects.put_if_absent(&key, body.clone()).await {
-                                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                                    same_object(&*inner.objects, &key, &body).await
-                                }
-                                r => r,
-                            }
-                        }
+                        async move { put_exactly(&*inner.objects, &key, body).await }
                     },
                 )
                 .await
@@ -654,27 +647,6 @@ fn seal(inner: &Arc<Inner>, open: Open) -> Sealed {
         upload: Some(upload),
         logs,
         replies,
-    }
-}
-
-/// After a PUT found its key taken: keys are unique per incarnation and flush,
-/// so the object is this upload's own from an attempt whose answer was lost (a
-/// timeout, or the SDK's internal retry of one). Read it back to be sure.
-async fn same_object(
-    objects: &dyn floe_core::object_store::ObjectStore,
-    key: &str,
-    body: &Bytes,
-) -> floe_core::Result<()> {
-    let found = objects.get(key).await?;
-    if found == *body {
-        tracing::info!(key, "upload: the object from an earlier attempt is intact");
-        Ok(())
-    } else {
-        Err(Error::Corrupt(format!(
-            "upload: {key} already exists with other content ({} bytes, expected {})",
-            found.len(),
-            body.len()
-        )))
     }
 }
 

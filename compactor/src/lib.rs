@@ -1,0 +1,502 @@
+//! The compactor: merges a partition's small regions (one per flush that
+//! touched it, each in a multi-partition flush object) into per-partition
+//! objects of a few large regions, and swaps the partition's index to them.
+//!
+//! It needs only `floe-core`: it reads the MetaStore and the object store, and
+//! never talks to a gateway. A pass over a partition:
+//!
+//! 1. reads the partition's index version (`MetaStore::index_version`), then
+//!    its stored index (`load_partition`), in that order, so that a swap by
+//!    anyone in between makes this pass's swap fail instead of overlapping it;
+//! 2. plans (`plan`): runs of consecutive *small* live entries (shorter than
+//!    half a region), packed in offset order into regions of at most
+//!    `region_bytes` and objects of at most `object_bytes`. Only stored
+//!    entries are planned, all below the stored checkpoint's end, so the
+//!    owner, which appends past it, is never in the way;
+//! 3. copies each planned region's bytes (one ranged GET per old entry,
+//!    every batch checked: lengths, CRC-32C, offsets following on from the
+//!    entry's base to its last) into a new segment object, named by its
+//!    CRC-32C (`keys::compacted_key`) so two compactors building the same
+//!    object write the same key and bytes;
+//! 4. swaps: ONE `swap_index` per partition per pass stores the merged
+//!    entries, conditional on the version read in step 1. Losing that race
+//!    (`Precondition`) leaves the index as the winner made it; the loser's
+//!    object is then referenced by nothing;
+//! 5. deletes the index entries no load uses any more (`index::dead_entries`:
+//!    covered by a merged entry, or wholly below the log start).
+//!
+//! Readers stay correct at every step: a merged entry holds byte-identical
+//! batches at identical offsets, the covering rule (`index::live_entries`)
+//! makes it supersede what it covers as soon as it is stored, and the old
+//! objects stay where they are: an owner that loaded its index before the
+//! swap keeps reading them. Nothing here deletes an object; removing
+//! objects no index references needs a grace period longer than any reader
+//! holds an old index, and is not built yet.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use floe_core::backend::Stores;
+use floe_core::index::{dead_entries, keep_live_entries};
+use floe_core::keys::compacted_key;
+use floe_core::object_store::put_exactly;
+use floe_core::segment::{SegmentBuilder, check_batches};
+use floe_core::types::{IndexEntry, PartitionId};
+use floe_core::{Error, ErrorKind, Result};
+
+/// Merged entries one swap stores at most (DynamoDB allows 100 items in a
+/// transaction; a swap adds its version update and a state check).
+pub const MAX_SWAP_ENTRIES: usize = 96;
+
+/// What a pass aims for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// Largest region written (a run of one partition's batches that one index
+    /// entry and one ranged GET cover): what a catch-up read fetches at once.
+    pub region_bytes: u64,
+    /// Largest object written (a PUT).
+    pub object_bytes: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            region_bytes: 4 << 20,
+            object_bytes: 64 << 20,
+        }
+    }
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<()> {
+        if self.region_bytes < 1024 {
+            return Err(Error::Config(format!(
+                "compaction region size {} is below 1 KiB",
+                self.region_bytes
+            )));
+        }
+        if self.object_bytes < self.region_bytes || self.object_bytes > u64::from(u32::MAX) {
+            return Err(Error::Config(format!(
+                "compaction object size {} must be between the region size {} and 4 GiB",
+                self.object_bytes, self.region_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Entries shorter than this are merged; longer ones are left as they are.
+    fn small(&self) -> u64 {
+        self.region_bytes / 2
+    }
+}
+
+/// One object to write: its regions, each the old entries it merges, in
+/// offset order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectPlan {
+    pub regions: Vec<Vec<IndexEntry>>,
+}
+
+/// Plans a partition's compaction from its live entries (in offset order):
+/// runs of consecutive small entries, at least two, packed greedily into
+/// regions and objects. At most `MAX_SWAP_ENTRIES` regions in all.
+pub fn plan(live: &[IndexEntry], config: &Config) -> Vec<ObjectPlan> {
+    let mut runs: Vec<Vec<IndexEntry>> = Vec::new();
+    let mut run: Vec<IndexEntry> = Vec::new();
+    for e in live {
+        let follows = run.last().is_none_or(|l| l.last_offset + 1 == e.base_offset);
+        if u64::from(e.length) < config.small() && follows {
+            run.push(e.clone());
+            continue;
+        }
+        if run.len() >= 2 {
+            runs.push(std::mem::take(&mut run));
+        }
+        run.clear();
+        if u64::from(e.length) < config.small() {
+            run.push(e.clone());
+        }
+    }
+    if run.len() >= 2 {
+        runs.push(run);
+    }
+
+    let mut objects = Vec::new();
+    let mut regions_planned = 0;
+    'runs: for run in runs {
+        let mut object: Vec<Vec<IndexEntry>> = Vec::new();
+        let mut object_len = 0u64;
+        let mut region: Vec<IndexEntry> = Vec::new();
+        let mut region_len = 0u64;
+        for e in run {
+            let len = u64::from(e.length);
+            if !region.is_empty() && region_len + len > config.region_bytes {
+                if object_len + region_len > config.object_bytes {
+                    objects.push(ObjectPlan {
+                        regions: std::mem::take(&mut object),
+                    });
+                    object_len = 0;
+                }
+                object_len += region_len;
+                object.push(std::mem::take(&mut region));
+                region_len = 0;
+                regions_planned += 1;
+                if regions_planned == MAX_SWAP_ENTRIES {
+                    break;
+                }
+            }
+            region.push(e);
+            region_len += len;
+        }
+        if !region.is_empty() && regions_planned < MAX_SWAP_ENTRIES {
+            if object_len + region_len > config.object_bytes {
+                objects.push(ObjectPlan {
+                    regions: std::mem::take(&mut object),
+                });
+            }
+            object.push(region);
+            regions_planned += 1;
+        }
+        if !object.is_empty() {
+            objects.push(ObjectPlan { regions: object });
+        }
+        if regions_planned >= MAX_SWAP_ENTRIES {
+            break 'runs;
+        }
+    }
+    // A lone region of one entry moves bytes and merges nothing.
+    objects.retain(|o| !(o.regions.len() == 1 && o.regions[0].len() == 1));
+    objects
+}
+
+/// What a pass did, summed over partitions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    pub partitions_seen: u64,
+    pub partitions_compacted: u64,
+    /// Partitions whose swap another compaction won (their objects are left
+    /// unreferenced).
+    pub swaps_lost: u64,
+    /// Partitions whose compaction failed (logged; the next pass retries).
+    pub partitions_failed: u64,
+    pub get_requests: u64,
+    pub bytes_read: u64,
+    pub put_requests: u64,
+    pub objects_written: u64,
+    pub bytes_written: u64,
+    /// Index entries the merged entries replaced.
+    pub entries_merged: u64,
+    /// Merged entries stored.
+    pub entries_written: u64,
+    /// Index entries deleted (covered, or below the log start).
+    pub entries_deleted: u64,
+    /// MetaStore calls: version and index reads, swaps, deletes.
+    pub meta_reads: u64,
+    pub meta_writes: u64,
+    pub duration: Duration,
+}
+
+impl Report {
+    fn add(&mut self, o: &Report) {
+        self.partitions_seen += o.partitions_seen;
+        self.partitions_compacted += o.partitions_compacted;
+        self.swaps_lost += o.swaps_lost;
+        self.partitions_failed += o.partitions_failed;
+        self.get_requests += o.get_requests;
+        self.bytes_read += o.bytes_read;
+        self.put_requests += o.put_requests;
+        self.objects_written += o.objects_written;
+        self.bytes_written += o.bytes_written;
+        self.entries_merged += o.entries_merged;
+        self.entries_written += o.entries_written;
+        self.entries_deleted += o.entries_deleted;
+        self.meta_reads += o.meta_reads;
+        self.meta_writes += o.meta_writes;
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} partitions seen, {} compacted, {} swaps lost, {} failed; \
+             read {} B in {} GETs, wrote {} objects ({} B) in {} PUTs; \
+             {} index entries merged into {}, {} deleted; \
+             {} metadata reads, {} metadata writes; {:.3} s",
+            self.partitions_seen,
+            self.partitions_compacted,
+            self.swaps_lost,
+            self.partitions_failed,
+            self.bytes_read,
+            self.get_requests,
+            self.objects_written,
+            self.bytes_written,
+            self.put_requests,
+            self.entries_merged,
+            self.entries_written,
+            self.entries_deleted,
+            self.meta_reads,
+            self.meta_writes,
+            self.duration.as_secs_f64()
+        )
+    }
+}
+
+/// One pass over every partition of every topic. A partition that fails is
+/// logged and counted; the pass goes on (the next pass retries it).
+pub async fn run_pass(stores: &Stores, config: &Config) -> Result<Report> {
+    config.validate()?;
+    let started = Instant::now();
+    let mut report = Report::default();
+    let topics = stores.meta.list_topics().await?;
+    report.meta_reads += 1;
+    for topic in topics {
+        for partition in 0..topic.partitions {
+            let p = PartitionId::new(topic.id, partition);
+            match compact_partition(stores, p, config).await {
+                Ok(r) => report.add(&r),
+                Err(e) => {
+                    tracing::warn!(partition = %p, topic = %topic.name, error = %e, "compaction failed");
+                    report.partitions_seen += 1;
+                    report.partitions_failed += 1;
+                }
+            }
+        }
+    }
+    report.duration = started.elapsed();
+    tracing::info!(%report, "compaction pass");
+    Ok(report)
+}
+
+/// Compacts one partition (see the module docs for the steps).
+pub async fn compact_partition(stores: &Stores, p: PartitionId, config: &Config) -> Result<Report> {
+    let mut r = Report {
+        partitions_seen: 1,
+        ..Report::default()
+    };
+    let version = stores.meta.index_version(p).await?;
+    r.meta_reads += 1;
+    let Some(mut snap) = stores.meta.load_partition(p).await? else {
+        r.meta_reads += 1;
+        return Ok(r);
+    };
+    r.meta_reads += 1;
+    // Only what the stored checkpoint holds: entries past its end are from a
+    // checkpoint that did not land (the owner writes them again).
+    snap.entries.retain(|e| e.base_offset < snap.next_offset);
+    let stored = snap.entries.clone();
+    keep_live_entries(&mut snap)?;
+    let plans = plan(&snap.entries, config);
+
+    let mut merged = Vec::new();
+    for object in &plans {
+        merged.extend(write_object(stores, p, object, &mut r).await?);
+    }
+    if !merged.is_empty() {
+        r.meta_writes += 1;
+        match stores.meta.swap_index(p, version, &merged).await {
+            Ok(()) => {
+                r.partitions_compacted += 1;
+                r.entries_written += merged.len() as u64;
+                r.entries_merged += plans
+                    .iter()
+                    .flat_map(|o| &o.regions)
+                    .map(|reg| reg.len() as u64)
+                    .sum::<u64>();
+            }
+            Err(e) if e.kind() == ErrorKind::Precondition => {
+                tracing::info!(partition = %p, error = %e, "another compaction swapped first");
+                r.swaps_lost += 1;
+                return Ok(r);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let mut after = stored;
+    after.extend(merged);
+    let dead = dead_entries(&after, snap.log_start_offset);
+    if !dead.is_empty() {
+        r.meta_writes += 1;
+        stores.meta.delete_index(p, &dead).await?;
+        r.entries_deleted += dead.len() as u64;
+    }
+    Ok(r)
+}
+
+/// Copies the regions of `object` into one new object; returns its entries.
+async fn write_object(
+    stores: &Stores,
+    p: PartitionId,
+    object: &ObjectPlan,
+    r: &mut Report,
+) -> Result<Vec<IndexEntry>> {
+    let total: u64 = object
+        .regions
+        .iter()
+        .flatten()
+        .map(|e| u64::from(e.length))
+        .sum();
+    let mut builder = SegmentBuilder::with_capacity(total as usize);
+    for region in &object.regions {
+        let position = builder.position();
+        let mut batches = 0u32;
+        let mut max_timestamp = i64::MIN;
+        for e in region {
+            let bytes = read_entry(stores, e, r).await?;
+            let run = check_batches(&bytes).map_err(|err| in_entry(p, e, err))?;
+            if run.base_offset != e.base_offset || run.last_offset != e.last_offset {
+                return Err(Error::Corrupt(format!(
+                    "partition {p}: {} at {} holds offsets {}..={}, its index entry says {}..={}",
+                    e.object_key,
+                    e.position,
+                    run.base_offset,
+                    run.last_offset,
+                    e.base_offset,
+                    e.last_offset
+                )));
+            }
+            builder.push_bytes(&bytes);
+            batches += run.batch_count;
+            max_timestamp = max_timestamp.max(e.max_timestamp);
+        }
+        let (Some(first), Some(last)) = (region.first(), region.last()) else {
+            continue;
+        };
+        builder.finish_region(
+            p,
+            position,
+            first.base_offset,
+            last.last_offset,
+            max_timestamp,
+            batches,
+        );
+    }
+    let body: Bytes = builder.finish();
+    let infos = floe_core::segment::read_footer(&body)?;
+    let (Some(first), Some(last)) = (infos.first(), infos.last()) else {
+        return Ok(Vec::new());
+    };
+    let key = compacted_key(
+        p,
+        first.base_offset,
+        last.last_offset,
+        crc32c::crc32c(&body),
+    );
+    r.put_requests += 1;
+    put_exactly(&*stores.objects, &key, body.clone()).await?;
+    r.objects_written += 1;
+    r.bytes_written += body.len() as u64;
+    Ok(infos
+        .into_iter()
+        .map(|i| IndexEntry {
+            base_offset: i.base_offset,
+            last_offset: i.last_offset,
+            max_timestamp: i.max_timestamp,
+            object_key: key.clone(),
+            position: i.position,
+            length: i.length,
+        })
+        .collect())
+}
+
+async fn read_entry(stores: &Stores, e: &IndexEntry, r: &mut Report) -> Result<Bytes> {
+    r.get_requests += 1;
+    let bytes = stores
+        .objects
+        .get_range(&e.object_key, e.position..e.position + u64::from(e.length))
+        .await?;
+    r.bytes_read += bytes.len() as u64;
+    Ok(bytes)
+}
+
+fn in_entry(p: PartitionId, e: &IndexEntry, err: Error) -> Error {
+    Error::Corrupt(format!(
+        "partition {p}: region {}..={} in {} at {}: {err}",
+        e.base_offset, e.last_offset, e.object_key, e.position
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(base: i64, last: i64, len: u32) -> IndexEntry {
+        IndexEntry {
+            base_offset: base,
+            last_offset: last,
+            max_timestamp: base,
+            object_key: format!("o{base}"),
+            position: 0,
+            length: len,
+        }
+    }
+
+    fn shape(plans: &[ObjectPlan]) -> Vec<Vec<Vec<i64>>> {
+        plans
+            .iter()
+            .map(|o| {
+                o.regions
+                    .iter()
+                    .map(|r| r.iter().map(|x| x.base_offset).collect())
+                    .collect()
+            })
+            .collect()
+    }
+
+    const CFG: Config = Config {
+        region_bytes: 1000,
+        object_bytes: 2000,
+    };
+
+    #[test]
+    fn small_runs_pack_into_regions_and_objects() {
+        // Ten entries of 300 B: regions of three (900 B), objects of two regions.
+        let live: Vec<_> = (0..10).map(|i| e(i * 10, i * 10 + 9, 300)).collect();
+        assert_eq!(
+            shape(&plan(&live, &CFG)),
+            vec![
+                vec![vec![0, 10, 20], vec![30, 40, 50]],
+                vec![vec![60, 70, 80], vec![90]],
+            ]
+        );
+    }
+
+    #[test]
+    fn large_entries_split_runs_and_lone_entries_stay() {
+        let live = vec![
+            e(0, 9, 100),
+            e(10, 19, 100),
+            e(20, 29, 700), // not small (>= half a region): stays
+            e(30, 39, 100), // a run of one: nothing to merge
+            e(40, 49, 900),
+            e(50, 59, 100),
+            e(60, 69, 100),
+        ];
+        assert_eq!(
+            shape(&plan(&live, &CFG)),
+            vec![vec![vec![0, 10]], vec![vec![50, 60]]]
+        );
+    }
+
+    #[test]
+    fn a_swap_stays_within_its_entry_limit() {
+        let live: Vec<_> = (0..1000).map(|i| e(i, i, 300)).collect();
+        let cfg = Config {
+            region_bytes: 1024,
+            object_bytes: 1 << 20,
+        };
+        let regions: usize = plan(&live, &cfg).iter().map(|o| o.regions.len()).sum();
+        assert_eq!(regions, MAX_SWAP_ENTRIES);
+    }
+
+    #[test]
+    fn config_is_checked() {
+        assert!(Config::default().validate().is_ok());
+        let bad = Config {
+            region_bytes: 10 << 20,
+            object_bytes: 1 << 20,
+        };
+        assert_eq!(bad.validate().unwrap_err().kind(), ErrorKind::Config);
+    }
+}

@@ -1,0 +1,252 @@
+//! Compaction as a Kafka user sees it: none of it. `floe compact --once`
+//! (two at once) runs beside a gateway that keeps taking writes; consumers
+//! read byte-identical records (keys, values, headers, timestamps) at
+//! identical offsets before, during and after, on the live gateway and on
+//! the next owner after a `kill -9`, which loads the compacted index: one
+//! entry per region instead of one per flush.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::kafka::create_topic;
+use common::{Process, floe_bin, free_port};
+use floe_core::settings::Settings;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+const PARTITIONS: i32 = 3;
+/// Longer than a checkpoint interval (5 s by default).
+const CHECKPOINTED: Duration = Duration::from_secs(6);
+
+/// A record as a consumer sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rec {
+    offset: i64,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    timestamp: Option<i64>,
+    headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+fn producer(bootstrap: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("linger.ms", "0")
+        .set("compression.type", "lz4")
+        .create()
+        .expect("producer")
+}
+
+/// `n` records from `from`, each acknowledged before the next (each its own
+/// flush, so its own index entry until compacted).
+async fn produce(bootstrap: &str, topic: &str, from: usize, n: usize) {
+    let p = producer(bootstrap);
+    for i in from..from + n {
+        let key = format!("key-{i}");
+        let value = format!("value-{i}-{}", "x".repeat(i % 200));
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "i",
+            value: Some(&i.to_string()),
+        });
+        let r = FutureRecord::to(topic)
+            .key(&key)
+            .payload(&value)
+            .partition((i % PARTITIONS as usize) as i32)
+            .timestamp(1_700_000_000_000 + i as i64)
+            .headers(headers);
+        p.send(r, Duration::from_secs(30)).await.expect("delivered");
+    }
+}
+
+/// Every record of `topic` up to the high watermarks.
+fn read_all(bootstrap: &str, topic: &str) -> BTreeMap<i32, Vec<Rec>> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "compaction-reader")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "100")
+        .create()
+        .expect("consumer");
+    let mut ends = HashMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        let (_, hi) = c
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .expect("watermarks");
+        ends.insert(p, hi);
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("tpl");
+    }
+    c.assign(&tpl).expect("assign");
+    let total: i64 = ends.values().sum();
+    let mut out: BTreeMap<i32, Vec<Rec>> = BTreeMap::new();
+    let mut n = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while n < total && Instant::now() < deadline {
+        let Some(m) = c.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = m.expect("consume");
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|x| (x.key.to_string(), x.value.map(<[u8]>::to_vec)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.entry(m.partition()).or_default().push(Rec {
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
+            timestamp: m.timestamp().to_millis(),
+            headers,
+        });
+        n += 1;
+    }
+    assert_eq!(n, total, "read up to the high watermarks");
+    out
+}
+
+/// `floe compact --once` on the gateway's backend; its report line.
+fn compact_once(data_dir: &Path, backend: &[(&str, String)]) -> std::process::Child {
+    let mut cmd = std::process::Command::new(floe_bin());
+    cmd.args(["compact", "--once", "--region-bytes", "8KiB", "--log-level", "warn"])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stdout(std::process::Stdio::piped());
+    for (k, v) in backend {
+        cmd.arg(format!("--{k}")).arg(v);
+    }
+    cmd.spawn().expect("spawn floe compact")
+}
+
+fn finish(child: std::process::Child) -> String {
+    let out = child.wait_with_output().expect("floe compact");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "floe compact failed: {text}");
+    text
+}
+
+/// Live index entries per partition, as a loading owner sees them.
+async fn entries(data_dir: &Path, backend: &[(&str, String)], topic: &str) -> Vec<usize> {
+    let mut settings = Settings {
+        data_dir: data_dir.to_path_buf(),
+        ..Settings::default()
+    };
+    for (k, v) in backend {
+        settings.apply(k, v).expect("setting");
+    }
+    let stores = floe_core::backend::open_backend(&settings, None)
+        .await
+        .expect("open backend");
+    let t = stores
+        .meta
+        .get_topic(topic)
+        .await
+        .expect("topic")
+        .expect("exists");
+    let mut out = Vec::new();
+    for p in 0..PARTITIONS {
+        let snap = floe_core::index::load(
+            &*stores.meta,
+            floe_core::types::PartitionId::new(t.id, p),
+            0,
+        )
+        .await
+        .expect("load")
+        .expect("claimed");
+        out.push(snap.entries.len());
+    }
+    out
+}
+
+async fn compaction_is_invisible(backend: Vec<(&'static str, String)>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let extra: Vec<(&str, &str)> = backend.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut gw = Process::start(dir.path(), free_port(), &extra);
+    let bootstrap = gw.bootstrap();
+    let topic = "compacted-invisibly";
+    create_topic(&bootstrap, topic, PARTITIONS).await;
+
+    produce(&bootstrap, topic, 0, 450).await;
+    // Compaction works on what checkpoints stored (every 5 s by default).
+    tokio::time::sleep(CHECKPOINTED).await;
+    let before = read_all(&bootstrap, topic);
+    assert_eq!(before.values().map(Vec::len).sum::<usize>(), 450);
+
+    // Two compactors at once, while the owner keeps appending and a consumer reads.
+    let writer = tokio::spawn({
+        let bootstrap = bootstrap.clone();
+        async move { produce(&bootstrap, topic, 450, 150).await }
+    });
+    let (a, b) = (
+        compact_once(dir.path(), &backend),
+        compact_once(dir.path(), &backend),
+    );
+    let during = tokio::task::spawn_blocking({
+        let bootstrap = bootstrap.clone();
+        move || read_all(&bootstrap, topic)
+    });
+    let reports = [finish(a), finish(b)];
+    writer.await.expect("writer");
+    let during = during.await.expect("reader");
+    for (p, recs) in &during {
+        let n = recs.len().min(before[p].len());
+        assert!(recs[..n] == before[p][..n], "partition {p} read during compaction");
+    }
+    let compacted: usize = reports
+        .iter()
+        .map(|r| {
+            r.split(" compacted")
+                .next()
+                .and_then(|s| s.rsplit(' ').next())
+                .and_then(|n| n.parse::<usize>().ok())
+                .unwrap_or_else(|| panic!("no count in {r:?}"))
+        })
+        .sum();
+    assert!(compacted >= PARTITIONS as usize, "{reports:?}");
+
+    // The live owner, still on the index it loaded, serves everything.
+    let live = read_all(&bootstrap, topic);
+    assert_eq!(live.values().map(Vec::len).sum::<usize>(), 600);
+    for (p, recs) in &before {
+        assert!(live[p][..recs.len()] == recs[..], "partition {p} on the live owner");
+    }
+    for recs in live.values() {
+        for (i, r) in recs.iter().enumerate() {
+            assert_eq!(r.offset, i as i64, "offsets contiguous from 0");
+        }
+    }
+
+    // A pass after the writes have been checkpointed, then the next owner
+    // after kill -9: it loads the compacted index (and replays the rest).
+    tokio::time::sleep(CHECKPOINTED).await;
+    finish(compact_once(dir.path(), &backend));
+    let counts = entries(dir.path(), &backend, topic).await;
+    assert!(
+        counts.iter().all(|&n| n <= 10),
+        "200 flushes per partition in a few entries: {counts:?}"
+    );
+    gw.restart();
+    assert!(read_all(&bootstrap, topic) == live, "identical after kill -9");
+    gw.terminate();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn compaction_is_invisible_to_consumers() {
+    compaction_is_invisible(Vec::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs emulators: scripts/test-all.sh starts them"]
+async fn compaction_is_invisible_on_the_aws_backend() {
+    compaction_is_invisible(common::kafka::fresh_aws_backend("floe-compact")).await;
+}
