@@ -15,9 +15,9 @@
 //!    owner, which appends past it, is never in the way;
 //! 3. copies each planned region's bytes (one ranged GET per old entry,
 //!    every batch checked: lengths, CRC-32C, offsets following on from the
-//!    entry's base to its last) into a new segment object, named by its
-//!    CRC-32C (`keys::compacted_key`) so two compactors building the same
-//!    object write the same key and bytes;
+//!    entry's base to its last) into a new segment object under a key of
+//!    its own (`keys::compacted_key`: never reused, so an object that is
+//!    unreferenced stays so);
 //! 4. swaps: ONE `swap_index` per partition per pass stores the merged
 //!    entries, conditional on the version read in step 1. Losing that race
 //!    (`Precondition`) leaves the index as the winner made it; the loser's
@@ -69,6 +69,14 @@ impl Default for Config {
 }
 
 impl Config {
+    /// `compact-region-bytes` and `compact-object-bytes`.
+    pub fn from_settings(settings: &floe_core::settings::Settings) -> Config {
+        Config {
+            region_bytes: settings.compact_region_bytes,
+            object_bytes: settings.compact_object_bytes,
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         if self.region_bytes < 1024 {
             return Err(Error::Config(format!(
@@ -377,12 +385,7 @@ async fn write_object(
     let (Some(first), Some(last)) = (infos.first(), infos.last()) else {
         return Ok(Vec::new());
     };
-    let key = compacted_key(
-        p,
-        first.base_offset,
-        last.last_offset,
-        crc32c::crc32c(&body),
-    );
+    let key = compacted_key(p, first.base_offset, last.last_offset, uuid::Uuid::new_v4());
     r.put_requests += 1;
     put_exactly(&*stores.objects, &key, body.clone()).await?;
     r.objects_written += 1;

@@ -64,6 +64,39 @@ impl PartitionIndex {
         self.entries.range(start..).cloned().collect()
     }
 
+    /// Replaces the entries up to where `prefix` ends (contiguous entries
+    /// holding the same offsets, as a compaction stored them) and keeps the
+    /// rest. `false`, changing nothing, unless `prefix` is contiguous, starts
+    /// at or before the first entry held and ends exactly where a held entry
+    /// ends (at an entry boundary). Entries of `prefix` wholly below the
+    /// first held entry are not taken (the log start passed them).
+    pub fn replace_prefix(&mut self, prefix: &[IndexEntry]) -> bool {
+        let (Some(first_held), Some(last)) = (self.entries.front(), prefix.last()) else {
+            return false;
+        };
+        let start = first_held.base_offset;
+        if prefix[0].base_offset > start
+            || prefix
+                .windows(2)
+                .any(|w| w[1].base_offset != w[0].last_offset + 1)
+        {
+            return false;
+        }
+        let end = last.last_offset;
+        let kept_from = self.entries.partition_point(|e| e.last_offset <= end);
+        if kept_from == 0 || self.entries[kept_from - 1].last_offset != end {
+            return false;
+        }
+        let mut entries: VecDeque<IndexEntry> = prefix
+            .iter()
+            .filter(|e| e.last_offset >= start)
+            .cloned()
+            .collect();
+        entries.extend(self.entries.drain(kept_from..));
+        *self = PartitionIndex::new(entries.into());
+        true
+    }
+
     /// Appends the entry of a committed flush.
     pub fn push(&mut self, e: IndexEntry) {
         self.bytes += u64::from(e.length);
@@ -419,6 +452,28 @@ pub(crate) mod tests {
         // An overlap that no swap makes.
         let err = live_entries(vec![compacted(0, 19), compacted(10, 29)]).unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::Corrupt);
+    }
+
+    #[test]
+    fn a_compacted_prefix_replaces_what_it_holds() {
+        let held = || PartitionIndex::new((1..6).map(|i| entry(i * 10, i * 10 + 9, 0, 5)).collect());
+        // The log start passed 0..9: held from 10; the compaction covers 0..39.
+        let mut ix = held();
+        assert!(ix.replace_prefix(&[compacted(0, 9), compacted(10, 39)]));
+        let keys: Vec<_> = ix.entries().map(|e| e.object_key.clone()).collect();
+        assert_eq!(keys, vec!["c10-39", "o40", "o50"]);
+        assert_eq!(ix.bytes(), 11);
+        // Not at an entry boundary, not contiguous, starting after what is held.
+        for bad in [
+            vec![compacted(0, 34)],
+            vec![compacted(0, 19), compacted(21, 39)],
+            vec![compacted(20, 39)],
+            vec![],
+        ] {
+            let mut ix = held();
+            assert!(!ix.replace_prefix(&bad), "{bad:?}");
+            assert_eq!(ix, held());
+        }
     }
 
     #[test]

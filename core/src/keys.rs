@@ -15,15 +15,18 @@ pub fn object_key(stream: &StreamId, seq: u64) -> String {
     format!("segments/{spread:02x}/{name}.seg")
 }
 
-/// Objects a compaction writes: one partition's batches from `base` to
-/// `last`, named by content (`digest`, the CRC-32C of the object) so that two
-/// compactors building the same object write the same key and bytes:
-/// `compacted/<spread>/<topic id>-<partition>-<base>-<last>-<digest>.seg`.
-pub fn compacted_key(partition: PartitionId, base: i64, last: i64, digest: u32) -> String {
+/// An object a compaction writes: one partition's batches from `base` to
+/// `last`, `compacted/<spread>/<topic id>-<partition>-<base>-<last>-<nonce>.seg`.
+/// The nonce (a fresh UUID per object) makes every write its own key: an
+/// object that lost its swap, or was left by a crashed compaction, is never
+/// referenced later, so once unreferenced for the grace period it can be
+/// deleted without racing a compaction that would reuse its name.
+pub fn compacted_key(partition: PartitionId, base: i64, last: i64, nonce: uuid::Uuid) -> String {
     let name = format!(
-        "{}-{}-{base:020}-{last:020}-{digest:08x}",
+        "{}-{}-{base:020}-{last:020}-{}",
         partition.topic.simple(),
-        partition.partition
+        partition.partition,
+        nonce.simple()
     );
     let spread = crc32c::crc32c(name.as_bytes()) & 0xff;
     format!("{COMPACTED_PREFIX}{spread:02x}/{name}.seg")

@@ -366,6 +366,21 @@ declare_settings! {
     /// that moved).
     retention_check_interval: Duration = Duration::from_secs(300),
         check = at_least(Duration::from_millis(10));
+    /// How often a gateway runs a compaction pass itself (over every
+    /// partition; several gateways doing so is safe, each swap is
+    /// conditional): fewer objects, index entries and catch-up GETs vs the
+    /// pass's reads and writes. `0s` turns it off (on AWS, `floe compact`
+    /// runs the passes beside the gateways instead).
+    compact_interval: Option<Duration> = None,
+        default_doc = "`5m` (embedded), `0s`: off (aws)";
+    /// Largest region a compaction writes: what one index entry and one
+    /// catch-up GET cover (a fetch reads a whole region into the read
+    /// cache). At least `1KiB`.
+    compact_region_bytes: u64 = 4 * 1024 * 1024, check = at_least(1024);
+    /// Largest object a compaction writes (one PUT); at least
+    /// `compact-region-bytes`, at most `4GiB`.
+    compact_object_bytes: u64 = 64 * 1024 * 1024,
+        check = |v| if *v <= u64::from(u32::MAX) { Ok(()) } else { Err("must be at most 4GiB".into()) };
     /// Recently written and read object ranges kept for fetches: tailing
     /// consumers never touch object storage vs memory.
     read_cache_bytes: u64 = 256 * 1024 * 1024;
@@ -489,6 +504,15 @@ impl Settings {
         })
     }
 
+    /// `compact-interval` as given, else the backend's default; `None`: off.
+    pub fn compact_interval(&self) -> Option<Duration> {
+        let every = self.compact_interval.unwrap_or(match self.backend {
+            Backend::Embedded => Duration::from_secs(300),
+            Backend::Aws => Duration::ZERO,
+        });
+        (!every.is_zero()).then_some(every)
+    }
+
     /// Checks relations between values; called once all sources are applied
     /// (each value alone was checked when it was applied).
     pub fn validate(&self) -> Result<()> {
@@ -498,6 +522,12 @@ impl Settings {
                 "max-buffer-bytes ({}) must be at least segment-bytes ({})",
                 self.max_buffer_bytes,
                 self.segment_bytes()
+            ));
+        }
+        if self.compact_object_bytes < self.compact_region_bytes {
+            return fail(format!(
+                "compact-object-bytes ({}) must be at least compact-region-bytes ({})",
+                self.compact_object_bytes, self.compact_region_bytes
             ));
         }
         if self.max_inflight_request_bytes < self.max_request_bytes {

@@ -33,6 +33,8 @@ pub(crate) struct LogState {
     pub checkpointed_end: i64,
     pub deleted: bool,
     pub lease: Lease,
+    /// The stored index version whose compacted entries the index holds.
+    pub compacted_version: u64,
 }
 
 /// Whether this gateway leads the partition.
@@ -87,6 +89,7 @@ impl PartitionLog {
                 checkpointed_end,
                 deleted: false,
                 lease: Lease::Owned,
+                compacted_version: 0,
             }),
             waiters: Mutex::new(Vec::new()),
         })
@@ -271,6 +274,30 @@ impl PartitionLog {
         let mut s = self.lock();
         s.checkpointed_version = s.checkpointed_version.max(version);
         s.checkpointed_end = s.checkpointed_end.max(end);
+    }
+
+    /// The stored index version last adopted (`adopt_compacted`).
+    pub fn compacted_version(&self) -> u64 {
+        self.lock().compacted_version
+    }
+
+    /// Adopts a compaction: `stored` are the stored live entries at index
+    /// version `version` (all below the stored checkpoint's end, so below
+    /// what this index holds); the entries they hold the same offsets as are
+    /// replaced by them. `false` if nothing was replaced (they do not line up
+    /// with the entries held, or there are none); the version is then left
+    /// as it was, to try again.
+    pub fn adopt_compacted(&self, version: u64, stored: &[IndexEntry]) -> bool {
+        let mut s = self.lock();
+        if s.compacted_version >= version {
+            return false;
+        }
+        if s.index.replace_prefix(stored) {
+            s.compacted_version = version;
+            true
+        } else {
+            false
+        }
     }
 
     /// A full checkpoint (used when claiming the partition).

@@ -52,6 +52,8 @@ pub struct Broker {
     pub request_budget: Arc<tokio::sync::Semaphore>,
     /// Request accounting: the metrics endpoint and the shutdown summary.
     pub metrics: Arc<Metrics>,
+    /// The stores, for compaction passes run here (`compact_interval`).
+    stores: Stores,
 }
 
 impl Broker {
@@ -64,6 +66,7 @@ impl Broker {
         clock: SharedClock,
         advertised: String,
     ) -> floe_core::Result<Arc<Broker>> {
+        let compaction_stores = stores.clone();
         let meta = stores.meta;
         // Checked before registering: a new epoch supersedes the last one.
         Cluster::parse_advertised(&advertised)?;
@@ -138,6 +141,7 @@ impl Broker {
             metrics,
             clock,
             settings,
+            stores: compaction_stores,
         }))
     }
 
@@ -293,6 +297,72 @@ impl Broker {
         }
     }
 
+    /// Compaction passes every `compact_interval` (if on) until `stop` fires;
+    /// after each, the partitions led here adopt what it compacted.
+    pub async fn compaction_loop(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let Some(every) = self.settings.compact_interval() else {
+            return;
+        };
+        let config = floe_compactor::Config::from_settings(&self.settings);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    match floe_compactor::run_pass(&self.stores, &config).await {
+                        Ok(report) => self.metrics.compaction_pass(&report),
+                        Err(e) => tracing::warn!(error = %e, "compaction pass failed; will retry"),
+                    }
+                    self.adopt_compactions().await;
+                }
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// For every partition led here whose stored index was compacted since
+    /// it last looked (its index version moved), replaces the in-memory
+    /// entries the compaction merged with the merged ones: the owner's index
+    /// and what it reads shrink with the stored index, whoever compacted it
+    /// (a pass here or `floe compact`). One small read per
+    /// led partition, a load only for those that changed.
+    pub async fn adopt_compactions(&self) {
+        for topic in self.topics.all() {
+            for log in &topic.logs {
+                if log.lease() != floe_flusher::Lease::Owned {
+                    continue;
+                }
+                let version = match self.meta.index_version(log.id).await {
+                    Ok(v) if v != log.compacted_version() => v,
+                    Ok(_) => continue,
+                    Err(e) => {
+                        tracing::debug!(partition = %log.id, error = %e, "index version not read");
+                        continue;
+                    }
+                };
+                let stored = match self.meta.load_partition(log.id).await {
+                    Ok(Some(snap)) => {
+                        let end = snap.next_offset;
+                        let entries = snap.entries.into_iter().filter(|e| e.base_offset < end);
+                        floe_core::index::live_entries(entries.collect())
+                    }
+                    Ok(None) => continue,
+                    Err(e) => Err(e),
+                };
+                match stored {
+                    Ok(live) => {
+                        if log.adopt_compacted(version, &live) {
+                            tracing::debug!(partition = %log.id, version, "adopted a compacted index");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(partition = %log.id, error = %e, "compacted index not adopted")
+                    }
+                }
+            }
+        }
+    }
+
     /// Periodic checkpoints until `stop` fires.
     pub async fn checkpoint_loop(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(self.settings.checkpoint_interval);
@@ -305,6 +375,8 @@ impl Broker {
                     if retention_checked.elapsed() >= retention_every {
                         retention_checked = tokio::time::Instant::now();
                         self.apply_retention();
+                        // Compactions run elsewhere (`floe compact`).
+                        self.adopt_compactions().await;
                     }
                     if let Err(e) = self.checkpoint().await {
                         tracing::warn!(error = %e, "checkpoint failed; will retry");

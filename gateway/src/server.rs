@@ -49,6 +49,7 @@ pub async fn serve(
 ) {
     let (stop_tx, stop_rx) = watch::channel(false);
     let checkpoints = tokio::spawn(broker.clone().checkpoint_loop(stop_rx.clone()));
+    let compactions = tokio::spawn(broker.clone().compaction_loop(stop_rx.clone()));
     let ownership = tokio::spawn(crate::ownership::run(
         broker.clone(),
         controller,
@@ -95,6 +96,9 @@ pub async fn serve(
         connections.abort_all();
     }
     let _ = checkpoints.await;
+    // A pass cut short is safe (every step is idempotent; the next resumes).
+    compactions.abort();
+    let _ = compactions.await;
     let _ = ownership.await;
     broker.close(Duration::from_secs(30)).await;
     tracing::info!("shutdown complete");

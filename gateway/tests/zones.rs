@@ -9,8 +9,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -22,24 +20,9 @@ const TOPIC: &str = "zones";
 /// Enough that each of the two gateways leads some (all on one: 2 in 65,536).
 const PARTITIONS: i32 = 16;
 
-/// The body of `GET /metrics` on `port`.
-fn scrape(port: u16) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("metrics port");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).expect("read");
-    raw.split_once("\r\n\r\n").expect("body").1.to_string()
-}
-
 /// Bytes of records this gateway has returned to fetches.
 fn fetched_bytes(port: u16) -> f64 {
-    scrape(port)
+    common::scrape(port)
         .lines()
         .find_map(|l| {
             l.strip_prefix("floe_fetch_bytes_total ")?

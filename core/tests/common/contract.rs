@@ -730,7 +730,7 @@ pub async fn index_swaps_are_conditional_and_covering(meta: Arc<dyn MetaStore>) 
     );
     let p = pid(14, 1);
     let merged = |base: i64, last: i64| IndexEntry {
-        object_key: floe_core::keys::compacted_key(p, base, last, 7),
+        object_key: floe_core::keys::compacted_key(p, base, last, uuid::Uuid::from_u128(7)),
         position: 0,
         length: 640,
         ..entry(base, last, "")

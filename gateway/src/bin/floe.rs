@@ -28,8 +28,9 @@ enum Command {
     Bench(Box<BenchArgs>),
     /// Merge each partition's small regions (one per flush) into
     /// per-partition objects and swap the index to them, on the backend the
-    /// settings name, beside running gateways or without any. Prints what
-    /// each pass read, wrote and deleted. Objects are never deleted yet.
+    /// settings name, beside running gateways or without any
+    /// (--compact-region-bytes and --compact-object-bytes apply). Prints what
+    /// each pass read, wrote and deleted.
     Compact(CompactArgs),
 }
 
@@ -41,12 +42,6 @@ struct CompactArgs {
     /// Without --once: time between passes, until SIGINT/SIGTERM.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     every: Duration,
-    /// Largest region written: what one index entry and one catch-up GET cover.
-    #[arg(long, default_value = "4MiB")]
-    region_bytes: bytesize::ByteSize,
-    /// Largest object written.
-    #[arg(long, default_value = "64MiB")]
-    object_bytes: bytesize::ByteSize,
 }
 
 #[derive(clap::Args, Debug)]
@@ -356,10 +351,7 @@ async fn shutdown_signal() {
 
 /// `floe compact`: passes of the compactor over the backend's partitions.
 async fn compact(settings: &Settings, faults: Option<std::sync::Arc<Faults>>, c: &CompactArgs) -> ExitCode {
-    let config = floe_compactor::Config {
-        region_bytes: c.region_bytes.as_u64(),
-        object_bytes: c.object_bytes.as_u64(),
-    };
+    let config = floe_compactor::Config::from_settings(settings);
     if let Err(e) = config.validate() {
         eprintln!("floe compact: {e}");
         return ExitCode::from(2);

@@ -247,3 +247,19 @@ pub fn wait_for_port(port: u16, within: Duration) {
     }
     panic!("port {port} did not open within {within:?}");
 }
+
+/// The body of `GET /metrics` on `port` (a gateway's `--metrics-listen`).
+pub fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics port");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("read");
+    raw.split_once("\r\n\r\n").expect("body").1.to_string()
+}
