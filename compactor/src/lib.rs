@@ -113,7 +113,9 @@ pub fn plan(live: &[IndexEntry], config: &Config) -> Vec<ObjectPlan> {
     let mut runs: Vec<Vec<IndexEntry>> = Vec::new();
     let mut run: Vec<IndexEntry> = Vec::new();
     for e in live {
-        let follows = run.last().is_none_or(|l| l.last_offset + 1 == e.base_offset);
+        let follows = run
+            .last()
+            .is_none_or(|l| l.last_offset + 1 == e.base_offset);
         if u64::from(e.length) < config.small() && follows {
             run.push(e.clone());
             continue;

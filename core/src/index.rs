@@ -456,7 +456,8 @@ pub(crate) mod tests {
 
     #[test]
     fn a_compacted_prefix_replaces_what_it_holds() {
-        let held = || PartitionIndex::new((1..6).map(|i| entry(i * 10, i * 10 + 9, 0, 5)).collect());
+        let held =
+            || PartitionIndex::new((1..6).map(|i| entry(i * 10, i * 10 + 9, 0, 5)).collect());
         // The log start passed 0..9: held from 10; the compaction covers 0..39.
         let mut ix = held();
         assert!(ix.replace_prefix(&[compacted(0, 9), compacted(10, 39)]));

@@ -244,13 +244,21 @@ pub fn check_batches(bytes: &[u8]) -> Result<BatchRun> {
             return Err(Error::Corrupt(format!("batch at {at} has length {len}")));
         };
         let batch = &rest[..total];
-        let crc = u32::from_be_bytes(batch[CRC_AT..CRC_AT + 4].try_into().map_err(corrupt_slice)?);
+        let crc = u32::from_be_bytes(
+            batch[CRC_AT..CRC_AT + 4]
+                .try_into()
+                .map_err(corrupt_slice)?,
+        );
         if crc32c::crc32c(&batch[CRC_AT + 4..]) != crc {
-            return Err(Error::Corrupt(format!("batch at offset {base} fails its CRC-32C")));
+            return Err(Error::Corrupt(format!(
+                "batch at offset {base} fails its CRC-32C"
+            )));
         }
         let delta = i32::from_be_bytes(batch[23..27].try_into().map_err(corrupt_slice)?);
         if delta < 0 {
-            return Err(Error::Corrupt(format!("batch at offset {base} has lastOffsetDelta {delta}")));
+            return Err(Error::Corrupt(format!(
+                "batch at offset {base} has lastOffsetDelta {delta}"
+            )));
         }
         let last = base + i64::from(delta);
         run = Some(match run {

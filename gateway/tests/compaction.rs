@@ -119,10 +119,17 @@ fn read_all(bootstrap: &str, topic: &str) -> BTreeMap<i32, Vec<Rec>> {
 /// `floe compact --once` on the gateway's backend; its report line.
 fn compact_once(data_dir: &Path, backend: &[(&str, String)]) -> std::process::Child {
     let mut cmd = std::process::Command::new(floe_bin());
-    cmd.args(["compact", "--once", "--compact-region-bytes", "8KiB", "--log-level", "warn"])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .stdout(std::process::Stdio::piped());
+    cmd.args([
+        "compact",
+        "--once",
+        "--compact-region-bytes",
+        "8KiB",
+        "--log-level",
+        "warn",
+    ])
+    .arg("--data-dir")
+    .arg(data_dir)
+    .stdout(std::process::Stdio::piped());
     for (k, v) in backend {
         cmd.arg(format!("--{k}")).arg(v);
     }
@@ -201,7 +208,10 @@ async fn compaction_is_invisible(backend: Vec<(&'static str, String)>) {
     let during = during.await.expect("reader");
     for (p, recs) in &during {
         let n = recs.len().min(before[p].len());
-        assert!(recs[..n] == before[p][..n], "partition {p} read during compaction");
+        assert!(
+            recs[..n] == before[p][..n],
+            "partition {p} read during compaction"
+        );
     }
     let compacted: usize = reports
         .iter()
@@ -219,7 +229,10 @@ async fn compaction_is_invisible(backend: Vec<(&'static str, String)>) {
     let live = read_all(&bootstrap, topic);
     assert_eq!(live.values().map(Vec::len).sum::<usize>(), 600);
     for (p, recs) in &before {
-        assert!(live[p][..recs.len()] == recs[..], "partition {p} on the live owner");
+        assert!(
+            live[p][..recs.len()] == recs[..],
+            "partition {p} on the live owner"
+        );
     }
     for recs in live.values() {
         for (i, r) in recs.iter().enumerate() {
@@ -237,7 +250,10 @@ async fn compaction_is_invisible(backend: Vec<(&'static str, String)>) {
         "200 flushes per partition in a few entries: {counts:?}"
     );
     gw.restart();
-    assert!(read_all(&bootstrap, topic) == live, "identical after kill -9");
+    assert!(
+        read_all(&bootstrap, topic) == live,
+        "identical after kill -9"
+    );
     gw.terminate();
 }
 
@@ -281,9 +297,15 @@ async fn a_gateway_compacts_on_its_own_timer() {
     );
     assert!(counter("partitions_compacted") >= PARTITIONS as u64);
     assert_eq!(counter("partitions_failed"), 0);
-    assert!(read_all(&bootstrap, topic) == before, "identical on the gateway");
+    assert!(
+        read_all(&bootstrap, topic) == before,
+        "identical on the gateway"
+    );
     gw.restart();
-    assert!(read_all(&bootstrap, topic) == before, "identical after kill -9");
+    assert!(
+        read_all(&bootstrap, topic) == before,
+        "identical after kill -9"
+    );
     gw.terminate();
 }
 

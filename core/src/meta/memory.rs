@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use super::MetaStore;
 use super::rules::{
     CommitOutcome, EpochRecord, FenceDecision, StoredOwner, check_checkpoint, check_claim,
-    check_epoch, check_group_store, check_index_version, check_release, check_topic_update, commit_conflict,
-    commit_outcome, decide_fence, fence_refused,
+    check_epoch, check_group_store, check_index_version, check_release, check_topic_update,
+    commit_conflict, commit_outcome, decide_fence, fence_refused,
 };
 use crate::error::{Error, Result};
 use crate::types::{

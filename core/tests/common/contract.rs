@@ -747,7 +747,8 @@ pub async fn index_swaps_are_conditional_and_covering(meta: Arc<dyn MetaStore>) 
     meta.write_checkpoints(&s, &[checkpoint(p, &s, 4, small.clone())])
         .await
         .expect("checkpoint");
-    let live = |snap: floe_core::types::PartitionSnapshot| live_entries(snap.entries).expect("live");
+    let live =
+        |snap: floe_core::types::PartitionSnapshot| live_entries(snap.entries).expect("live");
 
     meta.swap_index(p, 0, &[merged(0, 19)]).await.expect("swap");
     assert_eq!(meta.index_version(p).await.expect("version"), 1);
@@ -767,7 +768,9 @@ pub async fn index_swaps_are_conditional_and_covering(meta: Arc<dyn MetaStore>) 
     let mut again = checkpoint(p, &s, 5, small.clone());
     again.new_entries.push(entry(40, 49, "k4"));
     again.next_offset = 50;
-    meta.write_checkpoints(&s, &[again]).await.expect("checkpoint");
+    meta.write_checkpoints(&s, &[again])
+        .await
+        .expect("checkpoint");
     let snap = meta.load_partition(p).await.expect("load").expect("some");
     let stored = snap.entries.clone();
     assert_eq!(
@@ -794,7 +797,9 @@ pub async fn index_swaps_are_conditional_and_covering(meta: Arc<dyn MetaStore>) 
     let snap = meta.load_partition(p).await.expect("load").expect("some");
     assert_eq!(snap.entries, vec![merged(30, 49)]);
     // Deleting an entry that is not stored as given leaves what is.
-    meta.delete_index(p, &[merged(30, 39)]).await.expect("delete other");
+    meta.delete_index(p, &[merged(30, 39)])
+        .await
+        .expect("delete other");
     let snap = meta.load_partition(p).await.expect("load").expect("some");
     assert_eq!(snap.entries, vec![merged(30, 49)]);
     assert_eq!(meta.index_version(p).await.expect("version"), 2);

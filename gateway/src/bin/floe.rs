@@ -350,7 +350,11 @@ async fn shutdown_signal() {
 }
 
 /// `floe compact`: passes of the compactor over the backend's partitions.
-async fn compact(settings: &Settings, faults: Option<std::sync::Arc<Faults>>, c: &CompactArgs) -> ExitCode {
+async fn compact(
+    settings: &Settings,
+    faults: Option<std::sync::Arc<Faults>>,
+    c: &CompactArgs,
+) -> ExitCode {
     let config = floe_compactor::Config::from_settings(settings);
     if let Err(e) = config.validate() {
         eprintln!("floe compact: {e}");

@@ -985,9 +985,7 @@ impl MetaStore for DynamoMetaStore {
                 let stored = self.index_version(partition).await?;
                 Err(stale_index(partition, stored, version))
             }
-            Err(TxFailure::Condition(..)) => {
-                Err(Error::NotFound(format!("partition {partition}")))
-            }
+            Err(TxFailure::Condition(..)) => Err(Error::NotFound(format!("partition {partition}"))),
             Err(TxFailure::Unknown) => {
                 let stored = self.index_version(partition).await?;
                 if stored == version {
