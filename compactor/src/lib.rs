@@ -33,6 +33,8 @@
 //! objects no index references needs a grace period longer than any reader
 //! holds an old index, and is not built yet.
 
+pub mod gc;
+
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -57,6 +59,9 @@ pub struct Config {
     pub region_bytes: u64,
     /// Largest object written (a PUT).
     pub object_bytes: u64,
+    /// Unreferenced objects are deleted once found so for this long (`gc`);
+    /// a compaction older than half this at its swap gives up.
+    pub delete_delay: Duration,
 }
 
 impl Default for Config {
@@ -64,6 +69,7 @@ impl Default for Config {
         Config {
             region_bytes: 4 << 20,
             object_bytes: 64 << 20,
+            delete_delay: Duration::from_secs(3600),
         }
     }
 }
@@ -74,6 +80,7 @@ impl Config {
         Config {
             region_bytes: settings.compact_region_bytes,
             object_bytes: settings.compact_object_bytes,
+            delete_delay: settings.object_delete_delay,
         }
     }
 
@@ -204,6 +211,8 @@ pub struct Report {
     /// MetaStore calls: version and index reads, swaps, deletes.
     pub meta_reads: u64,
     pub meta_writes: u64,
+    /// The collection after the compactions (`gc`).
+    pub gc: gc::GcReport,
     pub duration: Duration,
 }
 
@@ -233,7 +242,9 @@ impl fmt::Display for Report {
             "{} partitions seen, {} compacted, {} swaps lost, {} failed; \
              read {} B in {} GETs, wrote {} objects ({} B) in {} PUTs; \
              {} index entries merged into {}, {} deleted; \
-             {} metadata reads, {} metadata writes; {:.3} s",
+             {} metadata reads, {} metadata writes; \
+             objects: {} listed, {} referenced, {} unreferenced within the delay, \
+             {} deleted ({} B); {:.3} s",
             self.partitions_seen,
             self.partitions_compacted,
             self.swaps_lost,
@@ -248,14 +259,21 @@ impl fmt::Display for Report {
             self.entries_deleted,
             self.meta_reads,
             self.meta_writes,
+            self.gc.objects_listed,
+            self.gc.objects_referenced,
+            self.gc.objects_pending,
+            self.gc.objects_deleted,
+            self.gc.bytes_deleted,
             self.duration.as_secs_f64()
         )
     }
 }
 
-/// One pass over every partition of every topic. A partition that fails is
-/// logged and counted; the pass goes on (the next pass retries it).
-pub async fn run_pass(stores: &Stores, config: &Config) -> Result<Report> {
+/// One pass: compacts every partition of every topic, then deletes the
+/// objects found unreferenced for `delete_delay` (`gc::collect`, at
+/// wall-clock `now_ms`). A partition that fails is logged and counted; the
+/// pass goes on (the next pass retries it).
+pub async fn run_pass(stores: &Stores, config: &Config, now_ms: i64) -> Result<Report> {
     config.validate()?;
     let started = Instant::now();
     let mut report = Report::default();
@@ -274,6 +292,7 @@ pub async fn run_pass(stores: &Stores, config: &Config) -> Result<Report> {
             }
         }
     }
+    report.gc = gc::collect(stores, config.delete_delay, now_ms).await?;
     report.duration = started.elapsed();
     tracing::info!(%report, "compaction pass");
     Ok(report)
@@ -299,9 +318,17 @@ pub async fn compact_partition(stores: &Stores, p: PartitionId, config: &Config)
     keep_live_entries(&mut snap)?;
     let plans = plan(&snap.entries, config);
 
+    let started = Instant::now();
     let mut merged = Vec::new();
     for object in &plans {
         merged.extend(write_object(stores, p, object, &mut r).await?);
+    }
+    if !merged.is_empty() && started.elapsed() > config.delete_delay / 2 {
+        // Its objects may be found unreferenced for the whole delay by now.
+        return Err(Error::Unavailable(format!(
+            "partition {p}: compaction took {:?}, past half the object-delete delay; not swapped",
+            started.elapsed()
+        )));
     }
     if !merged.is_empty() {
         r.meta_writes += 1;
@@ -452,6 +479,7 @@ mod tests {
     const CFG: Config = Config {
         region_bytes: 1000,
         object_bytes: 2000,
+        delete_delay: Duration::from_secs(3600),
     };
 
     #[test]
@@ -490,6 +518,7 @@ mod tests {
         let cfg = Config {
             region_bytes: 1024,
             object_bytes: 1 << 20,
+            delete_delay: Duration::from_secs(3600),
         };
         let regions: usize = plan(&live, &cfg).iter().map(|o| o.regions.len()).sum();
         assert_eq!(regions, MAX_SWAP_ENTRIES);
@@ -501,6 +530,7 @@ mod tests {
         let bad = Config {
             region_bytes: 10 << 20,
             object_bytes: 1 << 20,
+            ..Config::default()
         };
         assert_eq!(bad.validate().unwrap_err().kind(), ErrorKind::Config);
     }

@@ -381,6 +381,15 @@ declare_settings! {
     /// `compact-region-bytes`, at most `4GiB`.
     compact_object_bytes: u64 = 64 * 1024 * 1024,
         check = |v| if *v <= u64::from(u32::MAX) { Ok(()) } else { Err("must be at most 4GiB".into()) };
+    /// How long objects are found unreferenced (by any stored index entry
+    /// from its log start, or untrimmed flush record) before a compaction
+    /// pass deletes them: longer than any reader holds an old index (owners
+    /// refresh theirs every `retention-check-interval`) and than clock skew
+    /// between the machines running passes vs storage kept for deleted data.
+    /// A flush older than half this at its commit, or a compaction older
+    /// than half this at its swap, is failed instead.
+    object_delete_delay: Duration = Duration::from_secs(3600),
+        check = at_least(Duration::from_secs(1));
     /// Recently written and read object ranges kept for fetches: tailing
     /// consumers never touch object storage vs memory.
     read_cache_bytes: u64 = 256 * 1024 * 1024;

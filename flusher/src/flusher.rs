@@ -39,6 +39,10 @@ pub struct FlusherConfig {
     pub upload_concurrency: usize,
     /// How long an upload or a commit is retried before its flush fails.
     pub retry_budget: Duration,
+    /// A flush sealed longer ago than this is failed instead of committed:
+    /// its object may have been found unreferenced for longer than the
+    /// object-delete delay by then (half of `object-delete-delay`).
+    pub max_commit_age: Duration,
 }
 
 /// One Kafka RecordBatch v2, validated by the gateway, with the header fields the
@@ -128,6 +132,7 @@ enum Msg {
 
 struct Sealed {
     seq: u64,
+    sealed_at: tokio::time::Instant,
     record: Option<FlushRecord>,
     body: Bytes,
     upload: Option<JoinHandle<floe_core::Result<()>>>,
@@ -602,6 +607,7 @@ fn seal(inner: &Arc<Inner>, open: Open) -> Sealed {
     if partitions.is_empty() {
         return Sealed {
             seq,
+            sealed_at: tokio::time::Instant::now(),
             record: None,
             body: Bytes::new(),
             upload: None,
@@ -642,6 +648,7 @@ fn seal(inner: &Arc<Inner>, open: Open) -> Sealed {
     };
     Sealed {
         seq,
+        sealed_at: tokio::time::Instant::now(),
         record: Some(record),
         body,
         upload: Some(upload),
@@ -701,7 +708,16 @@ async fn commit_one(inner: &Arc<Inner>, s: &mut Sealed) -> floe_core::Result<()>
                 || {
                     inner.stats.commit_requests.fetch_add(1, Ordering::Relaxed);
                     let uncertain = &uncertain;
+                    let age = s.sealed_at.elapsed();
                     async move {
+                        // Referencing an object this old could race its deletion
+                        // (see floe-compactor's gc): fail the flush instead.
+                        if age > inner.config.max_commit_age {
+                            return Err(Error::Internal(format!(
+                                "flush sealed {age:?} ago, past the {:?} an object may wait for its commit",
+                                inner.config.max_commit_age
+                            )));
+                        }
                         let r = inner.meta.commit_flush(record).await;
                         if matches!(&r, Err(e) if e.kind() == ErrorKind::Ambiguous) {
                             uncertain.store(true, Ordering::SeqCst);

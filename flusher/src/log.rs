@@ -289,7 +289,7 @@ impl PartitionLog {
     /// as it was, to try again.
     pub fn adopt_compacted(&self, version: u64, stored: &[IndexEntry]) -> bool {
         let mut s = self.lock();
-        if s.compacted_version >= version {
+        if s.compacted_version > version {
             return false;
         }
         if s.index.replace_prefix(stored) {

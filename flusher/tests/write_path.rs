@@ -40,6 +40,7 @@ fn config(flush_interval_ms: u64, max_buffer_bytes: u64) -> FlusherConfig {
         max_buffer_bytes,
         upload_concurrency: 4,
         retry_budget: Duration::from_secs(30),
+        max_commit_age: Duration::from_secs(1800),
     }
 }
 

@@ -23,7 +23,7 @@ use floe_core::meta::SharedMetaStore;
 use floe_core::retry::RetryPolicy;
 use floe_core::settings::Settings;
 use floe_core::types::{GatewayInfo, StreamId};
-use floe_flusher::{Flusher, FlusherConfig, ReadCache};
+use floe_flusher::{Flusher, FlusherConfig, PartitionLog, ReadCache};
 
 use crate::cluster::Cluster;
 use crate::error::{Code, KafkaError};
@@ -96,6 +96,7 @@ impl Broker {
                 max_buffer_bytes: settings.max_buffer_bytes,
                 upload_concurrency: settings.upload_concurrency,
                 retry_budget: settings.retry_budget,
+                max_commit_age: settings.object_delete_delay / 2,
             },
             me.clone(),
             stores.objects.clone(),
@@ -309,7 +310,7 @@ impl Broker {
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    match floe_compactor::run_pass(&self.stores, &config).await {
+                    match floe_compactor::run_pass(&self.stores, &config, self.clock.now_ms()).await {
                         Ok(report) => self.metrics.compaction_pass(&report),
                         Err(e) => tracing::warn!(error = %e, "compaction pass failed; will retry"),
                     }
@@ -329,36 +330,41 @@ impl Broker {
     pub async fn adopt_compactions(&self) {
         for topic in self.topics.all() {
             for log in &topic.logs {
-                if log.lease() != floe_flusher::Lease::Owned {
-                    continue;
+                if log.lease() == floe_flusher::Lease::Owned {
+                    self.adopt_compaction(log, false).await;
                 }
-                let version = match self.meta.index_version(log.id).await {
-                    Ok(v) if v != log.compacted_version() => v,
-                    Ok(_) => continue,
-                    Err(e) => {
-                        tracing::debug!(partition = %log.id, error = %e, "index version not read");
-                        continue;
-                    }
-                };
-                let stored = match self.meta.load_partition(log.id).await {
-                    Ok(Some(snap)) => {
-                        let end = snap.next_offset;
-                        let entries = snap.entries.into_iter().filter(|e| e.base_offset < end);
-                        floe_core::index::live_entries(entries.collect())
-                    }
-                    Ok(None) => continue,
-                    Err(e) => Err(e),
-                };
-                match stored {
-                    Ok(live) => {
-                        if log.adopt_compacted(version, &live) {
-                            tracing::debug!(partition = %log.id, version, "adopted a compacted index");
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(partition = %log.id, error = %e, "compacted index not adopted")
-                    }
+            }
+        }
+    }
+
+    /// `adopt_compactions` for one led partition; with `always`, even if its
+    /// index version did not move (a read found an object missing).
+    pub async fn adopt_compaction(&self, log: &PartitionLog, always: bool) {
+        let version = match self.meta.index_version(log.id).await {
+            Ok(v) if always || v != log.compacted_version() => v,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::debug!(partition = %log.id, error = %e, "index version not read");
+                return;
+            }
+        };
+        let stored = match self.meta.load_partition(log.id).await {
+            Ok(Some(snap)) => {
+                let end = snap.next_offset;
+                let entries = snap.entries.into_iter().filter(|e| e.base_offset < end);
+                floe_core::index::live_entries(entries.collect())
+            }
+            Ok(None) => return,
+            Err(e) => Err(e),
+        };
+        match stored {
+            Ok(live) => {
+                if log.adopt_compacted(version, &live) {
+                    tracing::debug!(partition = %log.id, version, "adopted a compacted index");
                 }
+            }
+            Err(e) => {
+                tracing::warn!(partition = %log.id, error = %e, "compacted index not adopted")
             }
         }
     }

@@ -414,6 +414,7 @@ mod tests {
                 max_buffer_bytes: 1 << 20,
                 upload_concurrency: 1,
                 retry_budget: budget,
+                max_commit_age: Duration::from_secs(1800),
             },
             me.clone(),
             Arc::new(MemoryObjectStore::new()),

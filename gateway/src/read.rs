@@ -124,6 +124,24 @@ impl Reader {
         self.follower_refresh
     }
 
+    /// Reloads the copy of `p` from the whole stored index (a read found an
+    /// object missing: compacted and deleted since the copy was loaded).
+    pub async fn reload_replica(&self, p: PartitionId) -> floe_core::Result<()> {
+        let copy = self
+            .copies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&p)
+            .cloned();
+        let Some(copy) = copy else { return Ok(()) };
+        let _refreshing = copy.refreshed.lock().await;
+        if let Some(full) = floe_core::index::load(&*self.meta, p, 0).await? {
+            copy.log
+                .reset_replica(full.log_start_offset, full.next_offset, full.entries);
+        }
+        Ok(())
+    }
+
     /// An up-to-date (within `follower_refresh`) read-only copy of `p`.
     pub async fn replica(&self, p: PartitionId) -> floe_core::Result<Arc<PartitionLog>> {
         let copy = self

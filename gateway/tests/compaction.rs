@@ -116,14 +116,21 @@ fn read_all(bootstrap: &str, topic: &str) -> BTreeMap<i32, Vec<Rec>> {
     out
 }
 
-/// `floe compact --once` on the gateway's backend; its report line.
-fn compact_once(data_dir: &Path, backend: &[(&str, String)]) -> std::process::Child {
+/// `floe compact --once` on the gateway's backend, deleting objects found
+/// unreferenced for `delete_delay`.
+fn compact_once(
+    data_dir: &Path,
+    backend: &[(&str, String)],
+    delete_delay: &str,
+) -> std::process::Child {
     let mut cmd = std::process::Command::new(floe_bin());
     cmd.args([
         "compact",
         "--once",
         "--compact-region-bytes",
         "8KiB",
+        "--object-delete-delay",
+        delete_delay,
         "--log-level",
         "warn",
     ])
@@ -143,8 +150,8 @@ fn finish(child: std::process::Child) -> String {
     text
 }
 
-/// Live index entries per partition, as a loading owner sees them.
-async fn entries(data_dir: &Path, backend: &[(&str, String)], topic: &str) -> Vec<usize> {
+/// The gateway's backend, opened beside it.
+async fn open(data_dir: &Path, backend: &[(&str, String)]) -> floe_core::backend::Stores {
     let mut settings = Settings {
         data_dir: data_dir.to_path_buf(),
         ..Settings::default()
@@ -152,9 +159,13 @@ async fn entries(data_dir: &Path, backend: &[(&str, String)], topic: &str) -> Ve
     for (k, v) in backend {
         settings.apply(k, v).expect("setting");
     }
-    let stores = floe_core::backend::open_backend(&settings, None)
+    floe_core::backend::open_backend(&settings, None)
         .await
-        .expect("open backend");
+        .expect("open backend")
+}
+
+/// Live index entries per partition, as a loading owner sees them.
+async fn entries(stores: &floe_core::backend::Stores, topic: &str) -> Vec<usize> {
     let t = stores
         .meta
         .get_topic(topic)
@@ -176,9 +187,28 @@ async fn entries(data_dir: &Path, backend: &[(&str, String)], topic: &str) -> Ve
     out
 }
 
+/// Segment objects (flushes' and compactions') in the object store.
+async fn objects(stores: &floe_core::backend::Stores) -> Vec<String> {
+    let mut keys = Vec::new();
+    for prefix in ["segments/", "compacted/"] {
+        keys.extend(
+            stores
+                .objects
+                .list(prefix)
+                .await
+                .expect("list")
+                .into_iter()
+                .map(|o| o.key),
+        );
+    }
+    keys
+}
+
 async fn compaction_is_invisible(backend: Vec<(&'static str, String)>) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let extra: Vec<(&str, &str)> = backend.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut extra: Vec<(&str, &str)> = backend.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // Reads go to the object store (the read cache keeps what was written).
+    extra.push(("read-cache-bytes", "1024"));
     let mut gw = Process::start(dir.path(), free_port(), &extra);
     let bootstrap = gw.bootstrap();
     let topic = "compacted-invisibly";
@@ -196,8 +226,8 @@ async fn compaction_is_invisible(backend: Vec<(&'static str, String)>) {
         async move { produce(&bootstrap, topic, 450, 150).await }
     });
     let (a, b) = (
-        compact_once(dir.path(), &backend),
-        compact_once(dir.path(), &backend),
+        compact_once(dir.path(), &backend, "1h"),
+        compact_once(dir.path(), &backend, "1h"),
     );
     let during = tokio::task::spawn_blocking({
         let bootstrap = bootstrap.clone();
@@ -243,11 +273,59 @@ async fn compaction_is_invisible(backend: Vec<(&'static str, String)>) {
     // A pass after the writes have been checkpointed, then the next owner
     // after kill -9: it loads the compacted index (and replays the rest).
     tokio::time::sleep(CHECKPOINTED).await;
-    finish(compact_once(dir.path(), &backend));
-    let counts = entries(dir.path(), &backend, topic).await;
+    finish(compact_once(dir.path(), &backend, "1h"));
+    let stores = open(dir.path(), &backend).await;
+    let counts = entries(&stores, topic).await;
     assert!(
         counts.iter().all(|&n| n <= 10),
         "200 flushes per partition in a few entries: {counts:?}"
+    );
+
+    // Objects nothing references any more (the flushes' once their regions
+    // are compacted, one left by a crashed compaction) are deleted once
+    // found so for the delay; the live owner, whose index still names the
+    // flushes' objects, adopts the stored index when a read misses one.
+    let t = stores
+        .meta
+        .get_topic(topic)
+        .await
+        .expect("topic")
+        .expect("exists");
+    let orphan = floe_core::keys::compacted_key(
+        floe_core::types::PartitionId::new(t.id, 0),
+        0,
+        9,
+        uuid::Uuid::new_v4(),
+    );
+    stores
+        .objects
+        .put_if_absent(
+            &orphan,
+            bytes::Bytes::from_static(b"a crashed compaction's"),
+        )
+        .await
+        .expect("put");
+    let before_gc = objects(&stores).await;
+    // Earlier passes (delay 1h) found the flushes' objects unreferenced
+    // already; the orphan is first found now, and kept.
+    let marked = finish(compact_once(dir.path(), &backend, "2s"));
+    assert!(
+        objects(&stores).await.contains(&orphan),
+        "kept at first sight: {marked}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let swept = finish(compact_once(dir.path(), &backend, "2s"));
+    let after_gc = objects(&stores).await;
+    assert!(
+        after_gc.len() * 4 < before_gc.len(),
+        "{} objects before, {} after: {swept}",
+        before_gc.len(),
+        after_gc.len()
+    );
+    assert!(!after_gc.contains(&orphan), "{swept}");
+    assert!(
+        read_all(&bootstrap, topic) == live,
+        "identical on the live owner after the deletes"
     );
     gw.restart();
     assert!(

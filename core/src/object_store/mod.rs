@@ -51,12 +51,11 @@ pub trait ObjectStore: Send + Sync + Debug {
 
 pub type SharedObjectStore = Arc<dyn ObjectStore>;
 
-/// Checks that `range` lies inside an object of `size` bytes.
 /// Creates `key` with `body`, or finds it already holding exactly `body`: for
-/// keys that name their content (a flush's object, unique per incarnation and
-/// seq; a compaction's, named by its digest), a key already taken can only be
-/// an earlier attempt of the same write whose answer was lost, and is read
-/// back to be sure. Other content there is `Corrupt`.
+/// keys written once (a flush's object, unique per incarnation and seq; a
+/// compaction's, unique per object), a key already taken can only be an
+/// earlier attempt of the same write whose answer was lost, and is read back
+/// to be sure. Other content there is `Corrupt`.
 pub async fn put_exactly(objects: &dyn ObjectStore, key: &str, body: Bytes) -> Result<()> {
     match objects.put_if_absent(key, body.clone()).await {
         Err(e) if e.kind() == crate::ErrorKind::AlreadyExists => {
@@ -76,6 +75,7 @@ pub async fn put_exactly(objects: &dyn ObjectStore, key: &str, body: Bytes) -> R
     }
 }
 
+/// Checks that `range` lies inside an object of `size` bytes.
 pub(crate) fn check_range(key: &str, range: &Range<u64>, size: u64) -> Result<()> {
     if range.start > range.end || range.end > size {
         return Err(crate::Error::InvalidInput(format!(

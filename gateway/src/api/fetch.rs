@@ -165,11 +165,27 @@ async fn build(
                 // A copy behind the consumer waits for its next refresh.
                 pd.records = Some(Bytes::new());
             } else {
-                match broker
+                let mut read = broker
                     .reader
                     .read_batches(&plan.entries, p.fetch_offset, limit, total == 0)
-                    .await
-                {
+                    .await;
+                if matches!(&read, Err(e) if e.kind() == floe_core::ErrorKind::NotFound) {
+                    // An object compacted and deleted since this index was
+                    // loaded: take the stored index and read again.
+                    if replica {
+                        if let Err(e) = broker.reader.reload_replica(log.id).await {
+                            tracing::warn!(partition = %log.id, error = %e, "copy not reloaded");
+                        }
+                    } else {
+                        broker.adopt_compaction(log, true).await;
+                    }
+                    let plan = log.read_plan(p.fetch_offset, limit as u64);
+                    read = broker
+                        .reader
+                        .read_batches(&plan.entries, p.fetch_offset, limit, total == 0)
+                        .await;
+                }
+                match read {
                     Ok(Some(b)) => {
                         total += b.len();
                         pd.records = Some(b);

@@ -370,7 +370,8 @@ async fn compact(
     let stop = shutdown_signal();
     tokio::pin!(stop);
     loop {
-        match floe_compactor::run_pass(&stores, &config).await {
+        let now = floe_core::clock::Clock::now_ms(&floe_core::clock::SystemClock);
+        match floe_compactor::run_pass(&stores, &config, now).await {
             Ok(report) => {
                 println!("floe compact: {report}");
                 if c.once {

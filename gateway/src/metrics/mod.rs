@@ -193,7 +193,7 @@ impl Metrics {
         let compaction = Family::<KindLabel, Counter>::default();
         r.register(
             "compaction",
-            "Compaction passes run by this gateway (compact-interval), summed: passes; partitions compacted, lost (another swap won) and failed; GETs and PUTs; bytes read and written; index entries merged, written and deleted; milliseconds spent",
+            "Compaction passes run by this gateway (compact-interval), summed: passes; partitions compacted, lost (another swap won) and failed; GETs and PUTs; bytes read and written; index entries merged, written and deleted; unreferenced objects and bytes deleted; milliseconds spent",
             compaction.clone(),
         );
         Metrics {
@@ -223,6 +223,8 @@ impl Metrics {
             ("entries_merged", r.entries_merged),
             ("entries_written", r.entries_written),
             ("entries_deleted", r.entries_deleted),
+            ("objects_deleted", r.gc.objects_deleted),
+            ("bytes_deleted", r.gc.bytes_deleted),
             ("milliseconds", r.duration.as_millis() as u64),
         ] {
             self.compaction.get_or_create(&KindLabel(kind)).inc_by(n);
