@@ -1,0 +1,127 @@
+//! Boundedness: a partition written by 100,000 one-batch flushes has 100,000
+//! index entries; after compaction the stored index (what a takeover reads),
+//! and an owner's in-memory index once it adopts the compaction, hold a few
+//! entries per 4 MiB of data, not one per flush. Storage-level (the stores'
+//! own API, memory backends), so it runs in seconds; the end-to-end tests
+//! with Kafka clients are in `gateway/tests/compaction.rs`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use floe_core::backend::Stores;
+use floe_core::index::{PartitionIndex, live_entries};
+use floe_core::keys::object_key;
+use floe_core::meta::{MemoryMetaStore, MetaStore};
+use floe_core::object_store::{MemoryObjectStore, ObjectStore};
+use floe_core::segment::SegmentBuilder;
+use floe_core::types::{
+    GatewayInfo, IndexEntry, PartitionCheckpoint, PartitionId, StreamId, TopicId, TopicMeta,
+};
+
+const FLUSHES: i64 = 100_000;
+
+/// A RecordBatch v2 of `len` bytes holding offsets base..=base+delta, with a
+/// valid CRC-32C (the records are filler).
+fn batch(base: i64, delta: i32, len: usize) -> Vec<u8> {
+    let mut b = vec![7u8; len];
+    b[0..8].copy_from_slice(&base.to_be_bytes());
+    b[8..12].copy_from_slice(&((len - 12) as i32).to_be_bytes());
+    b[16] = 2;
+    b[21..23].copy_from_slice(&0i16.to_be_bytes());
+    b[23..27].copy_from_slice(&delta.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+#[tokio::test]
+async fn a_hundred_thousand_flushes_compact_to_a_bounded_index() {
+    let meta: Arc<dyn MetaStore> = Arc::new(MemoryMetaStore::new());
+    let objects: Arc<dyn ObjectStore> = Arc::new(MemoryObjectStore::new());
+    let stores = Stores::new(objects.clone(), meta.clone());
+    let info = GatewayInfo {
+        advertised: "127.0.0.1:9092".into(),
+        zone: None,
+        heartbeat_ms: 0,
+        node_id: 0,
+    };
+    let me = StreamId {
+        gateway: "g".into(),
+        epoch: meta.register_gateway("g", &info).await.expect("register"),
+    };
+    let topic = TopicMeta {
+        name: "t".into(),
+        id: TopicId::from_u128(9),
+        partitions: 1,
+        configs: BTreeMap::new(),
+        created_ms: 0,
+        version: 0,
+    };
+    meta.create_topic(&topic).await.expect("topic");
+    let p = PartitionId::new(topic.id, 0);
+
+    // One flush per batch of two records: its own object, its own entry.
+    let mut entries = Vec::with_capacity(FLUSHES as usize);
+    let mut bytes = 0u64;
+    for seq in 1..=FLUSHES {
+        let base = (seq - 1) * 2;
+        let mut b = SegmentBuilder::with_capacity(128);
+        let at = b.position();
+        b.push_batch(&batch(base, 1, 90), base);
+        let region = b.finish_region(p, at, base, base + 1, seq, 1);
+        let key = object_key(&me, seq as u64);
+        objects.put_if_absent(&key, b.finish()).await.expect("put");
+        bytes += u64::from(region.length);
+        entries.push(IndexEntry {
+            base_offset: base,
+            last_offset: base + 1,
+            max_timestamp: seq,
+            object_key: key,
+            position: region.position,
+            length: region.length,
+        });
+    }
+    meta.write_checkpoints(
+        &me,
+        &[PartitionCheckpoint {
+            partition: p,
+            owner: me.clone(),
+            checkpoint_seq: FLUSHES as u64,
+            next_offset: FLUSHES * 2,
+            log_start_offset: 0,
+            producers: BTreeMap::new(),
+            new_entries: entries.clone(),
+        }],
+    )
+    .await
+    .expect("checkpoint");
+    let mut owner = PartitionIndex::new(entries);
+    let stored_before = meta.load_partition(p).await.expect("load").expect("some");
+    assert_eq!(stored_before.entries.len(), FLUSHES as usize);
+
+    let config = floe_compactor::Config::default();
+    let report = floe_compactor::run_pass(&stores, &config, 0)
+        .await
+        .expect("pass");
+    let stored = meta.load_partition(p).await.expect("load").expect("some");
+    let live = live_entries(stored.entries.clone()).expect("live");
+    let bound = bytes.div_ceil(config.region_bytes) as usize + 1;
+    eprintln!(
+        "{FLUSHES} flushes, {bytes} B: stored index {} -> {} items ({} live); {report}",
+        stored_before.entries.len(),
+        stored.entries.len(),
+        live.len()
+    );
+    assert!(stored.entries.len() <= bound, "{} items", stored.entries.len());
+    assert_eq!(live.first().map(|e| e.base_offset), Some(0));
+    assert_eq!(live.last().map(|e| e.last_offset), Some(FLUSHES * 2 - 1));
+    assert!(
+        live.windows(2)
+            .all(|w| w[1].base_offset == w[0].last_offset + 1),
+        "contiguous"
+    );
+    assert!(owner.replace_prefix(&live), "the owner adopts it");
+    assert!(owner.len() <= bound, "{} in memory", owner.len());
+    assert_eq!(owner.bytes(), bytes, "the same data");
+}
