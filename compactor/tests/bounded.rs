@@ -113,7 +113,11 @@ async fn a_hundred_thousand_flushes_compact_to_a_bounded_index() {
         stored.entries.len(),
         live.len()
     );
-    assert!(stored.entries.len() <= bound, "{} items", stored.entries.len());
+    assert!(
+        stored.entries.len() <= bound,
+        "{} items",
+        stored.entries.len()
+    );
     assert_eq!(live.first().map(|e| e.base_offset), Some(0));
     assert_eq!(live.last().map(|e| e.last_offset), Some(FLUSHES * 2 - 1));
     assert!(

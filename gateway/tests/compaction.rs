@@ -123,7 +123,7 @@ fn compact_once(
     backend: &[(&str, String)],
     delete_delay: &str,
 ) -> std::process::Child {
-    compact_with(data_dir, backend, delete_delay, None)
+    compact_with(data_dir, backend, delete_delay, None, "8KiB")
 }
 
 /// `compact_once` with fail points armed (`--failpoints`).
@@ -132,6 +132,7 @@ fn compact_with(
     backend: &[(&str, String)],
     delete_delay: &str,
     failpoints: Option<&str>,
+    region_bytes: &str,
 ) -> std::process::Child {
     let mut cmd = std::process::Command::new(floe_bin());
     if let Some(f) = failpoints {
@@ -141,7 +142,7 @@ fn compact_with(
         "compact",
         "--once",
         "--compact-region-bytes",
-        "8KiB",
+        region_bytes,
         "--object-delete-delay",
         delete_delay,
         "--log-level",
@@ -434,7 +435,7 @@ async fn a_compactor_killed_at_any_step_loses_nothing() {
         produced += 60;
         tokio::time::sleep(Duration::from_millis(500)).await; // checkpointed
         let before = read_all(&bootstrap, topic);
-        let out = compact_with(dir.path(), &[], "1s", Some(point))
+        let out = compact_with(dir.path(), &[], "1s", Some(point), "8KiB")
             .wait_with_output()
             .expect("floe compact");
         assert!(!out.status.success(), "{point}: the fault fired");
@@ -452,7 +453,13 @@ async fn a_compactor_killed_at_any_step_loses_nothing() {
     produced += 60;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before_move = read_all(&bootstrap, topic);
-    let slow = compact_with(dir.path(), &[], "1s", Some("meta.swap_index=delay(3s)"));
+    let slow = compact_with(
+        dir.path(),
+        &[],
+        "1s",
+        Some("meta.swap_index=delay(3s)"),
+        "8KiB",
+    );
     tokio::time::sleep(Duration::from_millis(1000)).await;
     gw.restart();
     produce(&bootstrap, topic, produced, 30).await;
@@ -487,4 +494,89 @@ async fn compaction_is_invisible_to_consumers() {
 #[ignore = "needs emulators: scripts/test-all.sh starts them"]
 async fn compaction_is_invisible_on_the_aws_backend() {
     compaction_is_invisible(common::kafka::fresh_aws_backend("floe-compact")).await;
+}
+
+/// S3 GETs this gateway has made (`floe_s3_requests_total{op="get"}`).
+fn s3_gets(metrics: u16) -> u64 {
+    common::scrape(metrics)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("floe_s3_requests_total{op=\"get\"} ")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// A catch-up consumer's GETs per GiB, before and after compaction: one per
+/// flush region before, at most one per 4 MiB region (per partition) after.
+/// Each read follows a restart, so nothing comes from the read cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs emulators: scripts/test-all.sh starts them"]
+async fn catch_up_gets_per_gib_before_and_after_compaction() {
+    let backend = common::kafka::fresh_aws_backend("floe-gets");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let metrics = free_port();
+    let metrics_listen = format!("127.0.0.1:{metrics}");
+    let mut extra: Vec<(&str, &str)> = backend.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    extra.extend([
+        ("checkpoint-interval", "200ms"),
+        ("metrics-listen", metrics_listen.as_str()),
+    ]);
+    let mut gw = Process::start(dir.path(), free_port(), &extra);
+    let bootstrap = gw.bootstrap();
+    let topic = "catch-up";
+    create_topic(&bootstrap, topic, PARTITIONS).await;
+    // 600 flushes of 8 KiB (incompressible), each its own region.
+    let p = producer(&bootstrap);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in 0..600usize {
+        let value: Vec<u8> = (0..8 * 1024)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let r = FutureRecord::<(), _>::to(topic)
+            .payload(&value)
+            .partition((i % PARTITIONS as usize) as i32);
+        p.send(r, Duration::from_secs(30)).await.expect("delivered");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await; // checkpointed
+
+    let catch_up = |gw: &mut Process| {
+        gw.restart();
+        let before = s3_gets(metrics);
+        let log = read_all(&gw.bootstrap(), topic);
+        let bytes: usize = log
+            .values()
+            .flatten()
+            .map(|r| r.value.as_ref().map_or(0, Vec::len))
+            .sum();
+        (log, s3_gets(metrics) - before, bytes as f64)
+    };
+    let (log_before, gets_before, bytes) = catch_up(&mut gw);
+    finish(compact_with(dir.path(), &backend, "1h", None, "4MiB"));
+    let (log_after, gets_after, _) = catch_up(&mut gw);
+    let gib = bytes / (1u64 << 30) as f64;
+    eprintln!(
+        "catch-up of {:.1} MiB: {gets_before} GETs before compaction ({:.0}/GiB), {gets_after} after ({:.0}/GiB)",
+        bytes / (1 << 20) as f64,
+        gets_before as f64 / gib,
+        gets_after as f64 / gib
+    );
+    assert!(log_after == log_before, "identical records");
+    assert!(
+        gets_before >= 600,
+        "one GET per flush region: {gets_before}"
+    );
+    let regions = (bytes / (4 << 20) as f64).ceil() as u64 + PARTITIONS as u64;
+    assert!(
+        gets_after <= regions,
+        "at most one GET per 4 MiB region and partition: {gets_after} > {regions}"
+    );
+    gw.terminate();
 }
