@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use floe_core::backend::Stores;
 use floe_core::index::{PartitionIndex, live_entries};
 use floe_core::keys::object_key;
