@@ -42,7 +42,12 @@ command -v cargo-nextest >/dev/null 2>&1 || cargo install cargo-nextest --locked
 
 stage "format and lints"
 if cargo fmt --all -- --check; then count fmt x 1 0; else count fmt x 0 1; fi
-if cargo clippy --workspace --all-targets --locked -- -D warnings; then count clippy x 1 0; else count clippy x 0 1; fi
+if cargo clippy --workspace --all-targets --locked -- -D warnings &&
+  cargo clippy -p floe-compactor --features lambda --all-targets --locked -- -D warnings; then
+  count clippy x 1 0
+else
+  count clippy x 0 1
+fi
 
 stage "IaC lint (cfn-lint)"
 # cfn-lint from PATH, else a pinned copy in a cached venv.
@@ -61,6 +66,10 @@ fi
 
 stage "build"
 cargo build --workspace --all-targets --locked || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
+# The compactor's Lambda function (feature `lambda`): tests/python/test_lambda.py
+# runs it under cargo-lambda's Runtime API emulator in the Python suite on moto.
+cargo build --locked -p floe-compactor --features lambda --bin floe-compactor-lambda ||
+  { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
 export FLOE_BIN="$root/target/debug/floe"
 
 # floe-core's backends are features: a crate that takes only `aws` (a Lambda

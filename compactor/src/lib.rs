@@ -213,6 +213,8 @@ pub struct Report {
     pub meta_writes: u64,
     /// The collection after the compactions (`gc`).
     pub gc: gc::GcReport,
+    /// The pass stopped at its deadline (`run_pass_until`) before the end.
+    pub cut_short: bool,
     pub duration: Duration,
 }
 
@@ -232,6 +234,7 @@ impl Report {
         self.entries_deleted += o.entries_deleted;
         self.meta_reads += o.meta_reads;
         self.meta_writes += o.meta_writes;
+        self.cut_short |= o.cut_short;
     }
 }
 
@@ -265,7 +268,11 @@ impl fmt::Display for Report {
             self.gc.objects_deleted,
             self.gc.bytes_deleted,
             self.duration.as_secs_f64()
-        )
+        )?;
+        if self.cut_short {
+            write!(f, "; cut short at its deadline")?;
+        }
+        Ok(())
     }
 }
 
@@ -274,15 +281,34 @@ impl fmt::Display for Report {
 /// wall-clock `now_ms`). A partition that fails is logged and counted; the
 /// pass goes on (the next pass retries it).
 pub async fn run_pass(stores: &Stores, config: &Config, now_ms: i64) -> Result<Report> {
+    run_pass_until(stores, config, now_ms, None).await
+}
+
+/// `run_pass` that starts no step (a partition, an object, the collection)
+/// once `stop_at` has passed: the caller sets it early enough that a step
+/// started before it finishes in time (a Lambda function: its deadline less a
+/// margin). Every step is idempotent, so the next pass resumes: partitions
+/// already compacted cost two reads. `Report::cut_short` says it stopped.
+pub async fn run_pass_until(
+    stores: &Stores,
+    config: &Config,
+    now_ms: i64,
+    stop_at: Option<Instant>,
+) -> Result<Report> {
     config.validate()?;
     let started = Instant::now();
+    let past = || stop_at.is_some_and(|t| Instant::now() >= t);
     let mut report = Report::default();
     let topics = stores.meta.list_topics().await?;
     report.meta_reads += 1;
     for topic in topics {
         for partition in 0..topic.partitions {
+            if past() {
+                report.cut_short = true;
+                break;
+            }
             let p = PartitionId::new(topic.id, partition);
-            match compact_partition(stores, p, config).await {
+            match compact_partition_until(stores, p, config, stop_at).await {
                 Ok(r) => report.add(&r),
                 Err(e) => {
                     tracing::warn!(partition = %p, topic = %topic.name, error = %e, "compaction failed");
@@ -292,7 +318,11 @@ pub async fn run_pass(stores: &Stores, config: &Config, now_ms: i64) -> Result<R
             }
         }
     }
-    report.gc = gc::collect(stores, config.delete_delay, now_ms).await?;
+    if past() {
+        report.cut_short = true;
+    } else {
+        report.gc = gc::collect(stores, config.delete_delay, now_ms).await?;
+    }
     report.duration = started.elapsed();
     tracing::info!(%report, "compaction pass");
     Ok(report)
@@ -300,6 +330,17 @@ pub async fn run_pass(stores: &Stores, config: &Config, now_ms: i64) -> Result<R
 
 /// Compacts one partition (see the module docs for the steps).
 pub async fn compact_partition(stores: &Stores, p: PartitionId, config: &Config) -> Result<Report> {
+    compact_partition_until(stores, p, config, None).await
+}
+
+/// `compact_partition`, writing no further object once `stop_at` has passed
+/// (the objects written are swapped in: each merged entry stands alone).
+pub async fn compact_partition_until(
+    stores: &Stores,
+    p: PartitionId,
+    config: &Config,
+    stop_at: Option<Instant>,
+) -> Result<Report> {
     let mut r = Report {
         partitions_seen: 1,
         ..Report::default()
@@ -320,8 +361,14 @@ pub async fn compact_partition(stores: &Stores, p: PartitionId, config: &Config)
 
     let started = Instant::now();
     let mut merged = Vec::new();
+    let mut done = 0;
     for object in &plans {
+        if stop_at.is_some_and(|t| Instant::now() >= t) {
+            r.cut_short = true;
+            break;
+        }
         merged.extend(write_object(stores, p, object, &mut r).await?);
+        done += 1;
     }
     if !merged.is_empty() && started.elapsed() > config.delete_delay / 2 {
         // Its objects may be found unreferenced for the whole delay by now.
@@ -336,7 +383,7 @@ pub async fn compact_partition(stores: &Stores, p: PartitionId, config: &Config)
             Ok(()) => {
                 r.partitions_compacted += 1;
                 r.entries_written += merged.len() as u64;
-                r.entries_merged += plans
+                r.entries_merged += plans[..done]
                     .iter()
                     .flat_map(|o| &o.regions)
                     .map(|reg| reg.len() as u64)

@@ -3,7 +3,9 @@
 //! and an owner's in-memory index once it adopts the compaction, hold a few
 //! entries per 4 MiB of data, not one per flush. Storage-level (the stores'
 //! own API, memory backends), so it runs in seconds; the end-to-end tests
-//! with Kafka clients are in `gateway/tests/compaction.rs`.
+//! with Kafka clients are in `gateway/tests/compaction.rs`. Also: a pass past
+//! its deadline (a Lambda invocation running out) starts nothing, and the
+//! next pass does the work.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -34,8 +36,9 @@ fn batch(base: i64, delta: i32, len: usize) -> Vec<u8> {
     b
 }
 
-#[tokio::test]
-async fn a_hundred_thousand_flushes_compact_to_a_bounded_index() {
+/// One partition written by `flushes` one-batch flushes, each its own object
+/// and stored index entry: the stores, the partition and its data's bytes.
+async fn hundred_thousand_flushes(flushes: i64) -> (Stores, PartitionId, u64) {
     let meta: Arc<dyn MetaStore> = Arc::new(MemoryMetaStore::new());
     let objects: Arc<dyn ObjectStore> = Arc::new(MemoryObjectStore::new());
     let stores = Stores::new(objects.clone(), meta.clone());
@@ -61,9 +64,9 @@ async fn a_hundred_thousand_flushes_compact_to_a_bounded_index() {
     let p = PartitionId::new(topic.id, 0);
 
     // One flush per batch of two records: its own object, its own entry.
-    let mut entries = Vec::with_capacity(FLUSHES as usize);
+    let mut entries = Vec::with_capacity(flushes as usize);
     let mut bytes = 0u64;
-    for seq in 1..=FLUSHES {
+    for seq in 1..=flushes {
         let base = (seq - 1) * 2;
         let mut b = SegmentBuilder::with_capacity(128);
         let at = b.position();
@@ -86,15 +89,54 @@ async fn a_hundred_thousand_flushes_compact_to_a_bounded_index() {
         &[PartitionCheckpoint {
             partition: p,
             owner: me.clone(),
-            checkpoint_seq: FLUSHES as u64,
-            next_offset: FLUSHES * 2,
+            checkpoint_seq: flushes as u64,
+            next_offset: flushes * 2,
             log_start_offset: 0,
             producers: BTreeMap::new(),
-            new_entries: entries.clone(),
+            new_entries: entries,
         }],
     )
     .await
     .expect("checkpoint");
+    (stores, p, bytes)
+}
+
+#[tokio::test]
+async fn a_pass_past_its_deadline_starts_nothing_and_the_next_resumes() {
+    let (stores, p, bytes) = hundred_thousand_flushes(1_000).await;
+    let config = floe_compactor::Config::default();
+    let now = std::time::Instant::now();
+    let r = floe_compactor::run_pass_until(&stores, &config, 0, Some(now))
+        .await
+        .expect("pass");
+    assert!(r.cut_short, "{r}");
+    assert_eq!(
+        (r.partitions_seen, r.put_requests, r.gc.objects_listed),
+        (0, 0, 0)
+    );
+    let r = floe_compactor::run_pass(&stores, &config, 0)
+        .await
+        .expect("pass");
+    assert!(!r.cut_short && r.partitions_compacted == 1, "{r}");
+    let stored = stores
+        .meta
+        .load_partition(p)
+        .await
+        .expect("load")
+        .expect("some");
+    assert_eq!(stored.entries.len(), 1, "{bytes} B in one region");
+}
+
+#[tokio::test]
+async fn a_hundred_thousand_flushes_compact_to_a_bounded_index() {
+    let (stores, p, bytes) = hundred_thousand_flushes(FLUSHES).await;
+    let meta = stores.meta.clone();
+    let entries = meta
+        .load_partition(p)
+        .await
+        .expect("load")
+        .expect("some")
+        .entries;
     let mut owner = PartitionIndex::new(entries);
     let stored_before = meta.load_partition(p).await.expect("load").expect("some");
     assert_eq!(stored_before.entries.len(), FLUSHES as usize);
