@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -16,10 +16,9 @@ use common::kafka::create_topic;
 use common::{Process, floe_bin, free_port};
 use floe_core::settings::Settings;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 
 const PARTITIONS: i32 = 3;
 /// Longer than a checkpoint interval (5 s by default).
@@ -75,18 +74,7 @@ fn read_all(bootstrap: &str, topic: &str) -> BTreeMap<i32, Vec<Rec>> {
         .set("fetch.wait.max.ms", "100")
         .create()
         .expect("consumer");
-    let mut ends = HashMap::new();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        let (_, hi) = c
-            .fetch_watermarks(topic, p, Duration::from_secs(10))
-            .expect("watermarks");
-        ends.insert(p, hi);
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .expect("tpl");
-    }
-    c.assign(&tpl).expect("assign");
-    let total: i64 = ends.values().sum();
+    let total = common::kafka::assign_from_beginning(&c, topic, PARTITIONS);
     let mut out: BTreeMap<i32, Vec<Rec>> = BTreeMap::new();
     let mut n = 0;
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -114,6 +102,22 @@ fn read_all(bootstrap: &str, topic: &str) -> BTreeMap<i32, Vec<Rec>> {
     }
     assert_eq!(n, total, "read up to the high watermarks");
     out
+}
+
+/// Consumers read `expected` from the running gateway, and again from its
+/// next incarnation after `kill -9` (which loads the stored index); then the
+/// gateway stops.
+fn same_live_and_after_kill9(mut gw: Process, topic: &str, expected: &BTreeMap<i32, Vec<Rec>>) {
+    assert!(
+        read_all(&gw.bootstrap(), topic) == *expected,
+        "identical on the live gateway"
+    );
+    gw.restart();
+    assert!(
+        read_all(&gw.bootstrap(), topic) == *expected,
+        "identical after kill -9"
+    );
+    gw.terminate();
 }
 
 /// `floe compact --once` on the gateway's backend, deleting objects found
@@ -223,7 +227,7 @@ async fn compaction_is_invisible(backend: Vec<(&'static str, String)>) {
     let mut extra: Vec<(&str, &str)> = backend.iter().map(|(k, v)| (*k, v.as_str())).collect();
     // Reads go to the object store (the read cache keeps what was written).
     extra.push(("read-cache-bytes", "1024"));
-    let mut gw = Process::start(dir.path(), free_port(), &extra);
+    let gw = Process::start(dir.path(), free_port(), &extra);
     let bootstrap = gw.bootstrap();
     let topic = "compacted-invisibly";
     create_topic(&bootstrap, topic, PARTITIONS).await;
@@ -337,16 +341,7 @@ async fn compaction_is_invisible(backend: Vec<(&'static str, String)>) {
         after_gc.len()
     );
     assert!(!after_gc.contains(&orphan), "{swept}");
-    assert!(
-        read_all(&bootstrap, topic) == live,
-        "identical on the live owner after the deletes"
-    );
-    gw.restart();
-    assert!(
-        read_all(&bootstrap, topic) == live,
-        "identical after kill -9"
-    );
-    gw.terminate();
+    same_live_and_after_kill9(gw, topic, &live);
 }
 
 /// A gateway's own passes (`--compact-interval`, on by default on the
@@ -357,7 +352,7 @@ async fn a_gateway_compacts_on_its_own_timer() {
     let dir = tempfile::tempdir().expect("tempdir");
     let metrics = free_port();
     let metrics_listen = format!("127.0.0.1:{metrics}");
-    let mut gw = Process::start(
+    let gw = Process::start(
         dir.path(),
         free_port(),
         &[
@@ -389,16 +384,7 @@ async fn a_gateway_compacts_on_its_own_timer() {
     );
     assert!(counter("partitions_compacted") >= PARTITIONS as u64);
     assert_eq!(counter("partitions_failed"), 0);
-    assert!(
-        read_all(&bootstrap, topic) == before,
-        "identical on the gateway"
-    );
-    gw.restart();
-    assert!(
-        read_all(&bootstrap, topic) == before,
-        "identical after kill -9"
-    );
-    gw.terminate();
+    same_live_and_after_kill9(gw, topic, &before);
 }
 
 /// A compactor killed (`crash`: the process aborts) at each step of a pass,
@@ -479,10 +465,7 @@ async fn a_compactor_killed_at_any_step_loses_nothing() {
     let stores = open(dir.path(), &[]).await;
     let counts = entries(&stores, topic).await;
     assert!(counts.iter().all(|&n| n <= 10), "{counts:?} after {report}");
-    assert!(read_all(&bootstrap, topic) == expected, "live owner");
-    gw.restart();
-    assert!(read_all(&bootstrap, topic) == expected, "after kill -9");
-    gw.terminate();
+    same_live_and_after_kill9(gw, topic, &expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -24,19 +24,8 @@ pub fn consume_all(
         .set("fetch.wait.max.ms", "100")
         .create()
         .expect("consumer");
-    let mut ends = HashMap::new();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        let (_, hi) = c
-            .fetch_watermarks(topic, p, Duration::from_secs(10))
-            .expect("watermarks");
-        ends.insert(p, hi);
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .expect("tpl");
-    }
-    c.assign(&tpl).expect("assign");
+    let total = assign_from_beginning(&c, topic, partitions);
     let mut out: BTreeMap<i32, Vec<(i64, String)>> = BTreeMap::new();
-    let total: i64 = ends.values().sum();
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut n = 0i64;
     while n < total && Instant::now() < deadline {
@@ -49,6 +38,24 @@ pub fn consume_all(
     }
     assert_eq!(n, total, "consumed up to the high watermarks");
     out
+}
+
+/// Assigns `c` partitions `0..partitions` of `topic` from the beginning;
+/// returns how many records they hold up to their high watermarks (what a
+/// read of everything must return, log starts at 0).
+pub fn assign_from_beginning(c: &BaseConsumer, topic: &str, partitions: i32) -> i64 {
+    let mut total = 0;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        let (_, hi) = c
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .expect("watermarks");
+        total += hi;
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("tpl");
+    }
+    c.assign(&tpl).expect("assign");
+    total
 }
 
 /// Asserts the log is exactly what the producer was told: offsets contiguous
