@@ -27,13 +27,17 @@
 //! small object, `gc/marks-<ms>-<uuid>.json`, one per pass (the newest is
 //! read, older ones deleted). Two passes at once may each write one; the
 //! next pass reads the newest, so a sighting can be forgotten (the object is
-//! then deleted one delay later), never invented.
+//! then deleted one delay later). A sighting holds only while passes keep
+//! looking: marks written more than half the delay ago are dropped, so
+//! passes must run more often than that for anything to be deleted. Each
+//! pass's time is read just before it lists the objects.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use bytes::Bytes;
 use floe_core::backend::Stores;
+use floe_core::clock::Clock;
 use floe_core::keys::COMPACTED_PREFIX;
 use floe_core::object_store::put_exactly;
 use floe_core::types::PartitionId;
@@ -58,14 +62,26 @@ pub struct GcReport {
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Marks {
+    /// When the pass that wrote them listed the objects (Unix ms).
+    #[serde(default)]
+    listed_ms: i64,
     /// Object key → when a pass first found it unreferenced (Unix ms).
     first_unreferenced_ms: BTreeMap<String, i64>,
 }
 
-/// One collection at wall-clock time `now_ms` (see the module docs).
-pub async fn collect(stores: &Stores, delay: Duration, now_ms: i64) -> Result<GcReport> {
+/// One collection, its time read from `clock` just before it lists the
+/// objects: an object listed then existed then (see the module docs).
+pub async fn collect(stores: &Stores, delay: Duration, clock: &dyn Clock) -> Result<GcReport> {
     let mut report = GcReport::default();
-    let (marks, mark_keys) = read_marks(stores).await?;
+    let (mut marks, mark_keys) = read_marks(stores).await?;
+    let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+    let now_ms = clock.now_ms();
+    // Sightings count only if passes kept looking: marks older than half the
+    // delay (passes stopped, or failed before writing theirs) start afresh, so
+    // an object referenced in between is never deleted on an old sighting.
+    if now_ms.saturating_sub(marks.listed_ms) > delay_ms / 2 {
+        marks.first_unreferenced_ms.clear();
+    }
 
     let mut listed = stores.objects.list(SEGMENTS_PREFIX).await?;
     listed.extend(stores.objects.list(COMPACTED_PREFIX).await?);
@@ -73,8 +89,10 @@ pub async fn collect(stores: &Stores, delay: Duration, now_ms: i64) -> Result<Gc
 
     let referenced = referenced(stores).await?;
 
-    let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
-    let mut next = Marks::default();
+    let mut next = Marks {
+        listed_ms: now_ms,
+        ..Marks::default()
+    };
     for o in listed {
         if referenced.contains(&o.key) {
             report.objects_referenced += 1;

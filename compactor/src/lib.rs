@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use floe_core::backend::Stores;
+use floe_core::clock::Clock;
 use floe_core::index::{dead_entries, keep_live_entries};
 use floe_core::keys::compacted_key;
 use floe_core::object_store::put_exactly;
@@ -122,7 +123,7 @@ pub fn plan(live: &[IndexEntry], config: &Config) -> Vec<ObjectPlan> {
     for e in live {
         let follows = run
             .last()
-            .is_none_or(|l| l.last_offset + 1 == e.base_offset);
+            .is_none_or(|l| l.last_offset.checked_add(1) == Some(e.base_offset));
         if u64::from(e.length) < config.small() && follows {
             run.push(e.clone());
             continue;
@@ -182,8 +183,13 @@ pub fn plan(live: &[IndexEntry], config: &Config) -> Vec<ObjectPlan> {
             break 'runs;
         }
     }
-    // A lone region of one entry moves bytes and merges nothing.
-    objects.retain(|o| !(o.regions.len() == 1 && o.regions[0].len() == 1));
+    // A region of one entry (only the last of a run can be one: two small
+    // entries always fit a region) merges nothing: it stays as it is. Its
+    // merged entry would hold exactly the offsets of the entry it replaces.
+    for o in &mut objects {
+        o.regions.retain(|r| r.len() >= 2);
+    }
+    objects.retain(|o| !o.regions.is_empty());
     objects
 }
 
@@ -277,38 +283,41 @@ impl fmt::Display for Report {
 }
 
 /// One pass: compacts every partition of every topic, then deletes the
-/// objects found unreferenced for `delete_delay` (`gc::collect`, at
-/// wall-clock `now_ms`). A partition that fails is logged and counted; the
+/// objects found unreferenced for `delete_delay` (`gc::collect`, by the
+/// wall-clock `clock`). A partition that fails is logged and counted; the
 /// pass goes on (the next pass retries it).
-pub async fn run_pass(stores: &Stores, config: &Config, now_ms: i64) -> Result<Report> {
-    run_pass_until(stores, config, now_ms, None).await
+pub async fn run_pass(stores: &Stores, config: &Config, clock: &dyn Clock) -> Result<Report> {
+    run_pass_until(stores, config, clock, None).await
 }
 
 /// `run_pass` that starts no step (a partition, an object, the collection)
-/// once `stop_at` has passed: the caller sets it early enough that a step
+/// once `stop_at` has passed, and no compaction after three quarters of the
+/// time to it (the collection gets the rest): the caller sets it early enough that a step
 /// started before it finishes in time (a Lambda function: its deadline less a
 /// margin). Every step is idempotent, so the next pass resumes: partitions
 /// already compacted cost two reads. `Report::cut_short` says it stopped.
 pub async fn run_pass_until(
     stores: &Stores,
     config: &Config,
-    now_ms: i64,
+    clock: &dyn Clock,
     stop_at: Option<Instant>,
 ) -> Result<Report> {
     config.validate()?;
     let started = Instant::now();
-    let past = || stop_at.is_some_and(|t| Instant::now() >= t);
+    // Compactions get three quarters of the time; the collection the rest.
+    let compact_until = stop_at.map(|t| started + t.saturating_duration_since(started) * 3 / 4);
+    let past = |t: Option<Instant>| t.is_some_and(|t| Instant::now() >= t);
     let mut report = Report::default();
     let topics = stores.meta.list_topics().await?;
     report.meta_reads += 1;
     for topic in topics {
         for partition in 0..topic.partitions {
-            if past() {
+            if past(compact_until) {
                 report.cut_short = true;
                 break;
             }
             let p = PartitionId::new(topic.id, partition);
-            match compact_partition_until(stores, p, config, stop_at).await {
+            match compact_partition_until(stores, p, config, compact_until).await {
                 Ok(r) => report.add(&r),
                 Err(e) => {
                     tracing::warn!(partition = %p, topic = %topic.name, error = %e, "compaction failed");
@@ -318,10 +327,10 @@ pub async fn run_pass_until(
             }
         }
     }
-    if past() {
+    if past(stop_at) {
         report.cut_short = true;
     } else {
-        report.gc = gc::collect(stores, config.delete_delay, now_ms).await?;
+        report.gc = gc::collect(stores, config.delete_delay, clock).await?;
     }
     report.duration = started.elapsed();
     tracing::info!(%report, "compaction pass");
@@ -397,9 +406,14 @@ pub async fn compact_partition_until(
             Err(e) => return Err(e),
         }
     }
+    // Dead: covered by what is stored now, or below the log start; never a
+    // merged entry just stored.
     let mut after = stored;
-    after.extend(merged);
-    let dead = dead_entries(&after, snap.log_start_offset);
+    after.extend(merged.iter().cloned());
+    let dead: Vec<IndexEntry> = dead_entries(&after, snap.log_start_offset)
+        .into_iter()
+        .filter(|e| !merged.contains(e))
+        .collect();
     if !dead.is_empty() {
         r.meta_writes += 1;
         stores.meta.delete_index(p, &dead).await?;
@@ -481,9 +495,13 @@ async fn write_object(
 
 async fn read_entry(stores: &Stores, e: &IndexEntry, r: &mut Report) -> Result<Bytes> {
     r.get_requests += 1;
+    let end = e
+        .position
+        .checked_add(u64::from(e.length))
+        .ok_or_else(|| Error::Corrupt(format!("index entry {e:?} ends past 2^64")))?;
     let bytes = stores
         .objects
-        .get_range(&e.object_key, e.position..e.position + u64::from(e.length))
+        .get_range(&e.object_key, e.position..end)
         .await?;
     r.bytes_read += bytes.len() as u64;
     Ok(bytes)
@@ -537,7 +555,7 @@ mod tests {
             shape(&plan(&live, &CFG)),
             vec![
                 vec![vec![0, 10, 20], vec![30, 40, 50]],
-                vec![vec![60, 70, 80], vec![90]],
+                vec![vec![60, 70, 80]], // 90 alone would merge nothing
             ]
         );
     }

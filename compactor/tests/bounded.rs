@@ -106,7 +106,8 @@ async fn a_pass_past_its_deadline_starts_nothing_and_the_next_resumes() {
     let (stores, p, bytes) = hundred_thousand_flushes(1_000).await;
     let config = floe_compactor::Config::default();
     let now = std::time::Instant::now();
-    let r = floe_compactor::run_pass_until(&stores, &config, 0, Some(now))
+    let clock = floe_core::clock::SystemClock;
+    let r = floe_compactor::run_pass_until(&stores, &config, &clock, Some(now))
         .await
         .expect("pass");
     assert!(r.cut_short, "{r}");
@@ -114,7 +115,7 @@ async fn a_pass_past_its_deadline_starts_nothing_and_the_next_resumes() {
         (r.partitions_seen, r.put_requests, r.gc.objects_listed),
         (0, 0, 0)
     );
-    let r = floe_compactor::run_pass(&stores, &config, 0)
+    let r = floe_compactor::run_pass(&stores, &config, &clock)
         .await
         .expect("pass");
     assert!(!r.cut_short && r.partitions_compacted == 1, "{r}");
@@ -125,6 +126,34 @@ async fn a_pass_past_its_deadline_starts_nothing_and_the_next_resumes() {
         .expect("load")
         .expect("some");
     assert_eq!(stored.entries.len(), 1, "{bytes} B in one region");
+}
+
+/// A run whose last region would hold one entry: that entry stays as it
+/// is, and the stored index stays whole (contiguous to the checkpoint's
+/// end) after the swap and the deletes, on every pass.
+#[tokio::test]
+async fn a_lone_last_entry_stays_and_the_index_stays_whole() {
+    let (stores, p, _) = hundred_thousand_flushes(23).await;
+    let config = floe_compactor::Config {
+        region_bytes: 1024, // 11 entries of 90 B: regions of 11, 11 and 1
+        ..floe_compactor::Config::default()
+    };
+    for pass in 0..3 {
+        floe_compactor::run_pass(&stores, &config, &floe_core::clock::SystemClock)
+            .await
+            .expect("pass");
+        let mut snap = stores
+            .meta
+            .load_partition(p)
+            .await
+            .expect("load")
+            .expect("some");
+        floe_core::index::keep_live_entries(&mut snap).expect("live");
+        floe_core::index::check_complete(&snap, 0)
+            .unwrap_or_else(|e| panic!("after pass {pass}: {e}: {:?}", snap.entries));
+        let lens: Vec<u32> = snap.entries.iter().map(|e| e.length).collect();
+        assert_eq!(lens, vec![990, 990, 90], "after pass {pass}");
+    }
 }
 
 #[tokio::test]
@@ -142,7 +171,7 @@ async fn a_hundred_thousand_flushes_compact_to_a_bounded_index() {
     assert_eq!(stored_before.entries.len(), FLUSHES as usize);
 
     let config = floe_compactor::Config::default();
-    let report = floe_compactor::run_pass(&stores, &config, 0)
+    let report = floe_compactor::run_pass(&stores, &config, &floe_core::clock::SystemClock)
         .await
         .expect("pass");
     let stored = meta.load_partition(p).await.expect("load").expect("some");

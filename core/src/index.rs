@@ -78,7 +78,7 @@ impl PartitionIndex {
         if prefix[0].base_offset > start
             || prefix
                 .windows(2)
-                .any(|w| w[1].base_offset != w[0].last_offset + 1)
+                .any(|w| w[0].last_offset.checked_add(1) != Some(w[1].base_offset))
         {
             return false;
         }
@@ -244,6 +244,44 @@ pub fn live_entries(mut entries: Vec<IndexEntry>) -> Result<Vec<IndexEntry>> {
     Ok(live)
 }
 
+/// Checks that `snap`'s live entries (after [`keep_live_entries`]) are the
+/// whole stored log: contiguous, ending where the checkpoint ends and, for a
+/// full load (`from_offset` 0), starting at or before the log start. A
+/// stored index read while a compaction swaps and deletes can miss a range
+/// (a DynamoDB Query of several pages is not a snapshot); the reader then
+/// reads it again.
+pub fn check_complete(snap: &PartitionSnapshot, from_offset: i64) -> Result<()> {
+    let start = snap.log_start_offset.max(from_offset);
+    let end = snap.next_offset;
+    let missing = |what: &str| {
+        Err(Error::Corrupt(format!(
+            "stored index of {} entries does not cover {start}..{end}: {what}",
+            snap.entries.len()
+        )))
+    };
+    let (Some(first), Some(last)) = (snap.entries.first(), snap.entries.last()) else {
+        return if start < end {
+            missing("no entries")
+        } else {
+            Ok(())
+        };
+    };
+    if from_offset == 0 && first.base_offset > snap.log_start_offset {
+        return missing("it starts after the log start");
+    }
+    if last.last_offset.checked_add(1) != Some(end) {
+        return missing("it ends elsewhere");
+    }
+    if snap
+        .entries
+        .windows(2)
+        .any(|w| w[0].last_offset.checked_add(1) != Some(w[1].base_offset))
+    {
+        return missing("a gap");
+    }
+    Ok(())
+}
+
 /// The stored entries no reader uses: covered by another entry (see
 /// [`live_entries`]) or wholly below `log_start`. Deleting them changes no
 /// load; the compactor does, after its swaps.
@@ -273,8 +311,10 @@ pub fn dead_entries(entries: &[IndexEntry], log_start: i64) -> Vec<IndexEntry> {
 ///
 /// The checkpoint and the records are two reads: a live owner that
 /// checkpoints and trims in between leaves records that no longer follow the
-/// checkpoint read. The replay then finds a gap; the load reads both again
-/// once, and only a gap that persists is corruption.
+/// checkpoint read. The replay then finds a gap; and a compaction swapping
+/// while the index is read can leave one in the stored entries
+/// ([`check_complete`]). The load reads again (twice at most), and only a
+/// gap that persists is corruption.
 pub async fn load(
     meta: &dyn MetaStore,
     partition: PartitionId,
@@ -285,11 +325,19 @@ pub async fn load(
         let Some(mut snap) = meta.load_partition_from(partition, from_offset).await? else {
             return Ok(None);
         };
-        keep_live_entries(&mut snap)?;
-        let records = meta.read_flushes(&snap.owner, snap.checkpoint_seq).await?;
-        match replay(&mut snap, partition, &records) {
-            Ok(_) => return Ok(Some(snap)),
-            Err(e) if e.kind() == crate::ErrorKind::Corrupt && attempt == 0 => attempt += 1,
+        let loaded = keep_live_entries(&mut snap)
+            .and_then(|()| check_complete(&snap, from_offset))
+            .map(|()| snap);
+        let replayed = match loaded {
+            Ok(mut snap) => {
+                let records = meta.read_flushes(&snap.owner, snap.checkpoint_seq).await?;
+                replay(&mut snap, partition, &records).map(|_| snap)
+            }
+            Err(e) => Err(e),
+        };
+        match replayed {
+            Ok(snap) => return Ok(Some(snap)),
+            Err(e) if e.kind() == crate::ErrorKind::Corrupt && attempt < 2 => attempt += 1,
             Err(e) => return Err(e),
         }
     }
@@ -475,6 +523,30 @@ pub(crate) mod tests {
             assert!(!ix.replace_prefix(&bad), "{bad:?}");
             assert_eq!(ix, held());
         }
+    }
+
+    #[test]
+    fn a_stored_index_with_a_hole_is_incomplete() {
+        let mut snap = checkpoint(1, 40);
+        snap.entries = (0..4).map(|i| entry(i * 10, i * 10 + 9, 0, 1)).collect();
+        assert!(check_complete(&snap, 0).is_ok());
+        let whole = snap.entries.clone();
+        snap.entries.remove(2); // a page read before a swap, the next after its deletes
+        assert!(check_complete(&snap, 0).is_err(), "a gap");
+        snap.entries = whole[..3].to_vec();
+        assert!(check_complete(&snap, 0).is_err(), "short of the end");
+        snap.entries = whole[1..].to_vec();
+        assert!(
+            check_complete(&snap, 0).is_err(),
+            "starts after the log start"
+        );
+        assert!(check_complete(&snap, 10).is_ok(), "a load from 10");
+        snap.log_start_offset = 12;
+        assert!(check_complete(&snap, 0).is_ok(), "the log start moved");
+        snap.entries.clear();
+        assert!(check_complete(&snap, 0).is_err(), "nothing for 12..40");
+        snap.log_start_offset = 40;
+        assert!(check_complete(&snap, 0).is_ok(), "an empty log");
     }
 
     #[test]

@@ -260,14 +260,16 @@ pub fn check_batches(bytes: &[u8]) -> Result<BatchRun> {
                 "batch at offset {base} has lastOffsetDelta {delta}"
             )));
         }
-        let last = base + i64::from(delta);
+        let last = base
+            .checked_add(i64::from(delta))
+            .ok_or_else(|| Error::Corrupt(format!("batch at offset {base} ends past i64")))?;
         run = Some(match run {
             None => BatchRun {
                 base_offset: base,
                 last_offset: last,
                 batch_count: 1,
             },
-            Some(r) if base == r.last_offset + 1 => BatchRun {
+            Some(r) if Some(base) == r.last_offset.checked_add(1) => BatchRun {
                 last_offset: last,
                 batch_count: r.batch_count + 1,
                 ..r

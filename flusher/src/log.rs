@@ -292,6 +292,11 @@ impl PartitionLog {
         if s.compacted_version > version {
             return false;
         }
+        if stored.is_empty() || s.index.is_empty() {
+            // Nothing stored to take, or nothing held to replace.
+            s.compacted_version = version;
+            return false;
+        }
         if s.index.replace_prefix(stored) {
             s.compacted_version = version;
             true

@@ -310,7 +310,7 @@ impl Broker {
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    match floe_compactor::run_pass(&self.stores, &config, self.clock.now_ms()).await {
+                    match floe_compactor::run_pass(&self.stores, &config, &*self.clock).await {
                         Ok(report) => self.metrics.compaction_pass(&report),
                         Err(e) => tracing::warn!(error = %e, "compaction pass failed; will retry"),
                     }
@@ -331,17 +331,17 @@ impl Broker {
         for topic in self.topics.all() {
             for log in &topic.logs {
                 if log.lease() == floe_flusher::Lease::Owned {
-                    self.adopt_compaction(log, false).await;
+                    self.adopt_compaction(log).await;
                 }
             }
         }
     }
 
-    /// `adopt_compactions` for one led partition; with `always`, even if its
-    /// index version did not move (a read found an object missing).
-    pub async fn adopt_compaction(&self, log: &PartitionLog, always: bool) {
+    /// `adopt_compactions` for one led partition (also when a read found an
+    /// object missing): a load only if its index version moved.
+    pub async fn adopt_compaction(&self, log: &PartitionLog) {
         let version = match self.meta.index_version(log.id).await {
-            Ok(v) if always || v != log.compacted_version() => v,
+            Ok(v) if v != log.compacted_version() => v,
             Ok(_) => return,
             Err(e) => {
                 tracing::debug!(partition = %log.id, error = %e, "index version not read");

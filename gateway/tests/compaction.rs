@@ -324,15 +324,23 @@ async fn compaction_is_invisible(backend: Vec<(&'static str, String)>) {
         .await
         .expect("put");
     let before_gc = objects(&stores).await;
-    // Earlier passes (delay 1h) found the flushes' objects unreferenced
-    // already; the orphan is first found now, and kept.
-    let marked = finish(compact_once(dir.path(), &backend, "2s"));
+    // A delay of 6 s, passes about every second (a sighting holds while
+    // passes run more often than half the delay): the orphan, first seen by
+    // the first of these passes, stays until one finds it unreferenced for 6 s.
+    let first_seen = Instant::now();
+    let mut swept = String::new();
+    while objects(&stores).await.contains(&orphan) {
+        assert!(
+            first_seen.elapsed() < Duration::from_secs(60),
+            "never deleted: {swept}"
+        );
+        swept = finish(compact_once(dir.path(), &backend, "6s"));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     assert!(
-        objects(&stores).await.contains(&orphan),
-        "kept at first sight: {marked}"
+        first_seen.elapsed() >= Duration::from_secs(6),
+        "deleted before the delay: {swept}"
     );
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let swept = finish(compact_once(dir.path(), &backend, "2s"));
     let after_gc = objects(&stores).await;
     assert!(
         after_gc.len() * 4 < before_gc.len(),
@@ -421,7 +429,18 @@ async fn a_compactor_killed_at_any_step_loses_nothing() {
         produced += 60;
         tokio::time::sleep(Duration::from_millis(500)).await; // checkpointed
         let before = read_all(&bootstrap, topic);
-        let out = compact_with(dir.path(), &[], "1s", Some(point), "8KiB")
+        if point.starts_with("object.delete") {
+            // Something to delete: passes find objects unreferenced, each
+            // well within half the 4 s delay of the last, for 3 s; the
+            // crashing pass comes once the delay has passed.
+            let since = Instant::now();
+            while since.elapsed() < Duration::from_secs(3) {
+                finish(compact_once(dir.path(), &[], "4s"));
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(4300).saturating_sub(since.elapsed())).await;
+        }
+        let out = compact_with(dir.path(), &[], "4s", Some(point), "8KiB")
             .wait_with_output()
             .expect("floe compact");
         assert!(!out.status.success(), "{point}: the fault fired");

@@ -53,13 +53,13 @@ async fn pass(
     config: &floe_compactor::Config,
     event: LambdaEvent<Value>,
 ) -> Result<Value, Error> {
-    let now_ms = floe_core::clock::Clock::now_ms(&floe_core::clock::SystemClock);
     let (until, left) = stop_at(event.context.deadline);
     tracing::info!(
         seconds_left = left.as_secs_f64(),
         "compaction pass starting"
     );
-    let r = floe_compactor::run_pass_until(stores, config, now_ms, Some(until)).await?;
+    let clock = floe_core::clock::SystemClock;
+    let r = floe_compactor::run_pass_until(stores, config, &clock, Some(until)).await?;
     tracing::info!(report = %r, request = %event.context.request_id, "compaction pass");
     Ok(json!({
         "partitions_seen": r.partitions_seen,

@@ -177,9 +177,13 @@ async fn build(
                             tracing::warn!(partition = %log.id, error = %e, "copy not reloaded");
                         }
                     } else {
-                        broker.adopt_compaction(log, true).await;
+                        // Only if a swap happened since: a version read.
+                        broker.adopt_compaction(log).await;
                     }
                     let plan = log.read_plan(p.fetch_offset, limit as u64);
+                    pd.high_watermark = plan.high_watermark;
+                    pd.last_stable_offset = plan.high_watermark;
+                    pd.log_start_offset = plan.log_start_offset;
                     read = broker
                         .reader
                         .read_batches(&plan.entries, p.fetch_offset, limit, total == 0)

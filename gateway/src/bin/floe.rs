@@ -370,8 +370,7 @@ async fn compact(
     let stop = shutdown_signal();
     tokio::pin!(stop);
     loop {
-        let now = floe_core::clock::Clock::now_ms(&floe_core::clock::SystemClock);
-        match floe_compactor::run_pass(&stores, &config, now).await {
+        match floe_compactor::run_pass(&stores, &config, &floe_core::clock::SystemClock).await {
             Ok(report) => {
                 println!("floe compact: {report}");
                 if c.once {

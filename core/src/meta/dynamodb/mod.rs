@@ -231,8 +231,9 @@ impl DynamoMetaStore {
     /// Writes index items (idempotent overwrites, not fenced; see the module docs).
     async fn write_index(&self, entries: &BTreeMap<(PartitionId, i64), &IndexEntry>) -> Result<()> {
         let mut requests = Vec::with_capacity(entries.len());
-        for ((p, base), e) in entries {
-            let mut item = key(part_pk(*p), idx_sk(*base)?);
+        for ((p, _), e) in entries {
+            // A compacted entry the owner adopted goes where swaps put them.
+            let mut item = key(part_pk(*p), entry_sk(e)?);
             item.insert("e".into(), b(json(e)?));
             let put = PutRequest::builder()
                 .set_item(Some(item))
