@@ -365,7 +365,7 @@ pub async fn compact_partition_until(
     // checkpoint that did not land (the owner writes them again).
     snap.entries.retain(|e| e.base_offset < snap.next_offset);
     let stored = snap.entries.clone();
-    keep_live_entries(&mut snap)?;
+    keep_live_entries(&mut snap, 0)?;
     let plans = plan(&snap.entries, config);
 
     let started = Instant::now();
@@ -436,6 +436,7 @@ async fn write_object(
         .map(|e| u64::from(e.length))
         .sum();
     let mut builder = SegmentBuilder::with_capacity(total as usize);
+    let mut infos = Vec::with_capacity(object.regions.len());
     for region in &object.regions {
         let position = builder.position();
         let mut batches = 0u32;
@@ -461,25 +462,25 @@ async fn write_object(
         let (Some(first), Some(last)) = (region.first(), region.last()) else {
             continue;
         };
-        builder.finish_region(
+        infos.push(builder.finish_region(
             p,
             position,
             first.base_offset,
             last.last_offset,
             max_timestamp,
             batches,
-        );
+        ));
     }
-    let body: Bytes = builder.finish();
-    let infos = floe_core::segment::read_footer(&body)?;
     let (Some(first), Some(last)) = (infos.first(), infos.last()) else {
         return Ok(Vec::new());
     };
     let key = compacted_key(p, first.base_offset, last.last_offset, uuid::Uuid::new_v4());
+    let body: Bytes = builder.finish();
+    let len = body.len() as u64;
     r.put_requests += 1;
-    put_exactly(&*stores.objects, &key, body.clone()).await?;
+    put_exactly(&*stores.objects, &key, body).await?;
     r.objects_written += 1;
-    r.bytes_written += body.len() as u64;
+    r.bytes_written += len;
     Ok(infos
         .into_iter()
         .map(|i| IndexEntry {

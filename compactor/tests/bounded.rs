@@ -148,7 +148,7 @@ async fn a_lone_last_entry_stays_and_the_index_stays_whole() {
             .await
             .expect("load")
             .expect("some");
-        floe_core::index::keep_live_entries(&mut snap).expect("live");
+        floe_core::index::keep_live_entries(&mut snap, 0).expect("live");
         floe_core::index::check_complete(&snap, 0)
             .unwrap_or_else(|e| panic!("after pass {pass}: {e}: {:?}", snap.entries));
         let lens: Vec<u32> = snap.entries.iter().map(|e| e.length).collect();

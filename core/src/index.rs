@@ -197,13 +197,15 @@ pub fn replay(
 /// the log start offset (deleted by retention or DeleteRecords; the entry
 /// holding the log start stays), those at or past the checkpoint's end (left
 /// by a checkpoint whose state write did not land; replay recreates them) and
-/// those a compacted entry covers (see [`live_entries`]).
-pub fn keep_live_entries(snap: &mut PartitionSnapshot) -> Result<()> {
+/// those a compacted entry covers (see [`live_entries`]); then checks that
+/// what is left is the whole stored log from `from_offset` on
+/// ([`check_complete`]).
+pub fn keep_live_entries(snap: &mut PartitionSnapshot, from_offset: i64) -> Result<()> {
     let (start, end) = (snap.log_start_offset, snap.next_offset);
     snap.entries
         .retain(|e| e.base_offset < end && e.last_offset >= start);
     snap.entries = live_entries(std::mem::take(&mut snap.entries))?;
-    Ok(())
+    check_complete(snap, from_offset)
 }
 
 /// The rule for a compacted index: an entry wholly inside the offsets of
@@ -325,9 +327,7 @@ pub async fn load(
         let Some(mut snap) = meta.load_partition_from(partition, from_offset).await? else {
             return Ok(None);
         };
-        let loaded = keep_live_entries(&mut snap)
-            .and_then(|()| check_complete(&snap, from_offset))
-            .map(|()| snap);
+        let loaded = keep_live_entries(&mut snap, from_offset).map(|()| snap);
         let replayed = match loaded {
             Ok(mut snap) => {
                 let records = meta.read_flushes(&snap.owner, snap.checkpoint_seq).await?;
@@ -461,7 +461,7 @@ pub(crate) mod tests {
             entry(20, 29, 0, 1),
             entry(30, 39, 0, 1), // a checkpoint whose state did not land
         ];
-        keep_live_entries(&mut snap).unwrap();
+        keep_live_entries(&mut snap, 0).unwrap();
         let bases: Vec<_> = snap.entries.iter().map(|e| e.base_offset).collect();
         assert_eq!(bases, vec![10, 20]);
     }

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use floe_core::index::{check_complete, keep_live_entries, replay};
+use floe_core::index::{keep_live_entries, replay};
 use floe_core::meta::SharedMetaStore;
 use floe_core::types::{
     FlushRecord, PartitionCheckpoint, PartitionId, PartitionSnapshot, StreamId,
@@ -78,10 +78,9 @@ async fn adopt_one(
         producers: BTreeMap::new(),
         entries: Vec::new(),
     });
-    keep_live_entries(&mut snap)?;
-    // A stored index read mid-compaction may miss a range: the claim waits
-    // for the next round's read.
-    check_complete(&snap, 0)?;
+    // A stored index read mid-compaction may miss a range (`Corrupt`): the
+    // claim waits for the next round's read.
+    keep_live_entries(&mut snap, 0)?;
     let stored = snap.entries.len();
     if let Some(owner) = &previous {
         let recs = match records.get(owner) {

@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use floe_core::backend::Stores;
 use floe_core::clock::SharedClock;
-use floe_core::meta::SharedMetaStore;
 use floe_core::retry::RetryPolicy;
 use floe_core::settings::Settings;
 use floe_core::types::{GatewayInfo, StreamId};
@@ -39,8 +38,9 @@ use crate::topics::{TopicEntry, Topics};
 pub struct Broker {
     pub settings: Settings,
     pub clock: SharedClock,
-    /// For heartbeats and the ownership loop; handlers go through the roles.
-    meta: SharedMetaStore,
+    /// For heartbeats, the ownership loop and compaction passes; handlers go
+    /// through the roles.
+    stores: Stores,
     pub cluster: Arc<Cluster>,
     pub topics: Arc<Topics>,
     pub leases: Leases,
@@ -52,8 +52,6 @@ pub struct Broker {
     pub request_budget: Arc<tokio::sync::Semaphore>,
     /// Request accounting: the metrics endpoint and the shutdown summary.
     pub metrics: Arc<Metrics>,
-    /// The stores, for compaction passes run here (`compact_interval`).
-    stores: Stores,
 }
 
 impl Broker {
@@ -66,8 +64,7 @@ impl Broker {
         clock: SharedClock,
         advertised: String,
     ) -> floe_core::Result<Arc<Broker>> {
-        let compaction_stores = stores.clone();
-        let meta = stores.meta;
+        let meta = stores.meta.clone();
         // Checked before registering: a new epoch supersedes the last one.
         Cluster::parse_advertised(&advertised)?;
         let info = GatewayInfo {
@@ -104,7 +101,10 @@ impl Broker {
             clock.clone(),
             cache.clone(),
         );
-        let metrics = Arc::new(Metrics::new(flusher.stats().clone(), stores.aws_stats));
+        let metrics = Arc::new(Metrics::new(
+            flusher.stats().clone(),
+            stores.aws_stats.clone(),
+        ));
         let leases = Leases::new(
             meta.clone(),
             me,
@@ -124,7 +124,7 @@ impl Broker {
         );
         Ok(Arc::new(Broker {
             reader: Reader::new(
-                stores.objects,
+                stores.objects.clone(),
                 meta.clone(),
                 cache,
                 settings.follower_refresh,
@@ -134,7 +134,7 @@ impl Broker {
                 settings.max_inflight_request_bytes.min(u32::MAX as u64) as usize,
             )),
             stopping: tokio::sync::watch::Sender::new(false),
-            meta,
+            stores,
             cluster,
             topics,
             leases,
@@ -142,7 +142,6 @@ impl Broker {
             metrics,
             clock,
             settings,
-            stores: compaction_stores,
         }))
     }
 
@@ -151,7 +150,8 @@ impl Broker {
     /// controller for the loop. Alone, a gateway also trims the records of
     /// dead incarnations it has folded in.
     pub async fn start_ownership(self: &Arc<Self>) -> floe_core::Result<Controller> {
-        let mut controller = Controller::new(self.meta.clone(), self.settings.session_timeout);
+        let mut controller =
+            Controller::new(self.stores.meta.clone(), self.settings.session_timeout);
         crate::ownership::beat(self)
             .await
             .map_err(|f| floe_core::Error::Fenced(f.0))?;
@@ -193,7 +193,7 @@ impl Broker {
 
     /// Proves this incarnation alive: raises its heartbeat counter.
     pub(crate) async fn heartbeat(&self) -> floe_core::Result<u64> {
-        self.meta.heartbeat(self.cluster.me()).await
+        self.stores.meta.heartbeat(self.cluster.me()).await
     }
 
     /// Stops this incarnation for good: another gateway fenced it.
@@ -298,24 +298,30 @@ impl Broker {
         }
     }
 
-    /// Compaction passes every `compact_interval` (if on) until `stop` fires;
-    /// after each, the partitions led here adopt what it compacted.
+    /// Until `stop` fires: a compaction pass every `compact_interval` (if
+    /// on), and the partitions led here adopting what was compacted (by a
+    /// pass here or elsewhere) after each pass and every
+    /// `retention_check_interval`. Apart from the checkpoint loop, so that a
+    /// round over many partitions never delays a checkpoint.
     pub async fn compaction_loop(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let Some(every) = self.settings.compact_interval() else {
-            return;
-        };
         let config = floe_compactor::Config::from_settings(&self.settings);
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let every = |d: std::time::Duration| {
+            let mut t = tokio::time::interval_at(tokio::time::Instant::now() + d, d);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        };
+        let mut passes = self.settings.compact_interval().map(every);
+        let mut adoptions = every(self.settings.retention_check_interval);
         loop {
             tokio::select! {
-                _ = tick.tick() => {
+                _ = async { passes.as_mut()?.tick().await; Some(()) }, if passes.is_some() => {
                     match floe_compactor::run_pass(&self.stores, &config, &*self.clock).await {
                         Ok(report) => self.metrics.compaction_pass(&report),
                         Err(e) => tracing::warn!(error = %e, "compaction pass failed; will retry"),
                     }
                     self.adopt_compactions().await;
                 }
+                _ = adoptions.tick() => self.adopt_compactions().await,
                 _ = stop.changed() => return,
             }
         }
@@ -340,7 +346,7 @@ impl Broker {
     /// `adopt_compactions` for one led partition (also when a read found an
     /// object missing): a load only if its index version moved.
     pub async fn adopt_compaction(&self, log: &PartitionLog) {
-        let version = match self.meta.index_version(log.id).await {
+        let version = match self.stores.meta.index_version(log.id).await {
             Ok(v) if v != log.compacted_version() => v,
             Ok(_) => return,
             Err(e) => {
@@ -348,18 +354,14 @@ impl Broker {
                 return;
             }
         };
-        let stored = match self.meta.load_partition(log.id).await {
-            Ok(Some(snap)) => {
-                let end = snap.next_offset;
-                let entries = snap.entries.into_iter().filter(|e| e.base_offset < end);
-                floe_core::index::live_entries(entries.collect())
-            }
+        let stored = match self.stores.meta.load_partition(log.id).await {
+            Ok(Some(mut snap)) => floe_core::index::keep_live_entries(&mut snap, 0).map(|()| snap),
             Ok(None) => return,
             Err(e) => Err(e),
         };
         match stored {
-            Ok(live) => {
-                if log.adopt_compacted(version, &live) {
+            Ok(snap) => {
+                if log.adopt_compacted(version, &snap.entries) {
                     tracing::debug!(partition = %log.id, version, "adopted a compacted index");
                 }
             }
@@ -381,8 +383,6 @@ impl Broker {
                     if retention_checked.elapsed() >= retention_every {
                         retention_checked = tokio::time::Instant::now();
                         self.apply_retention();
-                        // Compactions run elsewhere (`floe compact`).
-                        self.adopt_compactions().await;
                     }
                     if let Err(e) = self.checkpoint().await {
                         tracing::warn!(error = %e, "checkpoint failed; will retry");
@@ -410,10 +410,10 @@ impl Broker {
             return;
         }
         let me = self.cluster.me();
-        match self.meta.list_members().await {
+        match self.stores.meta.list_members().await {
             Ok(members) => {
                 if let Some(m) = members.iter().find(|m| m.stream == *me)
-                    && let Err(e) = self.meta.fence_gateway(me, m.heartbeat).await
+                    && let Err(e) = self.stores.meta.fence_gateway(me, m.heartbeat).await
                 {
                     tracing::info!(error = %e, "could not leave the membership; peers will time it out");
                 }
