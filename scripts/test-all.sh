@@ -40,10 +40,18 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 command -v cargo-nextest >/dev/null 2>&1 || cargo install cargo-nextest --locked
 
+# Every cargo command below builds one feature set, so the workspace compiles
+# once: the Lambda function's feature is on for all of them (cargo unifies
+# features over the packages it is asked for, and `-p` alone would pick a
+# second set and compile the dependency tree again). Incremental state only
+# speeds up edits, and a clean checkout makes none: on a fresh machine it was
+# 2.3 GB of a 6 GB target directory, and CI's disk is not unlimited.
+export CARGO_INCREMENTAL=0
+ws=(--workspace --locked --features floe-compactor/lambda)
+
 stage "format and lints"
 if cargo fmt --all -- --check; then count fmt x 1 0; else count fmt x 0 1; fi
-if cargo clippy --workspace --all-targets --locked -- -D warnings &&
-  cargo clippy -p floe-compactor --features lambda --all-targets --locked -- -D warnings; then
+if cargo clippy "${ws[@]}" --all-targets -- -D warnings; then
   count clippy x 1 0
 else
   count clippy x 0 1
@@ -65,11 +73,10 @@ else
 fi
 
 stage "build"
-cargo build --workspace --all-targets --locked || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
-# The compactor's Lambda function (feature `lambda`): tests/python/test_lambda.py
-# runs it under cargo-lambda's Runtime API emulator in the Python suite on moto.
-cargo build --locked -p floe-compactor --features lambda --bin floe-compactor-lambda ||
-  { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
+# With the compactor's Lambda function (`floe-compactor-lambda`, feature
+# `lambda`): tests/python/test_lambda.py runs it under cargo-lambda's Runtime
+# API emulator in the Python suite on moto.
+cargo build "${ws[@]}" --all-targets || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
 export FLOE_BIN="$root/target/debug/floe"
 
 # floe-core's backends are features: a crate that takes only `aws` (a Lambda
@@ -80,7 +87,9 @@ features_ok=1
 for only in aws embedded; do
   # crates the other backend needs, as `cargo tree` prints them
   other=$([ "$only" = aws ] && echo '^(rusqlite|libsqlite3-sys) v' || echo '^aws-(sdk|config|smithy)')
-  if ! cargo build -q -p floe-core --lib --locked --no-default-features --features "$only"; then
+  # `check`, not `build`: whether it compiles is the question, and metadata
+  # alone answers it without a third copy of the AWS SDK's object code.
+  if ! cargo check -q -p floe-core --lib --locked --no-default-features --features "$only"; then
     echo "floe-core does not build with only the $only feature"; features_ok=0
     continue
   fi
@@ -120,16 +129,18 @@ nextest_line() { # name log
 }
 
 stage "rust tests (nextest), emulator tests included"
-cargo nextest run --workspace --locked --no-fail-fast --run-ignored all -E 'not test(write_fuzz_seeds)' 2>&1 | tee "$logs/nextest.log"
+cargo nextest run "${ws[@]}" --no-fail-fast --run-ignored all -E 'not test(write_fuzz_seeds)' 2>&1 | tee "$logs/nextest.log"
 nextest_line rust "$logs/nextest.log"
 
 # The in-process end-to-end suites again, each gateway on a fresh bucket and
 # table on moto (tests/common/mod.rs reads FLOE_TEST_BACKEND).
 stage "rust end-to-end suites on the AWS backend (moto)"
 if [ -n "${FLOE_TEST_MOTO_ENDPOINT:-}" ]; then
-  FLOE_TEST_BACKEND=aws cargo nextest run -p floe-gateway --locked --no-fail-fast \
-    --test e2e_rdkafka --test wire_apis --test versions --test failover --test zones \
-    --test offsets --test groups --test bench 2>&1 | tee "$logs/nextest-aws.log"
+  # The workspace's build, not `-p floe-gateway` (a second feature set and a
+  # second copy of every test binary); the filter picks the suites.
+  suites=$(printf 'binary(=%s) | ' e2e_rdkafka wire_apis versions failover zones offsets groups bench)
+  FLOE_TEST_BACKEND=aws cargo nextest run "${ws[@]}" --no-fail-fast \
+    -E "package(=floe-gateway) & (${suites% | })" 2>&1 | tee "$logs/nextest-aws.log"
   nextest_line rust-aws "$logs/nextest-aws.log"
 else
   echo "moto is not running"; count rust-aws x 0 1
