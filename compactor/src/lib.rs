@@ -29,9 +29,12 @@
 //! batches at identical offsets, the covering rule (`index::live_entries`)
 //! makes it supersede what it covers as soon as it is stored, and the old
 //! objects stay where they are: an owner that loaded its index before the
-//! swap keeps reading them. Nothing here deletes an object; removing
-//! objects no index references needs a grace period longer than any reader
-//! holds an old index, and is not built yet.
+//! swap keeps reading them. Compaction deletes no object.
+//!
+//! After the partitions, a pass removes the stored state of topics deleted
+//! at least the object delete delay ago (`forget_deleted_topics`), then runs
+//! the collection (`gc`), which deletes objects that nothing has referenced
+//! for that delay: longer than any reader holds an old index.
 
 pub mod gc;
 
@@ -217,6 +220,9 @@ pub struct Report {
     /// MetaStore calls: version and index reads, swaps, deletes.
     pub meta_reads: u64,
     pub meta_writes: u64,
+    /// Deleted topics whose partitions' stored state was removed
+    /// (`forget_deleted_topics`).
+    pub topics_forgotten: u64,
     /// The collection after the compactions (`gc`).
     pub gc: gc::GcReport,
     /// The pass stopped at its deadline (`run_pass_until`) before the end.
@@ -240,6 +246,7 @@ impl Report {
         self.entries_deleted += o.entries_deleted;
         self.meta_reads += o.meta_reads;
         self.meta_writes += o.meta_writes;
+        self.topics_forgotten += o.topics_forgotten;
         self.cut_short |= o.cut_short;
     }
 }
@@ -251,7 +258,7 @@ impl fmt::Display for Report {
             "{} partitions seen, {} compacted, {} swaps lost, {} failed; \
              read {} B in {} GETs, wrote {} objects ({} B) in {} PUTs; \
              {} index entries merged into {}, {} deleted; \
-             {} metadata reads, {} metadata writes; \
+             {} metadata reads, {} metadata writes; {} deleted topics forgotten; \
              objects: {} listed, {} referenced, {} unreferenced within the delay, \
              {} deleted ({} B); {:.3} s",
             self.partitions_seen,
@@ -268,6 +275,7 @@ impl fmt::Display for Report {
             self.entries_deleted,
             self.meta_reads,
             self.meta_writes,
+            self.topics_forgotten,
             self.gc.objects_listed,
             self.gc.objects_referenced,
             self.gc.objects_pending,
@@ -330,11 +338,41 @@ pub async fn run_pass_until(
     if past(stop_at) {
         report.cut_short = true;
     } else {
+        forget_deleted_topics(stores, config, clock, &mut report).await?;
         report.gc = gc::collect(stores, config.delete_delay, clock).await?;
     }
     report.duration = started.elapsed();
     tracing::info!(%report, "compaction pass");
     Ok(report)
+}
+
+/// Removes the stored partition state (checkpoints, index, index versions)
+/// of topics deleted at least `delete_delay` ago. Gateways drop a deleted
+/// topic's partitions as soon as they learn of the deletion, far sooner than
+/// that: waiting the delay keeps a checkpoint already in flight from storing
+/// a state after it was removed (it would stay behind, unreferenced). The
+/// topic's objects go by the collection's rule: once no existing topic's
+/// index references them.
+async fn forget_deleted_topics(
+    stores: &Stores,
+    config: &Config,
+    clock: &dyn Clock,
+    report: &mut Report,
+) -> Result<()> {
+    let deleted = stores.meta.deleted_topics().await?;
+    report.meta_reads += 1;
+    let delay = i64::try_from(config.delete_delay.as_millis()).unwrap_or(i64::MAX);
+    let now = clock.now_ms();
+    for topic in deleted {
+        if now.saturating_sub(topic.deleted_ms) < delay {
+            continue;
+        }
+        stores.meta.forget_topic(&topic).await?;
+        report.meta_writes += 1;
+        report.topics_forgotten += 1;
+        tracing::info!(topic = %topic.name, id = %topic.id, "deleted topic's partition state removed");
+    }
+    Ok(())
 }
 
 /// Compacts one partition (see the module docs for the steps).

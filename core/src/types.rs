@@ -42,6 +42,20 @@ pub struct TopicMeta {
     pub version: u64,
 }
 
+/// A deleted topic whose partitions' stored state (checkpoints, index, index
+/// versions) has not been removed yet: `delete_topic` leaves it, and a
+/// compaction pass removes the state once no gateway can still write it
+/// (`MetaStore::forget_topic`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletedTopic {
+    pub name: String,
+    pub id: TopicId,
+    /// The partition count when it was deleted: every partition that can
+    /// have stored state.
+    pub partitions: i32,
+    pub deleted_ms: i64,
+}
+
 /// One gateway incarnation: a gateway id plus the epoch it registered with. Every
 /// flush record belongs to exactly one stream; a stream's commits are accepted
 /// only while its epoch is the gateway's current, unfenced epoch.

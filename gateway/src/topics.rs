@@ -267,7 +267,7 @@ impl Topics {
     pub async fn delete(&self, entry: &Arc<TopicEntry>) -> Result<(), KafkaError> {
         let _g = self.admin.lock().await;
         self.meta
-            .delete_topic(&entry.meta.name, entry.meta.id)
+            .delete_topic(&entry.meta.name, entry.meta.id, self.clock.now_ms())
             .await?;
         self.forget(entry);
         tracing::info!(topic = %entry.meta.name, "topic deleted");

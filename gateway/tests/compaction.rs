@@ -8,13 +8,14 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::kafka::create_topic;
 use common::{Process, floe_bin, free_port};
 use floe_core::settings::Settings;
+use floe_core::types::TopicMeta;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
@@ -485,6 +486,123 @@ async fn a_compactor_killed_at_any_step_loses_nothing() {
     let counts = entries(&stores, topic).await;
     assert!(counts.iter().all(|&n| n <= 10), "{counts:?} after {report}");
     same_live_and_after_kill9(gw, topic, &expected);
+}
+
+/// Object keys of `topic`'s live index entries, as a loading owner sees them.
+async fn referenced(stores: &floe_core::backend::Stores, topic: &TopicMeta) -> BTreeSet<String> {
+    let mut keys = BTreeSet::new();
+    for p in 0..topic.partitions {
+        let pid = floe_core::types::PartitionId::new(topic.id, p);
+        if let Some(snap) = floe_core::index::load(&*stores.meta, pid, 0)
+            .await
+            .expect("load")
+        {
+            keys.extend(snap.entries.into_iter().map(|e| e.object_key));
+        }
+    }
+    keys
+}
+
+/// A deleted topic leaves nothing behind once the delay has passed: a pass
+/// removes its partitions' stored state and index, and the collection its
+/// objects, while another topic's records and objects stay as they were.
+async fn a_deleted_topic_leaves_nothing(backend: Vec<(&'static str, String)>) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let extra: Vec<(&str, &str)> = backend.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let gw = Process::start(dir.path(), free_port(), &extra);
+    let bootstrap = gw.bootstrap();
+    create_topic(&bootstrap, "doomed", PARTITIONS).await;
+    create_topic(&bootstrap, "kept", PARTITIONS).await;
+    // One topic after the other: no flush object holds both.
+    produce(&bootstrap, "doomed", 0, 300).await;
+    produce(&bootstrap, "kept", 0, 150).await;
+    tokio::time::sleep(CHECKPOINTED).await;
+    let kept = read_all(&bootstrap, "kept");
+    assert_eq!(kept.values().map(Vec::len).sum::<usize>(), 150);
+    let stores = open(dir.path(), &backend).await;
+    let doomed = stores
+        .meta
+        .get_topic("doomed")
+        .await
+        .expect("topic")
+        .expect("exists");
+    let doomed_objects = referenced(&stores, &doomed).await;
+    assert!(!doomed_objects.is_empty());
+
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .expect("admin");
+    admin
+        .delete_topics(&["doomed"], &AdminOptions::new())
+        .await
+        .expect("delete")[0]
+        .as_ref()
+        .expect("deleted");
+    let deleted_at = Instant::now();
+    assert_eq!(stores.meta.deleted_topics().await.expect("list").len(), 1);
+
+    // Passes about every half second with a 3 s delay, until the state and
+    // the objects are gone.
+    let mut report = String::new();
+    loop {
+        let left = objects(&stores).await;
+        let state_gone = stores.meta.deleted_topics().await.expect("list").is_empty();
+        if state_gone && !left.iter().any(|k| doomed_objects.contains(k)) {
+            break;
+        }
+        assert!(
+            deleted_at.elapsed() < Duration::from_secs(60),
+            "still there after a minute: {report}"
+        );
+        report = finish(compact_once(dir.path(), &backend, "3s"));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        deleted_at.elapsed() >= Duration::from_secs(3),
+        "removed before the delay: {report}"
+    );
+    let check_gone = |what: &str| {
+        let (stores, doomed) = (&stores, &doomed);
+        let what = what.to_string();
+        async move {
+            for p in 0..doomed.partitions {
+                let pid = floe_core::types::PartitionId::new(doomed.id, p);
+                assert_eq!(
+                    stores.meta.load_partition(pid).await.expect("load"),
+                    None,
+                    "partition {p} {what}"
+                );
+                assert_eq!(stores.meta.index_version(pid).await.expect("version"), 0);
+            }
+        }
+    };
+    check_gone("after the pass").await;
+    // What is left is exactly what the kept topic's index names.
+    let t = stores
+        .meta
+        .get_topic("kept")
+        .await
+        .expect("topic")
+        .expect("exists");
+    let left: BTreeSet<String> = objects(&stores).await.into_iter().collect();
+    assert_eq!(left, referenced(&stores, &t).await, "{report}");
+    same_live_and_after_kill9(gw, "kept", &kept);
+    // The gateway, live then restarted, wrote nothing of it back.
+    check_gone("after the gateway's checkpoints and restart").await;
+    assert!(stores.meta.deleted_topics().await.expect("list").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deleted_topic_leaves_nothing_behind() {
+    a_deleted_topic_leaves_nothing(Vec::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs emulators: scripts/test-all.sh starts them"]
+async fn a_deleted_topic_leaves_nothing_behind_on_the_aws_backend() {
+    a_deleted_topic_leaves_nothing(common::kafka::fresh_aws_backend("floe-deltopic")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -74,6 +74,7 @@ async fn pass(
         "entries_merged": r.entries_merged,
         "entries_written": r.entries_written,
         "entries_deleted": r.entries_deleted,
+        "topics_forgotten": r.topics_forgotten,
         "objects_listed": r.gc.objects_listed,
         "objects_referenced": r.gc.objects_referenced,
         "objects_pending_delete": r.gc.objects_pending,

@@ -4,7 +4,8 @@
 //!
 //! Fail points: `object.put`, `object.get`, `object.delete`, `object.list`,
 //! `meta.commit`, `meta.checkpoint`, `meta.read`, `meta.topic`, `meta.register`,
-//! `meta.heartbeat`, `meta.fence`, `meta.claim`, `meta.offsets`, `meta.groups`.
+//! `meta.heartbeat`, `meta.fence`, `meta.claim`, `meta.offsets`, `meta.groups`,
+//! and the compactor's `meta.swap_index`, `meta.delete_index`, `meta.forget_topic`.
 //!
 //! Below the stores, `http` (feature `aws`) puts the same registry around the AWS
 //! SDK's HTTP client, with points `http`, `http.s3`, `http.s3.<method>` and
@@ -40,7 +41,7 @@ use crate::error::{Error, Result};
 use crate::meta::MetaStore;
 use crate::object_store::{ObjectInfo, ObjectStore};
 use crate::types::{
-    CommittedOffset, FlushRecord, GatewayInfo, GroupOffsets, IndexEntry, Member,
+    CommittedOffset, DeletedTopic, FlushRecord, GatewayInfo, GroupOffsets, IndexEntry, Member,
     PartitionCheckpoint, PartitionId, PartitionSnapshot, StoredGroup, StreamId, TopicId, TopicMeta,
 };
 
@@ -444,9 +445,19 @@ impl MetaStore for FaultyMetaStore {
             .run("meta.topic", self.inner.update_topic(topic))
             .await
     }
-    async fn delete_topic(&self, name: &str, id: TopicId) -> Result<()> {
+    async fn delete_topic(&self, name: &str, id: TopicId, deleted_ms: i64) -> Result<()> {
         self.faults
-            .run("meta.topic", self.inner.delete_topic(name, id))
+            .run("meta.topic", self.inner.delete_topic(name, id, deleted_ms))
+            .await
+    }
+    async fn deleted_topics(&self) -> Result<Vec<DeletedTopic>> {
+        self.faults
+            .run("meta.read", self.inner.deleted_topics())
+            .await
+    }
+    async fn forget_topic(&self, topic: &DeletedTopic) -> Result<()> {
+        self.faults
+            .run("meta.forget_topic", self.inner.forget_topic(topic))
             .await
     }
     async fn get_topic(&self, name: &str) -> Result<Option<TopicMeta>> {

@@ -11,7 +11,7 @@ use super::rules::{
 };
 use crate::error::{Error, Result};
 use crate::types::{
-    CommittedOffset, FlushRecord, GatewayInfo, GroupOffsets, IndexEntry, Member,
+    CommittedOffset, DeletedTopic, FlushRecord, GatewayInfo, GroupOffsets, IndexEntry, Member,
     PartitionCheckpoint, PartitionId, PartitionSnapshot, StoredGroup, StreamId, TopicId, TopicMeta,
 };
 
@@ -24,6 +24,7 @@ struct State {
     next_producer_id: i64,
     offsets: HashMap<String, GroupOffsets>,
     groups: BTreeMap<String, StoredGroup>,
+    deleted: Vec<DeletedTopic>,
 }
 
 #[derive(Debug)]
@@ -159,15 +160,33 @@ impl MetaStore for MemoryMetaStore {
         Ok(())
     }
 
-    async fn delete_topic(&self, name: &str, id: TopicId) -> Result<()> {
+    async fn delete_topic(&self, name: &str, id: TopicId, deleted_ms: i64) -> Result<()> {
         let mut s = self.lock();
         match s.topics.get(name) {
             Some(t) if t.id == id => {
+                let partitions = t.partitions;
                 s.topics.remove(name);
+                s.deleted.push(DeletedTopic {
+                    name: name.to_string(),
+                    id,
+                    partitions,
+                    deleted_ms,
+                });
                 Ok(())
             }
             _ => Err(Error::NotFound(format!("topic {name} ({id})"))),
         }
+    }
+
+    async fn deleted_topics(&self) -> Result<Vec<DeletedTopic>> {
+        Ok(self.lock().deleted.clone())
+    }
+
+    async fn forget_topic(&self, topic: &DeletedTopic) -> Result<()> {
+        let mut s = self.lock();
+        s.partitions.retain(|p, _| p.topic != topic.id);
+        s.deleted.retain(|d| d.id != topic.id);
+        Ok(())
     }
 
     async fn get_topic(&self, name: &str) -> Result<Option<TopicMeta>> {

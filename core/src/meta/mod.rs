@@ -38,7 +38,7 @@ use async_trait::async_trait;
 
 use crate::error::Result;
 use crate::types::{
-    CommittedOffset, FlushRecord, GatewayInfo, GroupOffsets, IndexEntry, Member,
+    CommittedOffset, DeletedTopic, FlushRecord, GatewayInfo, GroupOffsets, IndexEntry, Member,
     PartitionCheckpoint, PartitionId, PartitionSnapshot, StoredGroup, StreamId, TopicId, TopicMeta,
 };
 
@@ -74,7 +74,17 @@ pub trait MetaStore: Send + Sync + Debug {
     /// Replaces the topic if the stored one has the same id and `topic.version - 1`.
     async fn update_topic(&self, topic: &TopicMeta) -> Result<()>;
     /// Removes the topic named `name` if its id is `id`; `NotFound` otherwise.
-    async fn delete_topic(&self, name: &str, id: TopicId) -> Result<()>;
+    /// In the same write it leaves a [`DeletedTopic`] (deleted at `deleted_ms`)
+    /// naming what `forget_topic` must remove later: its partitions' state.
+    async fn delete_topic(&self, name: &str, id: TopicId, deleted_ms: i64) -> Result<()>;
+    /// Deleted topics whose partitions' state is still stored, oldest first.
+    async fn deleted_topics(&self) -> Result<Vec<DeletedTopic>>;
+    /// Removes everything stored for `topic`'s partitions (checkpoints, index
+    /// entries, index versions), then `topic` from `deleted_topics`. Idempotent,
+    /// and a crash part way leaves it listed, so a later call finishes it.
+    /// Callers wait until no gateway can still checkpoint a partition of the
+    /// topic: a checkpoint after this would store its state again.
+    async fn forget_topic(&self, topic: &DeletedTopic) -> Result<()>;
     async fn get_topic(&self, name: &str) -> Result<Option<TopicMeta>>;
     async fn list_topics(&self) -> Result<Vec<TopicMeta>>;
 

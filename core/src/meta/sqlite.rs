@@ -30,7 +30,7 @@ use super::rules::{
 };
 use crate::error::{Error, Result};
 use crate::types::{
-    CommittedOffset, FlushRecord, GatewayInfo, GroupOffsets, IndexEntry, Member,
+    CommittedOffset, DeletedTopic, FlushRecord, GatewayInfo, GroupOffsets, IndexEntry, Member,
     PartitionCheckpoint, PartitionId, PartitionSnapshot, StoredGroup, StreamId, TopicId, TopicMeta,
 };
 
@@ -54,6 +54,9 @@ CREATE TABLE IF NOT EXISTS partition_index (
     last_offset INTEGER NOT NULL, max_timestamp INTEGER NOT NULL, object_key TEXT NOT NULL,
     position INTEGER NOT NULL, length INTEGER NOT NULL,
     PRIMARY KEY (topic_id, partition, base_offset));
+CREATE TABLE IF NOT EXISTS deleted_topics (
+    id BLOB PRIMARY KEY, name TEXT NOT NULL, partitions INTEGER NOT NULL,
+    deleted_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS group_offsets (
     group_id TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL,
@@ -471,18 +474,77 @@ impl MetaStore for SqliteMetaStore {
         .await
     }
 
-    async fn delete_topic(&self, name: &str, id: TopicId) -> Result<()> {
+    async fn delete_topic(&self, name: &str, id: TopicId, deleted_ms: i64) -> Result<()> {
         let name = name.to_string();
         self.tx(move |tx| {
-            let n = tx
-                .execute(
-                    "DELETE FROM topics WHERE name = ?1 AND id = ?2",
+            let partitions: Option<i64> = tx
+                .query_row(
+                    "DELETE FROM topics WHERE name = ?1 AND id = ?2 RETURNING partitions",
                     params![name, id.as_bytes().to_vec()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_err)?;
+            let Some(partitions) = partitions else {
+                return Err(Error::NotFound(format!("topic {name} ({id})")));
+            };
+            tx.execute(
+                "INSERT OR REPLACE INTO deleted_topics (id, name, partitions, deleted_ms)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![id.as_bytes().to_vec(), name, partitions, deleted_ms],
+            )
+            .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn deleted_topics(&self) -> Result<Vec<DeletedTopic>> {
+        self.tx(|tx| {
+            let mut st = tx
+                .prepare_cached(
+                    "SELECT name, id, partitions, deleted_ms FROM deleted_topics
+                     ORDER BY deleted_ms",
                 )
                 .map_err(db_err)?;
-            if n == 0 {
-                return Err(Error::NotFound(format!("topic {name} ({id})")));
+            let rows = st
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Vec<u8>>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
+                })
+                .map_err(db_err)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (name, id, partitions, deleted_ms) = row.map_err(db_err)?;
+                out.push(DeletedTopic {
+                    id: TopicId::from_slice(&id)
+                        .map_err(|e| Error::Corrupt(format!("deleted topic id: {e}")))?,
+                    name,
+                    partitions: partitions as i32,
+                    deleted_ms,
+                });
             }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn forget_topic(&self, topic: &DeletedTopic) -> Result<()> {
+        let id = topic.id.as_bytes().to_vec();
+        self.tx(move |tx| {
+            for table in ["partition_index", "partitions"] {
+                tx.execute(
+                    &format!("DELETE FROM {table} WHERE topic_id = ?1"),
+                    params![id],
+                )
+                .map_err(db_err)?;
+            }
+            tx.execute("DELETE FROM deleted_topics WHERE id = ?1", params![id])
+                .map_err(db_err)?;
             Ok(())
         })
         .await

@@ -51,6 +51,7 @@ macro_rules! for_each_meta_store_case {
             topic_writes_are_conditional,
             concurrent_topic_updates_have_one_winner,
             delete_topic_checks_the_id,
+            deleted_topics_are_forgotten_whole,
             producer_ids_are_disjoint,
         );
     };
@@ -1231,18 +1232,18 @@ pub async fn delete_topic_checks_the_id(meta: Arc<dyn MetaStore>) {
     let t = topic("t", 1, 1);
     meta.create_topic(&t).await.expect("create");
     assert_eq!(
-        err_kind(meta.delete_topic("t", TopicId::from_u128(2)).await),
+        err_kind(meta.delete_topic("t", TopicId::from_u128(2), 1_000).await),
         ErrorKind::NotFound
     );
     assert_eq!(meta.get_topic("t").await.expect("get"), Some(t.clone()));
     assert_eq!(
-        err_kind(meta.delete_topic("other", t.id).await),
+        err_kind(meta.delete_topic("other", t.id, 1_000).await),
         ErrorKind::NotFound
     );
-    meta.delete_topic("t", t.id).await.expect("delete");
+    meta.delete_topic("t", t.id, 1_000).await.expect("delete");
     assert_eq!(meta.get_topic("t").await.expect("get"), None);
     assert_eq!(
-        err_kind(meta.delete_topic("t", t.id).await),
+        err_kind(meta.delete_topic("t", t.id, 2_000).await),
         ErrorKind::NotFound
     );
     // The name can be reused, under a new id.
@@ -1250,6 +1251,80 @@ pub async fn delete_topic_checks_the_id(meta: Arc<dyn MetaStore>) {
     meta.create_topic(&again).await.expect("recreate");
     assert_eq!(meta.get_topic("t").await.expect("get"), Some(again));
     assert!(meta.list_topics().await.expect("list").len() == 1);
+}
+
+/// A deleted topic leaves a tombstone naming its partitions; forgetting it
+/// removes every partition's checkpoint, index and index version, and nothing
+/// of another topic, a re-created one of the same name included.
+pub async fn deleted_topics_are_forgotten_whole(meta: Arc<dyn MetaStore>) {
+    use floe_core::types::DeletedTopic;
+    let s = stream(
+        "gw",
+        meta.register_gateway("gw", &info()).await.expect("reg"),
+    );
+    let t = topic("t", 21, 3);
+    meta.create_topic(&t).await.expect("create");
+    let keep = topic("keep", 22, 1);
+    meta.create_topic(&keep).await.expect("create keep");
+    // More index items than one DynamoDB batch (25) or query page holds.
+    let entries: Vec<IndexEntry> = (0..40)
+        .map(|i| entry(i * 10, i * 10 + 9, &format!("k{i}")))
+        .collect();
+    let mut cps: Vec<PartitionCheckpoint> = (0..3)
+        .map(|p| checkpoint(pid(21, p), &s, 1, entries.clone()))
+        .collect();
+    cps.push(checkpoint(pid(22, 0), &s, 1, entries.clone()));
+    meta.write_checkpoints(&s, &cps).await.expect("checkpoint");
+    let merged = IndexEntry {
+        object_key: floe_core::keys::compacted_key(pid(21, 1), 0, 99, uuid::Uuid::from_u128(3)),
+        ..entry(0, 99, "")
+    };
+    meta.swap_index(pid(21, 1), 0, &[merged])
+        .await
+        .expect("swap");
+    assert_eq!(meta.deleted_topics().await.expect("list"), vec![]);
+
+    meta.delete_topic("t", t.id, 5_000).await.expect("delete");
+    let tomb = DeletedTopic {
+        name: "t".into(),
+        id: t.id,
+        partitions: 3,
+        deleted_ms: 5_000,
+    };
+    assert_eq!(
+        meta.deleted_topics().await.expect("list"),
+        vec![tomb.clone()]
+    );
+    // Nothing is removed until it is forgotten.
+    assert!(
+        meta.load_partition(pid(21, 2))
+            .await
+            .expect("load")
+            .is_some()
+    );
+    // The name is reused at once, under a new id.
+    let again = topic("t", 23, 1);
+    meta.create_topic(&again).await.expect("recreate");
+    meta.write_checkpoints(&s, &[checkpoint(pid(23, 0), &s, 2, entries.clone())])
+        .await
+        .expect("checkpoint new");
+
+    meta.forget_topic(&tomb).await.expect("forget");
+    for p in 0..3 {
+        assert_eq!(
+            meta.load_partition(pid(21, p)).await.expect("load"),
+            None,
+            "partition {p}"
+        );
+        assert_eq!(meta.index_version(pid(21, p)).await.expect("version"), 0);
+    }
+    assert_eq!(meta.deleted_topics().await.expect("list"), vec![]);
+    meta.forget_topic(&tomb).await.expect("forget again");
+    for p in [pid(22, 0), pid(23, 0)] {
+        let snap = meta.load_partition(p).await.expect("load").expect("kept");
+        assert_eq!(snap.entries, entries, "{p}");
+    }
+    assert_eq!(meta.get_topic("t").await.expect("get"), Some(again));
 }
 
 pub async fn producer_ids_are_disjoint(meta: Arc<dyn MetaStore>) {

@@ -15,6 +15,9 @@ pub const TTL_ATTRIBUTE: &str = "expires_at";
 pub(super) const STREAMS_PK: &str = "streams";
 /// The partition key of the gateway list.
 pub(super) const MEMBERS_PK: &str = "members";
+/// The partition key of deleted topics whose partitions' items remain
+/// (`sk`: the topic id).
+pub(super) const DELETED_TOPICS_PK: &str = "deleted-topics";
 /// The partition key of the stored group states.
 pub(super) const GROUPS_PK: &str = "groups";
 

@@ -13,6 +13,7 @@
 //! | `part#<topic id>#<partition>` | `idx#<base offset, 20 digits>` | `e` B (IndexEntry JSON) | `write_checkpoints`, `release_partitions`, `claim_partition` |
 //! | `part#<topic id>#<partition>` | `idx#<base offset, 20 digits>#c` | `e` B (IndexEntry JSON of a compacted region) | `swap_index` (compaction), in one TransactWriteItems with the version below; never written by the owner, so an owner storing the small entry at the same base again does not overwrite it |
 //! | `part#<topic id>#<partition>` | `compaction` | `v` N (index version) | `swap_index` (UpdateItem conditional on the version the compaction loaded) |
+//! | `deleted-topics` | `<topic id>` | `t` B (DeletedTopic JSON: name, partition count, deletion time) | `delete_topic`, in one TransactWriteItems with the `topics` item's conditional Delete; `forget_topic` deletes it after every `part#` item of the topic |
 //! | `counter` | `producer_id` | `v` N | `allocate_producer_ids` (UpdateItem ADD) |
 //! | `group#<group>` | `<topic>` | `p<partition>` B (CommittedOffset JSON), one attribute per partition | `commit_offsets` (ONE UpdateItem SET per group, topic and up to 100 partitions, merging with the stored partitions), `delete_offsets` (UpdateItem REMOVE), `delete_group` (BatchWriteItem delete) |
 //! | `groups` | `<group>` | `gen` N (generation), `state` S (StoredGroup JSON) | `store_group` (PutItem conditional on `gen` not above the new one), `delete_group` (DeleteItem, after the group's offset items); one partition key so `list_groups` is one Query |
@@ -104,7 +105,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, ConditionCheck, DeleteRequest, Put, PutRequest, ReturnConsumedCapacity,
+    AttributeValue, ConditionCheck, Delete, DeleteRequest, Put, PutRequest, ReturnConsumedCapacity,
     ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update, WriteRequest,
 };
 
@@ -117,7 +118,7 @@ use super::rules::{
 use crate::aws::{AwsStats, classify};
 use crate::error::{Error, Result};
 use crate::types::{
-    CommittedOffset, FlushRecord, GatewayInfo, GroupOffsets, IndexEntry, Member,
+    CommittedOffset, DeletedTopic, FlushRecord, GatewayInfo, GroupOffsets, IndexEntry, Member,
     PartitionCheckpoint, PartitionId, PartitionSnapshot, StoredGroup, StreamId, TopicId, TopicMeta,
 };
 use codec::{
@@ -128,8 +129,8 @@ use codec::{
 pub use codec::{commit_flush_write_units, item_size};
 pub use keys::TTL_ATTRIBUTE;
 use keys::{
-    GROUPS_PK, INDEX_VERSION_SK, MEMBERS_PK, STREAMS_PK, entry_sk, flush_pk, group_pk, gw_pk,
-    idx_sk, key, offset_attr, parse_stream_sk, part_pk, seq_sk, stream_sk,
+    DELETED_TOPICS_PK, GROUPS_PK, INDEX_VERSION_SK, MEMBERS_PK, STREAMS_PK, entry_sk, flush_pk,
+    group_pk, gw_pk, idx_sk, key, offset_attr, parse_stream_sk, part_pk, seq_sk, stream_sk,
 };
 use transport::TxFailure;
 
@@ -601,29 +602,98 @@ impl MetaStore for DynamoMetaStore {
         }
     }
 
-    async fn delete_topic(&self, name: &str, id: TopicId) -> Result<()> {
+    async fn delete_topic(&self, name: &str, id: TopicId, deleted_ms: i64) -> Result<()> {
+        let not_found = || Error::NotFound(format!("topic {name} ({id})"));
+        let Some(stored) = self.get_topic(name).await? else {
+            return Err(not_found());
+        };
+        if stored.id != id {
+            return Err(not_found());
+        }
+        let deleted = DeletedTopic {
+            name: name.to_string(),
+            id,
+            partitions: stored.partitions,
+            deleted_ms,
+        };
+        // The topic goes only if it is still the one read (same id and
+        // version: a partition added since would be missed by the tombstone).
+        let delete = Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(key("topics", name)))
+            .condition_expression("#i = :id AND #v = :v")
+            .expression_attribute_names("#i", "id")
+            .expression_attribute_names("#v", "version")
+            .expression_attribute_values(":id", s(id.to_string()))
+            .expression_attribute_values(":v", n(stored.version))
+            .build()
+            .map_err(build_err)?;
+        let mut tomb = key(DELETED_TOPICS_PK, id.to_string());
+        tomb.insert("t".into(), b(json(&deleted)?));
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(tomb))
+            .build()
+            .map_err(build_err)?;
+        let items = vec![
+            TransactWriteItem::builder().delete(delete).build(),
+            TransactWriteItem::builder().put(put).build(),
+        ];
+        match self.transact(items, None).await? {
+            Ok(()) => Ok(()),
+            // Item 0 (the Delete) failed its condition, or an emulator gave no
+            // reason: deleted or changed since the read.
+            Err(TxFailure::Fenced(_) | TxFailure::Unknown) => match self.get_topic(name).await? {
+                Some(t) if t.id == id => Err(Error::Unavailable(format!(
+                    "topic {name} changed while being deleted; retry"
+                ))),
+                _ => Err(not_found()),
+            },
+            Err(TxFailure::Condition(..) | TxFailure::TokenMismatch) => Err(Error::Internal(
+                format!("delete topic {name}: the transaction failed a condition it does not set"),
+            )),
+        }
+    }
+
+    async fn deleted_topics(&self) -> Result<Vec<DeletedTopic>> {
+        let mut out = self
+            .query(DELETED_TOPICS_PK, None, false)
+            .await?
+            .iter()
+            .map(|item| blob::<DeletedTopic>(item, "t"))
+            .collect::<Result<Vec<_>>>()?;
+        out.sort_by_key(|d| d.deleted_ms);
+        Ok(out)
+    }
+
+    async fn forget_topic(&self, topic: &DeletedTopic) -> Result<()> {
+        for partition in 0..topic.partitions {
+            let pk = part_pk(PartitionId {
+                topic: topic.id,
+                partition,
+            });
+            let mut requests = Vec::new();
+            for item in self.query(&pk, None, true).await? {
+                let del = DeleteRequest::builder()
+                    .set_key(Some(key(pk.clone(), string(&item, "sk")?)))
+                    .build()
+                    .map_err(build_err)?;
+                requests.push(WriteRequest::builder().delete_request(del).build());
+            }
+            self.batch_write(requests).await?;
+        }
         self.request();
         let r = self
             .client
             .delete_item()
             .table_name(&self.table)
-            .set_key(Some(key("topics", name)))
-            .condition_expression("#i = :id")
-            .expression_attribute_names("#i", "id")
-            .expression_attribute_values(":id", s(id.to_string()))
+            .set_key(Some(key(DELETED_TOPICS_PK, topic.id.to_string())))
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
-            .await;
-        match r {
-            Ok(out) => {
-                self.account(out.consumed_capacity(), true);
-                Ok(())
-            }
-            Err(e) if is_condition_failed(&e) => {
-                Err(Error::NotFound(format!("topic {name} ({id})")))
-            }
-            Err(e) => Err(classify(&self.what("DeleteItem (delete topic)"), e)),
-        }
+            .await
+            .map_err(|e| classify(&self.what("DeleteItem (deleted topic)"), e))?;
+        self.account(r.consumed_capacity(), true);
+        Ok(())
     }
 
     async fn get_topic(&self, name: &str) -> Result<Option<TopicMeta>> {
