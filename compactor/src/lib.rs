@@ -42,6 +42,8 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use floe_core::aws::AwsStatsSnapshot;
+use floe_core::aws::cost::Cost;
 use floe_core::backend::Stores;
 use floe_core::clock::Clock;
 use floe_core::index::{dead_entries, keep_live_entries};
@@ -197,7 +199,7 @@ pub fn plan(live: &[IndexEntry], config: &Config) -> Vec<ObjectPlan> {
 }
 
 /// What a pass did, summed over partitions.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Report {
     pub partitions_seen: u64,
     pub partitions_compacted: u64,
@@ -225,6 +227,11 @@ pub struct Report {
     pub topics_forgotten: u64,
     /// The collection after the compactions (`gc`).
     pub gc: gc::GcReport,
+    /// Requests the pass made, by kind, on the AWS backend (`None` on the
+    /// embedded one, where requests cost nothing): counted by the stores it
+    /// was given, so give a pass stores of its own (a gateway running passes
+    /// opens a second set) for these to be the pass's alone.
+    pub requests: Option<AwsStatsSnapshot>,
     /// The pass stopped at its deadline (`run_pass_until`) before the end.
     pub cut_short: bool,
     pub duration: Duration,
@@ -248,6 +255,14 @@ impl Report {
         self.meta_writes += o.meta_writes;
         self.topics_forgotten += o.topics_forgotten;
         self.cut_short |= o.cut_short;
+    }
+}
+
+impl Report {
+    /// The pass's requests at list prices (`floe_core::aws::cost`), on the
+    /// AWS backend.
+    pub fn cost(&self) -> Option<Cost> {
+        self.requests.as_ref().map(Cost::of)
     }
 }
 
@@ -283,6 +298,21 @@ impl fmt::Display for Report {
             self.gc.bytes_deleted,
             self.duration.as_secs_f64()
         )?;
+        if let (Some(r), Some(c)) = (&self.requests, self.cost()) {
+            write!(
+                f,
+                "; requests: S3 {} PUT, {} GET, {} LIST, {} DELETE, DynamoDB {} ({:.1} RRU, \
+                 {:.1} WRU); estimated ${:.6}",
+                r.s3_put,
+                r.s3_get,
+                r.s3_list,
+                r.s3_delete,
+                r.ddb_requests,
+                r.ddb_read_units,
+                r.ddb_write_units,
+                c.total()
+            )?;
+        }
         if self.cut_short {
             write!(f, "; cut short at its deadline")?;
         }
@@ -316,6 +346,7 @@ pub async fn run_pass_until(
     let compact_until = stop_at.map(|t| started + t.saturating_duration_since(started) * 3 / 4);
     let past = |t: Option<Instant>| t.is_some_and(|t| Instant::now() >= t);
     let mut report = Report::default();
+    let counted_from = stores.aws_stats.as_ref().map(|s| s.snapshot());
     let topics = stores.meta.list_topics().await?;
     report.meta_reads += 1;
     for topic in topics {
@@ -342,6 +373,9 @@ pub async fn run_pass_until(
         report.gc = gc::collect(stores, config.delete_delay, clock).await?;
     }
     report.duration = started.elapsed();
+    if let (Some(stats), Some(from)) = (&stores.aws_stats, counted_from) {
+        report.requests = Some(stats.snapshot().since(&from));
+    }
     tracing::info!(%report, "compaction pass");
     Ok(report)
 }

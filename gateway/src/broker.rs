@@ -312,10 +312,14 @@ impl Broker {
         };
         let mut passes = self.settings.compact_interval().map(every);
         let mut adoptions = every(self.settings.retention_check_interval);
+        let pass_stores = match passes {
+            Some(_) => self.pass_stores().await,
+            None => self.stores.clone(),
+        };
         loop {
             tokio::select! {
                 _ = async { passes.as_mut()?.tick().await; Some(()) }, if passes.is_some() => {
-                    match floe_compactor::run_pass(&self.stores, &config, &*self.clock).await {
+                    match floe_compactor::run_pass(&pass_stores, &config, &*self.clock).await {
                         Ok(report) => self.metrics.compaction_pass(&report),
                         Err(e) => tracing::warn!(error = %e, "compaction pass failed; will retry"),
                     }
@@ -323,6 +327,23 @@ impl Broker {
                 }
                 _ = adoptions.tick() => self.adopt_compactions().await,
                 _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// The stores this gateway's compaction passes run on. On the AWS backend
+    /// a second set, counting requests apart: a pass's report and cost are
+    /// its own, and the gateway's request metrics stay the serving path's.
+    /// On the embedded backend (nothing billed; one database) the same.
+    async fn pass_stores(&self) -> floe_core::backend::Stores {
+        if self.stores.aws_stats.is_none() {
+            return self.stores.clone();
+        }
+        match floe_core::backend::open_backend(&self.settings, None).await {
+            Ok(stores) => stores,
+            Err(e) => {
+                tracing::warn!(error = %e, "compaction passes share the gateway's stores (their request counts then include the gateway's)");
+                self.stores.clone()
             }
         }
     }

@@ -679,7 +679,24 @@ async fn catch_up_gets_per_gib_before_and_after_compaction() {
         (log, s3_gets(metrics) - before, bytes as f64)
     };
     let (log_before, gets_before, bytes) = catch_up(&mut gw);
-    finish(compact_with(dir.path(), &backend, "1h", None, "4MiB"));
+    let report = finish(compact_with(dir.path(), &backend, "1h", None, "4MiB"));
+    // The pass reports its requests, as its stores counted them, and their
+    // price: at least a ranged GET per flush region it merged, and a PUT per
+    // object it wrote.
+    let counted = |what: &str| -> u64 {
+        let (before, _) = report
+            .split_once(&format!(" {what},"))
+            .unwrap_or_else(|| panic!("no {what} count in {report}"));
+        before
+            .rsplit(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {what} count in {report}"))
+    };
+    assert!(counted("GET") >= 600, "{report}");
+    assert!(counted("PUT") >= 3, "{report}");
+    assert!(report.contains("; estimated $0.0"), "{report}");
+    eprintln!("{report}");
     let (log_after, gets_after, _) = catch_up(&mut gw);
     let gib = bytes / (1u64 << 30) as f64;
     eprintln!(

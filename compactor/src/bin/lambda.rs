@@ -82,7 +82,41 @@ async fn pass(
         "bytes_deleted": r.gc.bytes_deleted,
         "cut_short": r.cut_short,
         "seconds": r.duration.as_secs_f64(),
+        "requests": r.requests.map(|q| json!({
+            "s3_put": q.s3_put,
+            "s3_get": q.s3_get,
+            "s3_list": q.s3_list,
+            "s3_delete": q.s3_delete,
+            "dynamodb": q.ddb_requests,
+            "dynamodb_read_units": q.ddb_read_units,
+            "dynamodb_write_units": q.ddb_write_units,
+        })),
+        "estimated_cost_usd": estimated_cost(&r),
     }))
+}
+
+/// The pass's requests at list prices, plus this invocation's compute: its
+/// duration at the function's memory (`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`,
+/// which Lambda sets; 128 MB, the minimum, when absent) on this architecture.
+/// The runtime's start-up and Lambda's rounding up to the millisecond are not
+/// in it.
+fn estimated_cost(r: &floe_compactor::Report) -> Value {
+    use floe_core::aws::cost::lambda_invocation;
+    let memory_mb = std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(128);
+    let arm64 = std::env::consts::ARCH == "aarch64";
+    let lambda = lambda_invocation(r.duration, memory_mb, arm64);
+    let requests = r.cost().unwrap_or_default();
+    let mut items: serde_json::Map<String, Value> = requests
+        .items()
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    items.insert("lambda".into(), json!(lambda));
+    items.insert("total".into(), json!(requests.total() + lambda));
+    Value::Object(items)
 }
 
 #[tokio::main]

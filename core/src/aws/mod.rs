@@ -1,10 +1,11 @@
 //! The AWS backend's shared layer: SDK configuration and error
-//! classification (`sdk`) and request accounting (`stats`, kept in every
-//! build for metrics). A leaf: the stores (`object_store::S3Store`,
+//! classification (`sdk`), request accounting (`stats`) and request prices
+//! (`cost`), the last two kept in every build for metrics and reports. A leaf: the stores (`object_store::S3Store`,
 //! `meta::DynamoMetaStore`) use it; `crate::backend` opens them,
 //! `crate::provision` creates their bucket and table, and
 //! `crate::fault::http` injects faults below the SDK's HTTP client.
 
+pub mod cost;
 #[cfg(feature = "aws")]
 mod sdk;
 mod stats;

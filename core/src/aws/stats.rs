@@ -34,6 +34,22 @@ pub struct AwsStatsSnapshot {
     pub ddb_write_units: f64,
 }
 
+impl AwsStatsSnapshot {
+    /// The requests made between `earlier` and this snapshot (of the same
+    /// counters).
+    pub fn since(&self, earlier: &AwsStatsSnapshot) -> AwsStatsSnapshot {
+        AwsStatsSnapshot {
+            s3_put: self.s3_put.saturating_sub(earlier.s3_put),
+            s3_get: self.s3_get.saturating_sub(earlier.s3_get),
+            s3_delete: self.s3_delete.saturating_sub(earlier.s3_delete),
+            s3_list: self.s3_list.saturating_sub(earlier.s3_list),
+            ddb_requests: self.ddb_requests.saturating_sub(earlier.ddb_requests),
+            ddb_read_units: (self.ddb_read_units - earlier.ddb_read_units).max(0.0),
+            ddb_write_units: (self.ddb_write_units - earlier.ddb_write_units).max(0.0),
+        }
+    }
+}
+
 // Only the AWS stores count; without them the counters stay zero.
 #[cfg_attr(not(feature = "aws"), allow(dead_code))]
 impl AwsStats {

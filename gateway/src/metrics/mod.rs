@@ -10,11 +10,11 @@
 //! acknowledges it, so acks=0 appends and appends that became durable after
 //! their request timed out count too.
 
-pub mod cost;
 pub mod endpoint;
 
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use bytesize::ByteSize;
@@ -33,7 +33,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::error::Code;
-use cost::Cost;
+use floe_core::aws::cost::Cost;
 
 /// Produce acknowledgement latency buckets, seconds: 1 ms to 10 s.
 const ACK_BUCKETS: [f64; 13] = [
@@ -96,6 +96,17 @@ pub struct Metrics {
     produce_ack: Histogram,
     stores: Arc<StoreCounters>,
     compaction: Family<KindLabel, Counter>,
+    compaction_cost: Family<ItemLabel, Counter<f64, AtomicU64>>,
+}
+
+/// The label set `item="<price item>"` of the compaction cost counters.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+struct ItemLabel(&'static str);
+
+impl EncodeLabelSet for ItemLabel {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        ("item", self.0).encode(encoder.encode_label())
+    }
 }
 
 /// The label set `kind="<what>"` of the compaction counters.
@@ -196,6 +207,13 @@ impl Metrics {
             "Compaction passes run by this gateway (compact-interval), summed: passes; partitions compacted, lost (another swap won) and failed; GETs and PUTs; bytes read and written; index entries merged, written and deleted; unreferenced objects and bytes deleted; milliseconds spent",
             compaction.clone(),
         );
+        let compaction_cost = Family::<ItemLabel, Counter<f64, AtomicU64>>::default();
+        r.register_with_unit(
+            "compaction_estimated_cost",
+            "Estimated request cost of this gateway's compaction passes on the AWS backend (their own stores, apart from floe_estimated_cost), by price item, at the same list prices",
+            Unit::Other("dollars".into()),
+            compaction_cost.clone(),
+        );
         Metrics {
             registry: root,
             fetch_bytes,
@@ -206,6 +224,7 @@ impl Metrics {
             produce_ack,
             stores,
             compaction,
+            compaction_cost,
         }
     }
 
@@ -229,6 +248,20 @@ impl Metrics {
             ("milliseconds", r.duration.as_millis() as u64),
         ] {
             self.compaction.get_or_create(&KindLabel(kind)).inc_by(n);
+        }
+        if let (Some(requests), Some(cost)) = (&r.requests, r.cost()) {
+            for (kind, n) in [
+                ("s3_list_requests", requests.s3_list),
+                ("s3_delete_requests", requests.s3_delete),
+                ("dynamodb_requests", requests.ddb_requests),
+            ] {
+                self.compaction.get_or_create(&KindLabel(kind)).inc_by(n);
+            }
+            for (item, dollars) in cost.items() {
+                self.compaction_cost
+                    .get_or_create(&ItemLabel(item))
+                    .inc_by(dollars);
+            }
         }
     }
 
@@ -531,6 +564,57 @@ mod tests {
             s.contains("cost $0.025000 total, $0.025000 per GiB in"),
             "{s}"
         );
+    }
+
+    #[test]
+    fn compaction_passes_add_their_requests_and_cost() {
+        let m = Metrics::new(Arc::new(FlusherStats::default()), None);
+        let mut r = floe_compactor::Report {
+            partitions_compacted: 3,
+            get_requests: 40,
+            ..Default::default()
+        };
+        m.compaction_pass(&r); // embedded: no requests known, no cost
+        r.requests = Some(floe_core::aws::AwsStatsSnapshot {
+            s3_put: 4,
+            s3_list: 996,
+            s3_get: 40,
+            s3_delete: 7,
+            ddb_requests: 12,
+            ddb_read_units: 30.0,
+            ddb_write_units: 1_600_000.0,
+        });
+        m.compaction_pass(&r);
+        let text = m.encode(Format::OpenMetrics).expect("encode");
+        assert_eq!(
+            sample(&text, "floe_compaction_total{kind=\"passes\"} "),
+            2.0
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "floe_compaction_total{kind=\"partitions_compacted\"} "
+            ),
+            6.0
+        );
+        assert_eq!(
+            sample(&text, "floe_compaction_total{kind=\"s3_list_requests\"} "),
+            996.0
+        );
+        assert_eq!(
+            sample(&text, "floe_compaction_total{kind=\"dynamodb_requests\"} "),
+            12.0
+        );
+        // 1,000 PUT and LIST requests at $0.005 per 1,000; 1.6 M WRU at $0.625 per million.
+        let cost = |item: &str| {
+            sample(
+                &text,
+                &format!("floe_compaction_estimated_cost_dollars_total{{item=\"{item}\"}} "),
+            )
+        };
+        assert!((cost("s3_put") - 0.005).abs() < 1e-12, "{text}");
+        assert!((cost("dynamodb_write") - 1.0).abs() < 1e-12, "{text}");
+        assert!((cost("s3_get") - 0.000_016).abs() < 1e-12, "{text}");
     }
 
     #[test]

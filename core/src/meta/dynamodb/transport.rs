@@ -55,21 +55,21 @@ impl DynamoMetaStore {
     }
 
     /// Accounts the write units of a multi-item write: what DynamoDB reports,
-    /// or, when it reports nothing (moto omits capacity for transactions and
-    /// batch writes), `estimate`, Floe's own count from the items' sizes
-    /// (`write_units`), so the request accounting does not depend on the
-    /// emulator.
+    /// but never less than `estimate`, Floe's own count from the items' sizes
+    /// (`write_units`; a delete counts one unit, its least). DynamoDB's own
+    /// figure is at least that; emulators report nothing for transactions and
+    /// one unit for a whole BatchWriteItem of 25 deletes (moto), so the
+    /// request accounting does not depend on the emulator.
     fn account_writes(&self, reported: &[ConsumedCapacity], estimate: u64) {
-        let reports_units = reported
+        let reported: f64 = reported
             .iter()
-            .any(|c| c.write_capacity_units().is_some() || c.capacity_units().is_some());
-        if reports_units {
-            for cc in reported {
-                self.account(Some(cc), true);
-            }
-        } else {
-            AwsStats::add_units(&self.stats.ddb_write_units, estimate as f64);
-        }
+            .map(|c| {
+                c.write_capacity_units()
+                    .or(c.capacity_units())
+                    .unwrap_or(0.0)
+            })
+            .sum();
+        AwsStats::add_units(&self.stats.ddb_write_units, reported.max(estimate as f64));
     }
 
     pub(super) fn account(&self, cc: Option<&ConsumedCapacity>, write: bool) {
