@@ -173,6 +173,13 @@ def test_scheduled_invocations_compact_and_delete_unreferenced_objects(floe, flo
         assert first["entries_merged"] >= RECORDS - 2 * PARTITIONS, first
         assert first["partitions_failed"] == 0 and not first["cut_short"], first
         assert first["objects_deleted"] == 0, first
+        # Its requests as its stores counted them, and their price plus the
+        # invocation's GB-seconds at the function's 1,024 MB.
+        req, cost = first["requests"], first["estimated_cost_usd"]
+        assert req["s3_get"] >= first["entries_merged"] and req["s3_put"] >= PARTITIONS, first
+        assert req["dynamodb_write_units"] >= first["entries_deleted"], first
+        assert cost["lambda"] >= first["seconds"] * 0.0000133334, first
+        assert abs(cost["total"] - sum(v for k, v in cost.items() if k != "total")) < 1e-12, first
         # Scheduled often (a sighting holds while passes run more often than
         # half the delay): the flushes' objects go once unreferenced for 4 s.
         deleted, started = 0, time.time()
