@@ -11,24 +11,34 @@
 //!   the template's managed policy grants exactly those, on the right resources.
 //! - `table_json_and_code_agree_with_the_template`: `localstack/table.json` and
 //!   `TTL_ATTRIBUTE` against the template, without an emulator.
+//! - `compactor_function_runs_what_the_code_reads`: the compactor's Lambda
+//!   function, role, schedule and permission against the settings the
+//!   function reads (`SETTINGS`) and the rules the compactor relies on
+//!   (passes more often than half the object delete delay), without an
+//!   emulator.
+//! - `template_deploys_the_compactor_on_moto` (moto): creates the stack with
+//!   the compactor through moto's CloudFormation and reads the function, its
+//!   schedule and its permission back.
 //!
 //! Every property of the template's bucket and table is either compared here or
 //! listed in `PRODUCTION_ONLY_PROPERTIES` with its reason; a property in neither
 //! fails the test, so the template cannot drift from `floe init` unnoticed.
 //!
-//! The moto test is ignored by default; `scripts/test-all.sh` runs it with
+//! The moto tests are ignored by default; `scripts/test-all.sh` runs them with
 //! `--run-ignored all` and `FLOE_TEST_MOTO_ENDPOINT` set. Run that way without
-//! the variable, it fails.
+//! the variable, they fail.
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use aws_sdk_dynamodb::Client as DdbClient;
 use aws_sdk_s3::Client as S3Client;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use floe_core::settings::{SETTINGS, Settings};
 use serde_json::{Map, Value, json};
 
 const TEMPLATE: &str = "infra/cloudformation/floe-storage.json";
@@ -50,10 +60,36 @@ const PRODUCTION_ONLY_PROPERTIES: &[(&str, &str, &str)] = &[
 ];
 
 /// Template resources that `floe init` does not create, with why.
-const PRODUCTION_ONLY_RESOURCES: &[(&str, &str)] = &[(
-    "AWS::S3::BucketPolicy",
-    "denies plain-HTTP requests; emulators are reached over http",
-)];
+const PRODUCTION_ONLY_RESOURCES: &[(&str, &str)] = &[
+    (
+        "AWS::S3::BucketPolicy",
+        "denies plain-HTTP requests; emulators are reached over http",
+    ),
+    // The compactor as a scheduled Lambda function: deploy-only (development
+    // runs passes in the gateway or with `floe compact`), checked against the
+    // code by `compactor_function_runs_what_the_code_reads`.
+    (
+        "AWS::Lambda::Function",
+        "deploy-only: floe init does not create the compactor function",
+    ),
+    (
+        "AWS::IAM::Role",
+        "deploy-only: the compactor function's role",
+    ),
+    (
+        "AWS::Logs::LogGroup",
+        "deploy-only: the compactor function's logs",
+    ),
+    (
+        "AWS::Lambda::EventInvokeConfig",
+        "deploy-only: no retry of a failed scheduled pass",
+    ),
+    ("AWS::Events::Rule", "deploy-only: the compactor's schedule"),
+    (
+        "AWS::Lambda::Permission",
+        "deploy-only: lets the schedule invoke the compactor",
+    ),
+];
 
 /// Properties compared with what `floe init` creates.
 const TABLE_COMPARED: &[&str] = &[
@@ -1082,4 +1118,766 @@ fn the_call_scanner_sees_chains_builders_and_init_functions() {
     let err = sdk_calls("fn f(){ self.client.restore_table_from_backup().send(); }")
         .expect_err("an unknown client call is reported");
     assert!(err.contains("restore_table_from_backup"), "{err}");
+}
+
+// ---------------------------------------------------------------- compactor function
+
+/// The parameter that turns the compactor on: its package's bucket.
+const COMPACTOR_SWITCH: &str = "CompactorCodeBucket";
+
+/// The compactor's resource types; the template holds one of each, all under
+/// the condition the switch sets.
+const COMPACTOR_TYPES: &[&str] = &[
+    "AWS::Lambda::Function",
+    "AWS::IAM::Role",
+    "AWS::Logs::LogGroup",
+    "AWS::Lambda::EventInvokeConfig",
+    "AWS::Events::Rule",
+    "AWS::Lambda::Permission",
+];
+
+fn parameter<'a>(template: &'a Value, name: &str) -> &'a Value {
+    let p = &template["Parameters"][name];
+    assert!(p.is_object(), "{TEMPLATE} has no parameter {name}");
+    p
+}
+
+/// `MinValue`, `MaxValue` or `Default` of a Number parameter.
+#[track_caller]
+fn parameter_number(template: &Value, name: &str, field: &str) -> u64 {
+    let p = parameter(template, name);
+    assert_eq!(p["Type"], "Number", "parameter {name} is a Number");
+    let v = &p[field];
+    v.as_u64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        .unwrap_or_else(|| panic!("parameter {name} has no numeric {field}: {v}"))
+}
+
+/// The parameter `{"Ref": name}` names.
+#[track_caller]
+fn ref_parameter<'a>(template: &Value, v: &'a Value, what: &str) -> &'a str {
+    let name = v["Ref"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{what} is not a Ref to a parameter: {v}"));
+    parameter(template, name);
+    name
+}
+
+/// A parameter's default as text; `None` for a resource, a pseudo parameter or
+/// a parameter without a default.
+fn default_of(template: &Value, name: &str) -> Option<String> {
+    match &template["Parameters"].get(name)?["Default"] {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// `v` as the stack would see it with every parameter at its default: a
+/// string, a `Ref` to a parameter or an `Fn::Sub` of parameters; `None` when
+/// it needs the stack (a resource, a pseudo parameter).
+fn at_defaults(template: &Value, v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => return Some(s.clone()),
+        Value::Number(n) => return Some(n.to_string()),
+        _ => {}
+    }
+    if let Some(name) = v["Ref"].as_str() {
+        return default_of(template, name);
+    }
+    let mut rest = v["Fn::Sub"].as_str()?;
+    let mut out = String::new();
+    while let Some(open) = rest.find("${") {
+        out.push_str(&rest[..open]);
+        let close = open + rest[open..].find('}')?;
+        out.push_str(&default_of(template, &rest[open + 2..close])?);
+        rest = &rest[close + 1..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+fn get_att(id: &str) -> Value {
+    json!({ "Fn::GetAtt": [id, "Arn"] })
+}
+
+/// The statements of a policy document, each checked to be an Allow.
+fn statements<'a>(doc: &'a Value, what: &str) -> &'a Vec<Value> {
+    assert_eq!(
+        doc["Version"], "2012-10-17",
+        "{what}: policy language version"
+    );
+    let list = doc["Statement"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{what}: Statement is not a list"));
+    for st in list {
+        assert_eq!(st["Effect"], "Allow", "{what}: only Allow statements");
+    }
+    list
+}
+
+fn string_list(v: &Value) -> Vec<&str> {
+    match v {
+        Value::String(s) => vec![s.as_str()],
+        Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[test]
+fn compactor_function_runs_what_the_code_reads() {
+    let template = read_json(TEMPLATE);
+    check_inventory(&template);
+    let defaults = Settings::default();
+    let (bucket_id, _) = resource(&template, "AWS::S3::Bucket");
+    let (table_id, _) = resource(&template, "AWS::DynamoDB::Table");
+    let (policy_id, _) = resource(&template, "AWS::IAM::ManagedPolicy");
+    let (fn_id, function) = resource(&template, "AWS::Lambda::Function");
+    let (role_id, role) = resource(&template, "AWS::IAM::Role");
+    let (log_id, log_group) = resource(&template, "AWS::Logs::LogGroup");
+    let (invoke_id, invoke) = resource(&template, "AWS::Lambda::EventInvokeConfig");
+    let (rule_id, rule) = resource(&template, "AWS::Events::Rule");
+    let (perm_id, permission) = resource(&template, "AWS::Lambda::Permission");
+
+    // Storage only by default: every compactor resource, and every output
+    // naming one, exists only once the package's bucket is given.
+    assert_eq!(
+        parameter(&template, COMPACTOR_SWITCH)["Default"],
+        "",
+        "{COMPACTOR_SWITCH} is empty by default: the stack deploys storage only"
+    );
+    let condition = function["Condition"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{fn_id} has no Condition"));
+    assert_eq!(
+        template["Conditions"][condition],
+        json!({ "Fn::Not": [{ "Fn::Equals": [{ "Ref": COMPACTOR_SWITCH }, ""] }] }),
+        "condition {condition} holds exactly when {COMPACTOR_SWITCH} is given"
+    );
+    for ty in COMPACTOR_TYPES {
+        let (id, r) = resource(&template, ty);
+        assert_eq!(
+            r["Condition"], condition,
+            "{id} ({ty}) exists only with the compactor"
+        );
+    }
+    let compactor_ids: Vec<&str> = COMPACTOR_TYPES
+        .iter()
+        .map(|ty| resource(&template, ty).0)
+        .collect();
+    let outputs = template["Outputs"].as_object().expect("Outputs");
+    for (name, out) in outputs {
+        let value = out["Value"].to_string();
+        if compactor_ids
+            .iter()
+            .any(|id| value.contains(&format!("\"{id}\"")))
+        {
+            assert_eq!(
+                out["Condition"], condition,
+                "output {name} names a compactor resource"
+            );
+        }
+    }
+    assert_eq!(
+        outputs.get("CompactorFunctionName").map(|o| &o["Value"]),
+        Some(&json!({ "Ref": fn_id })),
+        "the CompactorFunctionName output"
+    );
+
+    // The function: the `bootstrap` binary cargo lambda packages, on the
+    // custom runtime.
+    properties(function, fn_id);
+    let props = &function["Properties"];
+    assert_eq!(props["Runtime"], "provided.al2023", "{fn_id}: Runtime");
+    assert_eq!(props["Handler"], "bootstrap", "{fn_id}: Handler");
+    let arch = ref_parameter(
+        &template,
+        &props["Architectures"][0],
+        &format!("{fn_id} Architectures"),
+    );
+    let mut archs = string_list(&parameter(&template, arch)["AllowedValues"]);
+    archs.sort_unstable();
+    assert_eq!(
+        archs,
+        ["arm64", "x86_64"],
+        "{arch}: the architectures cargo lambda builds for"
+    );
+
+    // Its environment: settings only (lambda.rs reads `SETTINGS`, each by
+    // `env()`; any other name would be ignored), each valid at the
+    // parameters' defaults, and the whole valid as lambda.rs checks it.
+    let vars = props["Environment"]["Variables"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{fn_id} has no Environment.Variables"));
+    let mut settings = Settings::default();
+    for (var, value) in vars {
+        let def = SETTINGS.iter().find(|d| d.env() == *var).unwrap_or_else(|| {
+            panic!("{fn_id}: {var} is not the variable of any setting in floe_core::settings::SETTINGS")
+        });
+        if let Some(text) = at_defaults(&template, value) {
+            settings
+                .apply(def.name, &text)
+                .unwrap_or_else(|e| panic!("{fn_id}: {var} = {text:?}: {e}"));
+        }
+    }
+    assert_eq!(
+        vars.get("FLOE_BACKEND"),
+        Some(&json!("aws")),
+        "{fn_id}: FLOE_BACKEND"
+    );
+    assert_eq!(
+        vars.get("FLOE_BUCKET"),
+        Some(&json!({ "Ref": bucket_id })),
+        "{fn_id}: FLOE_BUCKET is the template's bucket"
+    );
+    assert_eq!(
+        vars.get("FLOE_TABLE"),
+        Some(&json!({ "Ref": table_id })),
+        "{fn_id}: FLOE_TABLE is the template's table"
+    );
+    assert_eq!(
+        vars.get("FLOE_REGION"),
+        Some(&json!({ "Ref": "AWS::Region" })),
+        "{fn_id}: FLOE_REGION is the stack's region"
+    );
+    settings.bucket = Some(bucket_id.to_string());
+    settings.table = Some(table_id.to_string());
+    settings
+        .validate()
+        .unwrap_or_else(|e| panic!("{fn_id}: its settings at the parameters' defaults: {e}"));
+
+    // The object delete delay: the setting's default unless changed, the same
+    // for the gateways (GatewayArguments), and longer than twice the longest
+    // schedule whatever its value.
+    let delay = vars
+        .get("FLOE_OBJECT_DELETE_DELAY")
+        .unwrap_or_else(|| panic!("{fn_id} sets no FLOE_OBJECT_DELETE_DELAY"));
+    let delay_param = delay["Fn::Sub"]
+        .as_str()
+        .and_then(|s| s.strip_prefix("${")?.strip_suffix("}m"))
+        .unwrap_or_else(|| {
+            panic!("{fn_id}: FLOE_OBJECT_DELETE_DELAY is not ${{<minutes>}}m: {delay}")
+        });
+    assert_eq!(
+        settings.object_delete_delay, defaults.object_delete_delay,
+        "{delay_param} defaults to the setting's default, the gateways' unless they are told otherwise"
+    );
+    let gateway_args = template["Outputs"]["GatewayArguments"]["Value"]["Fn::Sub"]
+        .as_str()
+        .unwrap_or("");
+    assert!(
+        gateway_args.contains(&format!("--object-delete-delay ${{{delay_param}}}m")),
+        "GatewayArguments gives the gateways the compactor's delay: {gateway_args}"
+    );
+    let min_delay = Duration::from_secs(60 * parameter_number(&template, delay_param, "MinValue"));
+
+    // The schedule: `rate(1 minute)` (EventBridge wants the singular) or
+    // `rate(N minutes)`; passes forget sightings older than half the delay
+    // (compactor/src/gc.rs), so the longest allowed period must be shorter.
+    properties(rule, rule_id);
+    let rp = &rule["Properties"];
+    let sched = &rp["ScheduleExpression"]["Fn::If"];
+    let sched_param = sched[2]["Fn::Sub"]
+        .as_str()
+        .and_then(|s| s.strip_prefix("rate(${")?.strip_suffix("} minutes)"))
+        .unwrap_or_else(|| {
+            panic!("{rule_id}: ScheduleExpression is not rate(${{<minutes>}} minutes) {sched}")
+        });
+    assert_eq!(sched[1], "rate(1 minute)", "{rule_id}: one minute");
+    assert_eq!(
+        template["Conditions"][sched[0].as_str().unwrap_or("")],
+        json!({ "Fn::Equals": [{ "Ref": sched_param }, "1"] }),
+        "{rule_id}: the singular exactly when {sched_param} is 1"
+    );
+    assert!(parameter_number(&template, sched_param, "MinValue") >= 1);
+    let longest = Duration::from_secs(60 * parameter_number(&template, sched_param, "MaxValue"));
+    assert!(
+        2 * longest < defaults.object_delete_delay,
+        "{sched_param} allows a pass every {longest:?}, not more often than half the default \
+         object delete delay ({:?}): nothing would ever be deleted",
+        defaults.object_delete_delay
+    );
+    assert!(
+        2 * longest < min_delay,
+        "{sched_param} allows a pass every {longest:?}, not more often than half the shortest \
+         delay {delay_param} allows ({min_delay:?})"
+    );
+    assert_eq!(rp["State"], "ENABLED", "{rule_id}: State");
+    assert_eq!(
+        rp["Targets"]
+            .as_array()
+            .map(|t| t.iter().map(|t| &t["Arn"]).collect::<Vec<_>>()),
+        Some(vec![&get_att(fn_id)]),
+        "{rule_id} targets the function, only"
+    );
+
+    // The schedule may invoke the function, nothing else may.
+    properties(permission, perm_id);
+    let pp = &permission["Properties"];
+    assert_eq!(pp["Action"], "lambda:InvokeFunction", "{perm_id}: Action");
+    assert_eq!(
+        pp["FunctionName"],
+        json!({ "Ref": fn_id }),
+        "{perm_id}: FunctionName"
+    );
+    assert_eq!(
+        pp["Principal"], "events.amazonaws.com",
+        "{perm_id}: Principal"
+    );
+    assert_eq!(
+        pp["SourceArn"],
+        get_att(rule_id),
+        "{perm_id}: SourceArn is the schedule"
+    );
+
+    // A failed or late pass is not retried: the next scheduled one resumes
+    // (every step is idempotent), and an event older than the shortest
+    // period is dropped before the next one is due.
+    properties(invoke, invoke_id);
+    let ip = &invoke["Properties"];
+    assert_eq!(
+        ip["FunctionName"],
+        json!({ "Ref": fn_id }),
+        "{invoke_id}: FunctionName"
+    );
+    assert_eq!(ip["Qualifier"], "$LATEST", "{invoke_id}: Qualifier");
+    assert_eq!(ip["MaximumRetryAttempts"], 0, "{invoke_id}: no retries");
+    let max_age = ip["MaximumEventAgeInSeconds"].as_u64().unwrap_or(u64::MAX);
+    assert!(
+        max_age <= 60 * parameter_number(&template, sched_param, "MinValue"),
+        "{invoke_id}: MaximumEventAgeInSeconds {max_age} outlasts the shortest schedule"
+    );
+
+    // Lambda's limits: 15 minutes, 128 MB to 10 GB.
+    let timeout = ref_parameter(&template, &props["Timeout"], &format!("{fn_id} Timeout"));
+    assert!(
+        parameter_number(&template, timeout, "MaxValue") <= 900,
+        "{timeout}: Lambda stops a function after 900 s at most"
+    );
+    assert!(
+        parameter_number(&template, timeout, "Default")
+            <= parameter_number(&template, timeout, "MaxValue")
+    );
+    let memory = ref_parameter(
+        &template,
+        &props["MemorySize"],
+        &format!("{fn_id} MemorySize"),
+    );
+    assert!(
+        parameter_number(&template, memory, "MinValue") >= 128,
+        "{memory}: MinValue"
+    );
+    assert!(
+        parameter_number(&template, memory, "MaxValue") <= 10240,
+        "{memory}: MaxValue"
+    );
+
+    // The role: assumed by Lambda only; the gateway policy (whose actions
+    // `gateway_policy_grants_exactly_what_the_code_calls` derives from the
+    // code, the compactor's included) and writing its own log group, nothing
+    // else (not AWSLambdaBasicExecutionRole, which writes any log group).
+    assert_eq!(props["Role"], get_att(role_id), "{fn_id} runs as {role_id}");
+    properties(role, role_id);
+    let rp = &role["Properties"];
+    let trust = statements(&rp["AssumeRolePolicyDocument"], role_id);
+    assert_eq!(trust.len(), 1, "{role_id}: one trust statement");
+    assert_eq!(
+        (&trust[0]["Principal"], &trust[0]["Action"]),
+        (
+            &json!({ "Service": "lambda.amazonaws.com" }),
+            &json!("sts:AssumeRole")
+        ),
+        "{role_id} is assumed by Lambda only"
+    );
+    assert_eq!(
+        rp["ManagedPolicyArns"],
+        json!([{ "Ref": policy_id }]),
+        "{role_id}: the gateway policy is its only managed policy"
+    );
+    properties(log_group, log_id);
+    let lp = &log_group["Properties"];
+    let fn_name = props["FunctionName"]["Fn::Sub"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{fn_id}: FunctionName is not an Fn::Sub"));
+    assert_eq!(
+        lp["LogGroupName"],
+        json!({ "Fn::Sub": format!("/aws/lambda/{fn_name}") }),
+        "{log_id} is the group Lambda writes {fn_id}'s logs to"
+    );
+    assert!(
+        lp["RetentionInDays"].as_u64().is_some(),
+        "{log_id}: logs expire"
+    );
+    let inline = rp["Policies"].as_array().cloned().unwrap_or_default();
+    let mut log_actions = Vec::new();
+    for p in &inline {
+        for st in statements(&p["PolicyDocument"], role_id) {
+            assert_eq!(
+                st["Resource"],
+                get_att(log_id),
+                "{role_id}: only on its own log group"
+            );
+            log_actions.extend(string_list(&st["Action"]).into_iter().map(String::from));
+        }
+    }
+    log_actions.sort();
+    assert_eq!(
+        log_actions,
+        ["logs:CreateLogStream", "logs:PutLogEvents"],
+        "{role_id}: inline policies grant writing logs, nothing more"
+    );
+}
+
+// ---------------------------------------------------------------- the template on moto
+
+/// One request to moto for an API the workspace has no SDK crate for
+/// (CloudFormation, Lambda, EventBridge): moto routes it by the service in
+/// the Authorization header's scope and checks no signature. Returns the
+/// status and the body.
+async fn moto_request(
+    endpoint: &str,
+    service: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = endpoint
+        .strip_prefix("http://")
+        .unwrap_or_else(|| panic!("FLOE_TEST_MOTO_ENDPOINT {endpoint} is not http://host:port"))
+        .trim_end_matches('/');
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\
+         Content-Length: {}\r\nAuthorization: AWS4-HMAC-SHA256 \
+         Credential=test/20250101/us-east-1/{service}/aws4_request, SignedHeaders=host, \
+         Signature=0\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    let mut stream = tokio::net::TcpStream::connect(host)
+        .await
+        .unwrap_or_else(|e| panic!("connect to moto at {host}: {e}"));
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("send to moto");
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .await
+        .expect("read moto's answer");
+    let text = String::from_utf8(raw).expect("moto answers in UTF-8");
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "moto answered {service} {path} in chunks, which this helper does not decode"
+    );
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {head:?}"));
+    (status, body.to_string())
+}
+
+/// `application/x-www-form-urlencoded` text, every byte but the unreserved
+/// ones escaped.
+fn form(pairs: &[(&str, &str)]) -> String {
+    let escape = |s: &str| -> String {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                    char::from(b).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    };
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", escape(k), escape(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// A CloudFormation Query API call; returns the XML answer.
+async fn cloudformation(endpoint: &str, action: &str, params: &[(&str, &str)]) -> String {
+    let mut pairs = vec![("Action", action), ("Version", "2010-05-15")];
+    pairs.extend_from_slice(params);
+    let (status, body) = moto_request(
+        endpoint,
+        "cloudformation",
+        "POST",
+        "/",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        &form(&pairs),
+    )
+    .await;
+    assert_eq!(status, 200, "CloudFormation {action}: {body}");
+    body
+}
+
+/// The text of the first `<tag>` after `after` in `xml`.
+#[track_caller]
+fn xml_text<'a>(xml: &'a str, after: &str, tag: &str) -> &'a str {
+    let from = xml
+        .find(after)
+        .unwrap_or_else(|| panic!("no {after} in {xml}"));
+    let open = format!("<{tag}>");
+    let start = xml[from..]
+        .find(&open)
+        .map(|i| from + i + open.len())
+        .unwrap_or_else(|| panic!("no <{tag}> after {after} in {xml}"));
+    let len = xml[start..]
+        .find(&format!("</{tag}>"))
+        .unwrap_or_else(|| panic!("<{tag}> is not closed in {xml}"));
+    &xml[start..start + len]
+}
+
+/// A Lambda REST call; returns the JSON answer.
+async fn lambda_get(endpoint: &str, path: &str) -> Value {
+    let (status, body) = moto_request(endpoint, "lambda", "GET", path, &[], "").await;
+    assert_eq!(status, 200, "Lambda GET {path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("Lambda GET {path}: {e}: {body}"))
+}
+
+/// An EventBridge call; returns the JSON answer.
+async fn events(endpoint: &str, operation: &str, request: Value) -> Value {
+    let target = format!("AWSEvents.{operation}");
+    let (status, body) = moto_request(
+        endpoint,
+        "events",
+        "POST",
+        "/",
+        &[
+            ("X-Amz-Target", &target),
+            ("Content-Type", "application/x-amz-json-1.1"),
+        ],
+        &request.to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "EventBridge {operation}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("EventBridge {operation}: {e}: {body}"))
+}
+
+/// The physical id (a name) of a stack's resource. From ListStackResources:
+/// moto's DescribeStackResource fails on a stack holding resource types it
+/// skipped (`AWS::Lambda::EventInvokeConfig`).
+async fn physical_id(endpoint: &str, stack: &str, logical_id: &str) -> String {
+    let xml = cloudformation(endpoint, "ListStackResources", &[("StackName", stack)]).await;
+    let wanted = format!("<LogicalResourceId>{logical_id}</LogicalResourceId>");
+    let member = xml
+        .split("</member>")
+        .find(|m| m.contains(&wanted))
+        .unwrap_or_else(|| panic!("stack {stack} has no resource {logical_id}: {xml}"));
+    let member = member.rsplit("<member>").next().unwrap_or(member);
+    xml_text(member, "", "PhysicalResourceId").to_string()
+}
+
+#[tokio::test]
+#[ignore = "needs moto: scripts/test-all.sh starts it (FLOE_TEST_MOTO_ENDPOINT)"]
+async fn template_deploys_the_compactor_on_moto() {
+    let endpoint = moto_endpoint();
+    let template = read_json(TEMPLATE);
+    let name = &format!("floe-cfn-{}", uuid::Uuid::new_v4().simple());
+    let table = &format!("{name}-table");
+    let code_bucket = &format!("{name}-code");
+    let code_key = default_of(&template, "CompactorCodeKey").expect("a default code key");
+
+    // The package: moto stores it without running it, so an empty zip
+    // archive (its end-of-central-directory record alone) will do.
+    let s3 = s3_client(&endpoint);
+    s3.create_bucket()
+        .bucket(code_bucket)
+        .send()
+        .await
+        .expect("CreateBucket (code)");
+    let mut empty_zip = b"PK\x05\x06".to_vec();
+    empty_zip.resize(22, 0);
+    s3.put_object()
+        .bucket(code_bucket)
+        .key(&code_key)
+        .body(empty_zip.into())
+        .send()
+        .await
+        .expect("PutObject (code)");
+
+    let path = workspace_root().join(TEMPLATE);
+    let body = std::fs::read_to_string(&path).expect("the template");
+    cloudformation(
+        &endpoint,
+        "CreateStack",
+        &[
+            ("StackName", name.as_str()),
+            ("TemplateBody", body.as_str()),
+            ("Capabilities.member.1", "CAPABILITY_IAM"),
+            ("Parameters.member.1.ParameterKey", "BucketName"),
+            ("Parameters.member.1.ParameterValue", name.as_str()),
+            ("Parameters.member.2.ParameterKey", "TableName"),
+            ("Parameters.member.2.ParameterValue", table.as_str()),
+            ("Parameters.member.3.ParameterKey", COMPACTOR_SWITCH),
+            ("Parameters.member.3.ParameterValue", code_bucket.as_str()),
+            // So the table can be deleted afterwards.
+            ("Parameters.member.4.ParameterKey", "DeletionProtection"),
+            ("Parameters.member.4.ParameterValue", "false"),
+        ],
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let described = loop {
+        let xml =
+            cloudformation(&endpoint, "DescribeStacks", &[("StackName", name.as_str())]).await;
+        let status = xml_text(&xml, "<Stacks>", "StackStatus").to_string();
+        if !status.ends_with("_IN_PROGRESS") {
+            assert_eq!(status, "CREATE_COMPLETE", "{xml}");
+            break xml;
+        }
+        assert!(std::time::Instant::now() < deadline, "stack still {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let function = physical_id(
+        &endpoint,
+        name,
+        resource(&template, "AWS::Lambda::Function").0,
+    )
+    .await;
+    let rule = physical_id(&endpoint, name, resource(&template, "AWS::Events::Rule").0).await;
+    assert_eq!(
+        xml_text(
+            &described,
+            "<OutputKey>CompactorFunctionName</OutputKey>",
+            "OutputValue"
+        ),
+        function,
+        "the CompactorFunctionName output"
+    );
+
+    // The function, configured by the settings lambda.rs reads.
+    let conf = lambda_get(
+        &endpoint,
+        &format!("/2015-03-31/functions/{function}/configuration"),
+    )
+    .await;
+    assert_eq!(conf["Runtime"], "provided.al2023", "{conf}");
+    assert_eq!(conf["Handler"], "bootstrap", "{conf}");
+    let number = |p: &str| json!(parameter_number(&template, p, "Default"));
+    assert_eq!(conf["Timeout"], number("CompactorTimeoutSeconds"), "{conf}");
+    assert_eq!(conf["MemorySize"], number("CompactorMemoryMB"), "{conf}");
+    // Its environment is the template's, resolved for this stack, and makes
+    // valid settings naming this stack's bucket and table.
+    let (fn_id, declared) = resource(&template, "AWS::Lambda::Function");
+    let (bucket_id, _) = resource(&template, "AWS::S3::Bucket");
+    let (table_id, _) = resource(&template, "AWS::DynamoDB::Table");
+    let declared: BTreeMap<String, String> = declared["Properties"]["Environment"]["Variables"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{fn_id} has no Environment.Variables"))
+        .iter()
+        .map(|(var, v)| {
+            let resolved = match v["Ref"].as_str() {
+                Some(r) if r == bucket_id => Some(name.to_string()),
+                Some(r) if r == table_id => Some(table.to_string()),
+                Some("AWS::Region") => Some("us-east-1".to_string()),
+                _ => at_defaults(&template, v),
+            };
+            let resolved =
+                resolved.unwrap_or_else(|| panic!("{fn_id}: cannot resolve {var} = {v}"));
+            (var.clone(), resolved)
+        })
+        .collect();
+    let deployed: BTreeMap<String, String> = conf["Environment"]["Variables"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no environment: {conf}"))
+        .iter()
+        .map(|(var, v)| (var.clone(), v.as_str().expect("a string").to_string()))
+        .collect();
+    assert_eq!(
+        deployed, declared,
+        "the deployed function's environment (left) and {TEMPLATE}'s (right)"
+    );
+    let mut settings = Settings::default();
+    for (var, value) in &deployed {
+        let def = SETTINGS
+            .iter()
+            .find(|d| d.env() == *var)
+            .unwrap_or_else(|| panic!("{var} is no setting's variable"));
+        settings
+            .apply(def.name, value)
+            .unwrap_or_else(|e| panic!("{var}: {e}"));
+    }
+    settings.validate().expect("the function's settings");
+    assert_eq!(
+        (
+            settings.backend,
+            settings.bucket.as_deref(),
+            settings.table.as_deref(),
+            settings.region.as_deref(),
+        ),
+        (
+            floe_core::settings::Backend::Aws,
+            Some(name.as_str()),
+            Some(table.as_str()),
+            Some("us-east-1"),
+        ),
+        "the deployed function runs on this stack's bucket and table"
+    );
+
+    // Its schedule and the permission to run it.
+    let described_rule = events(&endpoint, "DescribeRule", json!({ "Name": rule })).await;
+    let minutes = parameter_number(&template, "CompactorScheduleMinutes", "Default");
+    assert_eq!(
+        described_rule["ScheduleExpression"],
+        format!("rate({minutes} minutes)"),
+        "{described_rule}"
+    );
+    assert_eq!(described_rule["State"], "ENABLED", "{described_rule}");
+    let targets = events(&endpoint, "ListTargetsByRule", json!({ "Rule": rule })).await;
+    let arns: Vec<&Value> = targets["Targets"]
+        .as_array()
+        .map(|t| t.iter().map(|t| &t["Arn"]).collect())
+        .unwrap_or_default();
+    assert_eq!(arns, [&conf["FunctionArn"]], "{rule} targets the function");
+    let policy = lambda_get(
+        &endpoint,
+        &format!("/2015-03-31/functions/{function}/policy"),
+    )
+    .await;
+    let policy: Value =
+        serde_json::from_str(policy["Policy"].as_str().expect("a policy document")).expect("JSON");
+    let st = &policy["Statement"][0];
+    assert_eq!(
+        st["Principal"]["Service"], "events.amazonaws.com",
+        "{policy}"
+    );
+    assert_eq!(
+        st["Condition"]["ArnLike"]["AWS:SourceArn"], described_rule["Arn"],
+        "{policy}"
+    );
+
+    cloudformation(&endpoint, "DeleteStack", &[("StackName", name.as_str())]).await;
+    // Retained by the stack (DeletionPolicy), if moto honours it.
+    let _ = s3.delete_bucket().bucket(name).send().await;
+    let _ = ddb_client(&endpoint)
+        .delete_table()
+        .table_name(table)
+        .send()
+        .await;
+    s3.delete_object()
+        .bucket(code_bucket)
+        .key(&code_key)
+        .send()
+        .await
+        .expect("DeleteObject (code)");
+    s3.delete_bucket()
+        .bucket(code_bucket)
+        .send()
+        .await
+        .expect("DeleteBucket (code)");
 }
