@@ -121,6 +121,31 @@ fn same_live_and_after_kill9(mut gw: Process, topic: &str, expected: &BTreeMap<i
     gw.terminate();
 }
 
+/// The first offset of `partition` with a timestamp at or after `ts`
+/// (ListOffsets by timestamp).
+fn offset_for_time(bootstrap: &str, topic: &str, partition: i32, ts: i64) -> i64 {
+    use rdkafka::consumer::Consumer;
+    use rdkafka::{Offset, TopicPartitionList};
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "offsets-for-times")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(ts))
+        .expect("tpl");
+    let found = c
+        .offsets_for_times(tpl, Duration::from_secs(30))
+        .expect("ListOffsets");
+    let elem = found.elements_for_topic(topic);
+    assert_eq!(elem.len(), 1);
+    elem[0].error().expect("partition answered");
+    match elem[0].offset() {
+        Offset::Offset(o) => o,
+        other => panic!("{other:?}"),
+    }
+}
+
 /// `floe compact --once` on the gateway's backend, deleting objects found
 /// unreferenced for `delete_delay`.
 fn compact_once(
@@ -350,6 +375,17 @@ async fn compaction_is_invisible(backend: Vec<(&'static str, String)>) {
         after_gc.len()
     );
     assert!(!after_gc.contains(&orphan), "{swept}");
+    // The live owner's index still names the deleted objects: a lookup by
+    // timestamp (ListOffsets) takes the stored index and answers right.
+    for (p, recs) in &live {
+        let want = &recs[recs.len() / 2];
+        let ts = want.timestamp.expect("timestamp");
+        assert_eq!(
+            offset_for_time(&gw.bootstrap(), topic, *p, ts),
+            want.offset,
+            "partition {p}, time {ts}"
+        );
+    }
     same_live_and_after_kill9(gw, topic, &live);
 }
 

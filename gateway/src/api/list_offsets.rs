@@ -26,7 +26,7 @@ async fn by_timestamp(
     broker: &Broker,
     log: &PartitionLog,
     ts: i64,
-) -> Result<(i64, i64), KafkaError> {
+) -> floe_core::Result<(i64, i64)> {
     for e in log.entries_from_timestamp(ts) {
         let bytes = broker.reader.entry_bytes(&e).await?;
         for (start, end, base, _last, max_ts) in stored_batches(&bytes) {
@@ -53,7 +53,7 @@ async fn by_timestamp(
     Ok((-1, -1))
 }
 
-async fn max_timestamp(broker: &Broker, log: &PartitionLog) -> Result<(i64, i64), KafkaError> {
+async fn max_timestamp(broker: &Broker, log: &PartitionLog) -> floe_core::Result<(i64, i64)> {
     let Some(e) = log.entry_with_max_timestamp() else {
         return Ok((-1, -1));
     };
@@ -84,14 +84,32 @@ async fn lookup(
 ) -> Result<(i64, i64), KafkaError> {
     let (_, log) = broker.led(topic, partition)?;
     match ts {
-        LATEST => Ok((log.high_watermark(), -1)),
-        EARLIEST => Ok((log.log_start_offset(), -1)),
-        MAX_TIMESTAMP => max_timestamp(broker, &log).await,
-        t if t >= 0 => by_timestamp(broker, &log, t).await,
-        other => Err(KafkaError::new(
-            Code::InvalidRequest,
-            format!("unsupported timestamp {other}"),
-        )),
+        LATEST => return Ok((log.high_watermark(), -1)),
+        EARLIEST => return Ok((log.log_start_offset(), -1)),
+        MAX_TIMESTAMP => {}
+        t if t >= 0 => {}
+        other => {
+            return Err(KafkaError::new(
+                Code::InvalidRequest,
+                format!("unsupported timestamp {other}"),
+            ));
+        }
+    }
+    let read = |log: Arc<PartitionLog>| async move {
+        if ts == MAX_TIMESTAMP {
+            max_timestamp(broker, &log).await
+        } else {
+            by_timestamp(broker, &log, ts).await
+        }
+    };
+    match read(log.clone()).await {
+        // An object compacted and deleted since this index was loaded (as
+        // in Fetch): take the stored index, if a swap happened, and look again.
+        Err(e) if e.kind() == floe_core::ErrorKind::NotFound => {
+            broker.adopt_compaction(&log).await;
+            Ok(read(log).await?)
+        }
+        other => Ok(other?),
     }
 }
 
