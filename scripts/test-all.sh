@@ -101,6 +101,13 @@ for only in aws embedded; do
     echo "floe-core with only $only: builds, and none of $other"
   fi
 done
+# The Lambda function as `cargo lambda build` ships it: floe-core with `aws`
+# alone (the workspace build above unifies `embedded` in).
+if cargo check -q --locked -p floe-compactor --features lambda --bin floe-compactor-lambda; then
+  echo "floe-compactor-lambda: builds on floe-core with only aws"
+else
+  echo "floe-compactor-lambda does not build on floe-core with only aws"; features_ok=0
+fi
 if [ "$features_ok" = 1 ]; then count features x 1 0; else count features x 0 1; fi
 
 stage "AWS emulators (moto: S3 + DynamoDB; LocalStack: S3)"

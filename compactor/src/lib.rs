@@ -225,6 +225,8 @@ pub struct Report {
     /// Deleted topics whose partitions' stored state was removed
     /// (`forget_deleted_topics`).
     pub topics_forgotten: u64,
+    /// Deleted topics whose removal failed (logged; the next pass retries).
+    pub topics_forget_failed: u64,
     /// The collection after the compactions (`gc`).
     pub gc: gc::GcReport,
     /// Requests the pass made, by kind, on the AWS backend (`None` on the
@@ -254,6 +256,7 @@ impl Report {
         self.meta_reads += o.meta_reads;
         self.meta_writes += o.meta_writes;
         self.topics_forgotten += o.topics_forgotten;
+        self.topics_forget_failed += o.topics_forget_failed;
         self.cut_short |= o.cut_short;
     }
 }
@@ -273,7 +276,7 @@ impl fmt::Display for Report {
             "{} partitions seen, {} compacted, {} swaps lost, {} failed; \
              read {} B in {} GETs, wrote {} objects ({} B) in {} PUTs; \
              {} index entries merged into {}, {} deleted; \
-             {} metadata reads, {} metadata writes; {} deleted topics forgotten; \
+             {} metadata reads, {} metadata writes; {} deleted topics forgotten ({} failed); \
              objects: {} listed, {} referenced, {} unreferenced within the delay, \
              {} deleted ({} B); {:.3} s",
             self.partitions_seen,
@@ -291,6 +294,7 @@ impl fmt::Display for Report {
             self.meta_reads,
             self.meta_writes,
             self.topics_forgotten,
+            self.topics_forget_failed,
             self.gc.objects_listed,
             self.gc.objects_referenced,
             self.gc.objects_pending,
@@ -369,8 +373,16 @@ pub async fn run_pass_until(
     if past(stop_at) {
         report.cut_short = true;
     } else {
-        forget_deleted_topics(stores, config, clock, &mut report).await?;
-        report.gc = gc::collect(stores, config.delete_delay, clock).await?;
+        // Its own failures are logged and retried by the next pass: the
+        // collection runs whatever they are.
+        if let Err(e) = forget_deleted_topics(stores, config, clock, stop_at, &mut report).await {
+            tracing::warn!(error = %e, "deleted topics not read; the next pass retries");
+        }
+        if past(stop_at) {
+            report.cut_short = true;
+        } else {
+            report.gc = gc::collect(stores, config.delete_delay, clock).await?;
+        }
     }
     report.duration = started.elapsed();
     if let (Some(stats), Some(from)) = (&stores.aws_stats, counted_from) {
@@ -387,10 +399,14 @@ pub async fn run_pass_until(
 /// a state after it was removed (it would stay behind, unreferenced). The
 /// topic's objects go by the collection's rule: once no existing topic's
 /// index references them.
+///
+/// A topic that fails is logged and counted (`topics_forget_failed`) and the
+/// next pass retries it; none is started once `stop_at` has passed.
 async fn forget_deleted_topics(
     stores: &Stores,
     config: &Config,
     clock: &dyn Clock,
+    stop_at: Option<Instant>,
     report: &mut Report,
 ) -> Result<()> {
     let deleted = stores.meta.deleted_topics().await?;
@@ -401,10 +417,21 @@ async fn forget_deleted_topics(
         if now.saturating_sub(topic.deleted_ms) < delay {
             continue;
         }
-        stores.meta.forget_topic(&topic).await?;
+        if stop_at.is_some_and(|t| Instant::now() >= t) {
+            report.cut_short = true;
+            break;
+        }
         report.meta_writes += 1;
-        report.topics_forgotten += 1;
-        tracing::info!(topic = %topic.name, id = %topic.id, "deleted topic's partition state removed");
+        match stores.meta.forget_topic(&topic).await {
+            Ok(()) => {
+                report.topics_forgotten += 1;
+                tracing::info!(topic = %topic.name, id = %topic.id, "deleted topic's partition state removed");
+            }
+            Err(e) => {
+                report.topics_forget_failed += 1;
+                tracing::warn!(topic = %topic.name, id = %topic.id, error = %e, "deleted topic's partition state not removed; the next pass retries");
+            }
+        }
     }
     Ok(())
 }

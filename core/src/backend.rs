@@ -26,6 +26,9 @@ pub struct Stores {
     pub objects: SharedObjectStore,
     pub meta: SharedMetaStore,
     pub aws_stats: Option<Arc<AwsStats>>,
+    /// The fail points both stores were wrapped in (`open_backend`'s), so a
+    /// second set opened for the same process (`reopen`) fails alike.
+    pub faults: Option<Arc<Faults>>,
 }
 
 impl std::fmt::Debug for Stores {
@@ -44,7 +47,15 @@ impl Stores {
             objects,
             meta,
             aws_stats: None,
+            faults: None,
         }
+    }
+
+    /// A second set of the same backend's stores, with request counters of
+    /// its own and the same fail points: a compaction pass in a gateway
+    /// counts its requests apart from the gateway's.
+    pub async fn reopen(&self, settings: &Settings) -> Result<Stores> {
+        open_backend(settings, self.faults.clone()).await
     }
 
     /// Both stores wrapped in the fault-injecting ones (`crate::fault`).
@@ -52,8 +63,9 @@ impl Stores {
         let Some(f) = faults else { return self };
         Stores {
             objects: Arc::new(FaultyObjectStore::new(self.objects, f.clone())),
-            meta: Arc::new(FaultyMetaStore::new(self.meta, f)),
+            meta: Arc::new(FaultyMetaStore::new(self.meta, f.clone())),
             aws_stats: self.aws_stats,
+            faults: Some(f),
         }
     }
 }
@@ -148,6 +160,7 @@ async fn open_aws(settings: &Settings, faults: Option<Arc<Faults>>) -> Result<St
             settings.flush_record_ttl,
         )),
         aws_stats: Some(stats),
+        faults: None,
     })
 }
 

@@ -339,7 +339,7 @@ impl Broker {
         if self.stores.aws_stats.is_none() {
             return self.stores.clone();
         }
-        match floe_core::backend::open_backend(&self.settings, None).await {
+        match self.stores.reopen(&self.settings).await {
             Ok(stores) => stores,
             Err(e) => {
                 tracing::warn!(error = %e, "compaction passes share the gateway's stores (their request counts then include the gateway's)");

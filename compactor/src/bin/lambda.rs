@@ -75,6 +75,7 @@ async fn pass(
         "entries_written": r.entries_written,
         "entries_deleted": r.entries_deleted,
         "topics_forgotten": r.topics_forgotten,
+        "topics_forget_failed": r.topics_forget_failed,
         "objects_listed": r.gc.objects_listed,
         "objects_referenced": r.gc.objects_referenced,
         "objects_pending_delete": r.gc.objects_pending,

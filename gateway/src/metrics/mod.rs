@@ -243,6 +243,7 @@ impl Metrics {
             ("entries_written", r.entries_written),
             ("entries_deleted", r.entries_deleted),
             ("topics_forgotten", r.topics_forgotten),
+            ("topics_forget_failed", r.topics_forget_failed),
             ("objects_deleted", r.gc.objects_deleted),
             ("bytes_deleted", r.gc.bytes_deleted),
             ("milliseconds", r.duration.as_millis() as u64),

@@ -604,54 +604,66 @@ impl MetaStore for DynamoMetaStore {
 
     async fn delete_topic(&self, name: &str, id: TopicId, deleted_ms: i64) -> Result<()> {
         let not_found = || Error::NotFound(format!("topic {name} ({id})"));
-        let Some(stored) = self.get_topic(name).await? else {
-            return Err(not_found());
-        };
-        if stored.id != id {
-            return Err(not_found());
+        // A topic changed between the read and the write (a config change,
+        // added partitions) is read again: a few times, then `Unavailable`.
+        for _ in 0..3 {
+            let Some(stored) = self.get_topic(name).await? else {
+                return Err(not_found());
+            };
+            if stored.id != id {
+                return Err(not_found());
+            }
+            let deleted = DeletedTopic {
+                name: name.to_string(),
+                id,
+                partitions: stored.partitions,
+                deleted_ms,
+            };
+            // The topic goes only if it is still the one read (same id and
+            // version: a partition added since would be missed by the
+            // tombstone).
+            let delete = Delete::builder()
+                .table_name(&self.table)
+                .set_key(Some(key("topics", name)))
+                .condition_expression("#i = :id AND #v = :v")
+                .expression_attribute_names("#i", "id")
+                .expression_attribute_names("#v", "version")
+                .expression_attribute_values(":id", s(id.to_string()))
+                .expression_attribute_values(":v", n(stored.version))
+                .build()
+                .map_err(build_err)?;
+            let mut tomb = key(DELETED_TOPICS_PK, id.to_string());
+            tomb.insert("t".into(), b(json(&deleted)?));
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(tomb))
+                .build()
+                .map_err(build_err)?;
+            let items = vec![
+                TransactWriteItem::builder().delete(delete).build(),
+                TransactWriteItem::builder().put(put).build(),
+            ];
+            // A fresh token: the SDK's own retry of a transaction that landed
+            // but whose answer was lost then succeeds instead of failing the
+            // condition it already met.
+            let token = Some(uuid::Uuid::new_v4().simple().to_string());
+            match self.transact(items, token).await? {
+                Ok(()) => return Ok(()),
+                // Item 0 (the Delete) failed its condition, or an emulator
+                // gave no reason: deleted or changed since the read.
+                Err(TxFailure::Fenced(_) | TxFailure::Unknown) => continue,
+                Err(TxFailure::Condition(..) | TxFailure::TokenMismatch) => {
+                    return Err(Error::Internal(format!(
+                        "delete topic {name}: the transaction failed a condition it does not set"
+                    )));
+                }
+            }
         }
-        let deleted = DeletedTopic {
-            name: name.to_string(),
-            id,
-            partitions: stored.partitions,
-            deleted_ms,
-        };
-        // The topic goes only if it is still the one read (same id and
-        // version: a partition added since would be missed by the tombstone).
-        let delete = Delete::builder()
-            .table_name(&self.table)
-            .set_key(Some(key("topics", name)))
-            .condition_expression("#i = :id AND #v = :v")
-            .expression_attribute_names("#i", "id")
-            .expression_attribute_names("#v", "version")
-            .expression_attribute_values(":id", s(id.to_string()))
-            .expression_attribute_values(":v", n(stored.version))
-            .build()
-            .map_err(build_err)?;
-        let mut tomb = key(DELETED_TOPICS_PK, id.to_string());
-        tomb.insert("t".into(), b(json(&deleted)?));
-        let put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(tomb))
-            .build()
-            .map_err(build_err)?;
-        let items = vec![
-            TransactWriteItem::builder().delete(delete).build(),
-            TransactWriteItem::builder().put(put).build(),
-        ];
-        match self.transact(items, None).await? {
-            Ok(()) => Ok(()),
-            // Item 0 (the Delete) failed its condition, or an emulator gave no
-            // reason: deleted or changed since the read.
-            Err(TxFailure::Fenced(_) | TxFailure::Unknown) => match self.get_topic(name).await? {
-                Some(t) if t.id == id => Err(Error::Unavailable(format!(
-                    "topic {name} changed while being deleted; retry"
-                ))),
-                _ => Err(not_found()),
-            },
-            Err(TxFailure::Condition(..) | TxFailure::TokenMismatch) => Err(Error::Internal(
-                format!("delete topic {name}: the transaction failed a condition it does not set"),
-            )),
+        match self.get_topic(name).await? {
+            Some(t) if t.id == id => Err(Error::Unavailable(format!(
+                "topic {name} kept changing while being deleted; retry"
+            ))),
+            _ => Err(not_found()),
         }
     }
 
