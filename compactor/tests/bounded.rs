@@ -7,6 +7,8 @@
 //! its deadline (a Lambda invocation running out) starts nothing, and the
 //! next pass does the work.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -16,9 +18,7 @@ use floe_core::keys::object_key;
 use floe_core::meta::{MemoryMetaStore, MetaStore};
 use floe_core::object_store::{MemoryObjectStore, ObjectStore};
 use floe_core::segment::SegmentBuilder;
-use floe_core::types::{
-    GatewayInfo, IndexEntry, PartitionCheckpoint, PartitionId, StreamId, TopicId, TopicMeta,
-};
+use floe_core::types::{IndexEntry, PartitionCheckpoint, PartitionId};
 
 const FLUSHES: i64 = 100_000;
 
@@ -42,25 +42,8 @@ async fn hundred_thousand_flushes(flushes: i64) -> (Stores, PartitionId, u64) {
     let meta: Arc<dyn MetaStore> = Arc::new(MemoryMetaStore::new());
     let objects: Arc<dyn ObjectStore> = Arc::new(MemoryObjectStore::new());
     let stores = Stores::new(objects.clone(), meta.clone());
-    let info = GatewayInfo {
-        advertised: "127.0.0.1:9092".into(),
-        zone: None,
-        heartbeat_ms: 0,
-        node_id: 0,
-    };
-    let me = StreamId {
-        gateway: "g".into(),
-        epoch: meta.register_gateway("g", &info).await.expect("register"),
-    };
-    let topic = TopicMeta {
-        name: "t".into(),
-        id: TopicId::from_u128(9),
-        partitions: 1,
-        configs: BTreeMap::new(),
-        created_ms: 0,
-        version: 0,
-    };
-    meta.create_topic(&topic).await.expect("topic");
+    let me = common::registered(&*meta).await;
+    let topic = common::created(&*meta, "t", 9, 1).await;
     let p = PartitionId::new(topic.id, 0);
 
     // One flush per batch of two records: its own object, its own entry.

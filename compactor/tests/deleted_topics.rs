@@ -2,6 +2,8 @@
 //! object delete delay has passed, not before, and a removal that fails does
 //! not stop the pass: the collection still runs, and the next pass retries.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,9 +14,7 @@ use floe_core::clock::ManualClock;
 use floe_core::fault::{Faults, FaultyMetaStore};
 use floe_core::meta::{MemoryMetaStore, MetaStore};
 use floe_core::object_store::{MemoryObjectStore, ObjectStore};
-use floe_core::types::{
-    GatewayInfo, IndexEntry, PartitionCheckpoint, PartitionId, StreamId, TopicId, TopicMeta,
-};
+use floe_core::types::{IndexEntry, PartitionCheckpoint, PartitionId};
 
 const DELAY: Duration = Duration::from_secs(60);
 
@@ -25,25 +25,8 @@ async fn a_failed_removal_leaves_the_collection_running_and_the_next_pass_finish
     let meta: Arc<dyn MetaStore> = Arc::new(FaultyMetaStore::new(inner, faults));
     let objects: Arc<dyn ObjectStore> = Arc::new(MemoryObjectStore::new());
     let stores = Stores::new(objects.clone(), meta.clone());
-    let info = GatewayInfo {
-        advertised: "127.0.0.1:9092".into(),
-        zone: None,
-        heartbeat_ms: 0,
-        node_id: 0,
-    };
-    let me = StreamId {
-        gateway: "g".into(),
-        epoch: meta.register_gateway("g", &info).await.expect("register"),
-    };
-    let topic = TopicMeta {
-        name: "gone".into(),
-        id: TopicId::from_u128(5),
-        partitions: 2,
-        configs: BTreeMap::new(),
-        created_ms: 0,
-        version: 1,
-    };
-    meta.create_topic(&topic).await.expect("create");
+    let me = common::registered(&*meta).await;
+    let topic = common::created(&*meta, "gone", 5, 2).await;
     let key = "segments/00/g-1-1.seg".to_string();
     objects
         .put_if_absent(&key, Bytes::from_static(b"a flush of the deleted topic"))
