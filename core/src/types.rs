@@ -188,6 +188,12 @@ pub struct CommittedOffset {
     /// The client's metadata string (`None`: null).
     pub metadata: Option<String>,
     pub commit_ms: i64,
+    /// The id of the topic committed for (`None` from versions before it
+    /// was kept). Offsets are stored by topic name; a topic deleted and
+    /// created again under its name has a new id, and offsets committed for
+    /// the old one are not its (Kafka deletes them with the topic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_id: Option<TopicId>,
 }
 
 /// A group's committed offsets: topic name → partition → offset.

@@ -122,6 +122,12 @@ impl Topics {
     }
 
     /// Every topic, by name.
+    /// The id of topic `name` as stored now (strongly consistent), whatever
+    /// this gateway's copy says; `None` if there is no such topic.
+    pub async fn stored_id(&self, name: &str) -> floe_core::Result<Option<TopicId>> {
+        Ok(self.meta.get_topic(name).await?.map(|t| t.id))
+    }
+
     pub fn all(&self) -> Vec<Arc<TopicEntry>> {
         let mut v: Vec<_> = self.read().by_name.values().cloned().collect();
         v.sort_by(|a, b| a.meta.name.cmp(&b.meta.name));

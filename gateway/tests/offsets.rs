@@ -376,6 +376,59 @@ async fn a_new_consumer_and_a_restarted_gateway_resume_after_the_committed_offse
     assert_eq!(gw.terminate(), Some(0));
 }
 
+/// A topic deleted and created again under its name starts with no
+/// committed offsets, as on Kafka (which deletes them with the topic): a
+/// group resumes it by its reset policy, not at an offset of the old topic.
+/// Another topic's offsets in the same group stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_recreated_topic_has_no_committed_offsets_of_its_predecessor() {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut gw = common::Process::start(dir.path(), common::free_port(), &[]);
+    let bootstrap = gw.bootstrap();
+    for t in ["reborn", "steady"] {
+        common::kafka::create_topic(&bootstrap, t, 1).await;
+        produce(&bootstrap, t, 10).await;
+    }
+    let c = consumer(&bootstrap, "rebirth");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("reborn", 0, Offset::Offset(2))
+        .expect("tpl");
+    tpl.add_partition_offset("steady", 0, Offset::Offset(4))
+        .expect("tpl");
+    c.commit(&tpl, CommitMode::Sync).expect("commit");
+    drop(c);
+
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .expect("admin");
+    admin
+        .delete_topics(&["reborn"], &AdminOptions::new())
+        .await
+        .expect("delete")[0]
+        .as_ref()
+        .expect("deleted");
+    common::kafka::create_topic(&bootstrap, "reborn", 1).await;
+    produce(&bootstrap, "reborn", 5).await;
+
+    let c = consumer(&bootstrap, "rebirth");
+    let committed = c
+        .committed_offsets(tpl.clone(), Duration::from_secs(10))
+        .expect("committed");
+    let offset = |t: &str| committed.find_partition(t, 0).expect(t).offset();
+    assert_eq!(offset("reborn"), Offset::Invalid, "none for the new topic");
+    assert_eq!(
+        offset("steady"),
+        Offset::Offset(4),
+        "the other topic's stays"
+    );
+    // The reset policy (earliest) applies: every record of the new topic.
+    assert_eq!(read_from_stored(&c, "reborn", 5), vec![0, 1, 2, 3, 4]);
+    drop(c);
+    assert_eq!(gw.terminate(), Some(0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_gateway_names_one_coordinator_and_commits_survive_its_loss() {
     let dir = tempfile::tempdir().expect("tempdir");

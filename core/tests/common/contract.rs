@@ -813,6 +813,7 @@ pub async fn committed_offsets_merge_and_come_back_exactly(meta: Arc<dyn MetaSto
         leader_epoch: epoch,
         metadata: md.map(str::to_string),
         commit_ms: 1_700_000_000_000 + offset,
+        topic_id: (offset % 2 == 0).then(|| TopicId::from_u128(offset as u128)),
     };
     assert!(meta.fetch_offsets("g1").await.expect("fetch").is_empty());
     let first = BTreeMap::from([(0, off(10, 3, Some("m0"))), (1, off(20, -1, None))]);
@@ -1388,6 +1389,7 @@ pub async fn group_state_is_stored_conditionally(meta: Arc<dyn MetaStore>) {
         leader_epoch: -1,
         metadata: None,
         commit_ms: 1_700_000_000_000,
+        topic_id: None,
     };
 
     assert_eq!(meta.load_group("g1").await.expect("load"), None);

@@ -73,7 +73,11 @@ pub async fn commit(
     let mut resp = OffsetCommitResponse::default();
     for t in &req.topics {
         let name = t.name.0.as_str();
-        let partitions = broker.topics.get(name).map(|e| e.meta.partitions);
+        let topic = broker
+            .topics
+            .get(name)
+            .map(|e| (e.meta.partitions, e.meta.id));
+        let partitions = topic.map(|(n, _)| n);
         let mut codes: Vec<(i32, Option<Code>)> = Vec::with_capacity(t.partitions.len());
         let mut offsets = BTreeMap::new();
         for p in &t.partitions {
@@ -95,6 +99,7 @@ pub async fn commit(
                         leader_epoch: p.committed_leader_epoch,
                         metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
                         commit_ms: now,
+                        topic_id: topic.map(|(_, id)| id),
                     },
                 );
                 None
@@ -148,11 +153,12 @@ async fn fetch_group(
     if let Some(c) = refuse(broker, group) {
         return Err(c);
     }
-    let stored: GroupOffsets = broker
+    let mut stored: GroupOffsets = broker
         .groups
         .fetch_offsets(group)
         .await
         .map_err(|e| storage(&e, "offset fetch", group))?;
+    forget_other_incarnations(broker, &mut stored).await;
     let wanted = topics.unwrap_or_else(|| {
         stored
             .iter()
@@ -178,6 +184,41 @@ async fn fetch_group(
             (name, rows)
         })
         .collect())
+}
+
+/// Drops offsets committed for an earlier topic of the same name (deleted,
+/// then created again: a new id). Kafka deletes a topic's committed offsets
+/// with it; here they stay stored by name and are ignored from then on, so a
+/// group reading the new topic starts by its reset policy, not at an offset of
+/// the old one. The id is checked against the topic as stored when it
+/// differs from this gateway's copy (which may be behind); offsets of a
+/// topic this gateway does not know, or committed before ids were kept, are
+/// returned as committed.
+async fn forget_other_incarnations(broker: &Broker, stored: &mut GroupOffsets) {
+    for (name, partitions) in stored.iter_mut() {
+        let ids: std::collections::BTreeSet<_> =
+            partitions.values().filter_map(|o| o.topic_id).collect();
+        if ids.is_empty() {
+            continue;
+        }
+        let Some(local) = broker.topics.get(name).map(|e| e.meta.id) else {
+            continue;
+        };
+        let current = if ids.iter().all(|id| *id == local) {
+            local
+        } else {
+            match broker.topics.stored_id(name).await {
+                Ok(Some(id)) => id,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::info!(topic = %name, error = %e, "topic not read; offsets returned as stored");
+                    continue;
+                }
+            }
+        };
+        partitions.retain(|_, o| o.topic_id.is_none_or(|id| id == current));
+    }
+    stored.retain(|_, partitions| !partitions.is_empty());
 }
 
 pub async fn fetch(
