@@ -543,7 +543,6 @@ async fn referenced(stores: &floe_core::backend::Stores, topic: &TopicMeta) -> B
 /// removes its partitions' stored state and index, and the collection its
 /// objects, while another topic's records and objects stay as they were.
 async fn a_deleted_topic_leaves_nothing(backend: Vec<(&'static str, String)>) {
-    use rdkafka::admin::{AdminClient, AdminOptions};
     let dir = tempfile::tempdir().expect("tempdir");
     let extra: Vec<(&str, &str)> = backend.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let gw = Process::start(dir.path(), free_port(), &extra);
@@ -566,16 +565,7 @@ async fn a_deleted_topic_leaves_nothing(backend: Vec<(&'static str, String)>) {
     let doomed_objects = referenced(&stores, &doomed).await;
     assert!(!doomed_objects.is_empty());
 
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .create()
-        .expect("admin");
-    admin
-        .delete_topics(&["doomed"], &AdminOptions::new())
-        .await
-        .expect("delete")[0]
-        .as_ref()
-        .expect("deleted");
+    common::kafka::delete_topic(&bootstrap, "doomed").await;
     let deleted_at = Instant::now();
     assert_eq!(stores.meta.deleted_topics().await.expect("list").len(), 1);
 

@@ -382,7 +382,6 @@ async fn a_new_consumer_and_a_restarted_gateway_resume_after_the_committed_offse
 /// Another topic's offsets in the same group stay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_recreated_topic_has_no_committed_offsets_of_its_predecessor() {
-    use rdkafka::admin::{AdminClient, AdminOptions};
     let dir = tempfile::tempdir().expect("tempdir");
     let mut gw = common::Process::start(dir.path(), common::free_port(), &[]);
     let bootstrap = gw.bootstrap();
@@ -399,16 +398,7 @@ async fn a_recreated_topic_has_no_committed_offsets_of_its_predecessor() {
     c.commit(&tpl, CommitMode::Sync).expect("commit");
     drop(c);
 
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .create()
-        .expect("admin");
-    admin
-        .delete_topics(&["reborn"], &AdminOptions::new())
-        .await
-        .expect("delete")[0]
-        .as_ref()
-        .expect("deleted");
+    common::kafka::delete_topic(&bootstrap, "reborn").await;
     common::kafka::create_topic(&bootstrap, "reborn", 1).await;
     produce(&bootstrap, "reborn", 5).await;
 

@@ -195,6 +195,21 @@ pub async fn create_topic_with(
         .expect("created");
 }
 
+/// Deletes `topic` through the Admin API.
+pub async fn delete_topic(bootstrap: &str, topic: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin");
+    admin
+        .delete_topics(&[topic], &AdminOptions::new())
+        .await
+        .expect("delete")[0]
+        .as_ref()
+        .expect("deleted");
+}
+
 /// Flags for a fresh bucket and table (named `<prefix>-<uuid>`) on the moto
 /// server of FLOE_TEST_MOTO_ENDPOINT, created with `floe init`.
 pub fn fresh_aws_backend(prefix: &str) -> Vec<(&'static str, String)> {
