@@ -36,6 +36,7 @@
 //! the collection (`gc`), which deletes objects that nothing has referenced
 //! for that delay: longer than any reader holds an old index.
 
+pub mod clean;
 pub mod gc;
 
 use std::fmt;
@@ -49,7 +50,8 @@ use floe_core::clock::Clock;
 use floe_core::index::{dead_entries, keep_live_entries};
 use floe_core::keys::compacted_key;
 use floe_core::object_store::put_exactly;
-use floe_core::segment::{SegmentBuilder, check_batches};
+use floe_core::segment::{SegmentBuilder, check_batches_within};
+use floe_core::topic_config::CleanerPolicy;
 use floe_core::types::{IndexEntry, PartitionId};
 use floe_core::{Error, ErrorKind, Result};
 
@@ -219,6 +221,11 @@ pub struct Report {
     pub entries_written: u64,
     /// Index entries deleted (covered, or below the log start).
     pub entries_deleted: u64,
+    /// Partitions key-compacted (`cleanup.policy=compact`, `clean`).
+    pub partitions_cleaned: u64,
+    /// Records key compaction dropped: older values of a key, and
+    /// tombstones past `delete.retention.ms`.
+    pub records_removed: u64,
     /// MetaStore calls: version and index reads, swaps, deletes.
     pub meta_reads: u64,
     pub meta_writes: u64,
@@ -253,6 +260,8 @@ impl Report {
         self.entries_merged += o.entries_merged;
         self.entries_written += o.entries_written;
         self.entries_deleted += o.entries_deleted;
+        self.partitions_cleaned += o.partitions_cleaned;
+        self.records_removed += o.records_removed;
         self.meta_reads += o.meta_reads;
         self.meta_writes += o.meta_writes;
         self.topics_forgotten += o.topics_forgotten;
@@ -273,14 +282,16 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} partitions seen, {} compacted, {} swaps lost, {} failed; \
-             read {} B in {} GETs, wrote {} objects ({} B) in {} PUTs; \
+            "{} partitions seen, {} compacted ({} key-compacted, {} records removed), \
+             {} swaps lost, {} failed; read {} B in {} GETs, wrote {} objects ({} B) in {} PUTs; \
              {} index entries merged into {}, {} deleted; \
              {} metadata reads, {} metadata writes; {} deleted topics forgotten ({} failed); \
              objects: {} listed, {} referenced, {} unreferenced within the delay, \
              {} deleted ({} B); {:.3} s",
             self.partitions_seen,
             self.partitions_compacted,
+            self.partitions_cleaned,
+            self.records_removed,
             self.swaps_lost,
             self.partitions_failed,
             self.bytes_read,
@@ -354,13 +365,16 @@ pub async fn run_pass_until(
     let topics = stores.meta.list_topics().await?;
     report.meta_reads += 1;
     for topic in topics {
+        let cleaner = CleanerPolicy::of(&topic.configs);
         for partition in 0..topic.partitions {
             if past(compact_until) {
                 report.cut_short = true;
                 break;
             }
             let p = PartitionId::new(topic.id, partition);
-            match compact_partition_until(stores, p, config, compact_until).await {
+            let now_ms = clock.now_ms();
+            let cleaning = cleaner.as_ref().map(|c| (c, now_ms));
+            match compact_partition_with(stores, p, config, cleaning, compact_until).await {
                 Ok(r) => report.add(&r),
                 Err(e) => {
                     tracing::warn!(partition = %p, topic = %topic.name, error = %e, "compaction failed");
@@ -438,15 +452,21 @@ async fn forget_deleted_topics(
 
 /// Compacts one partition (see the module docs for the steps).
 pub async fn compact_partition(stores: &Stores, p: PartitionId, config: &Config) -> Result<Report> {
-    compact_partition_until(stores, p, config, None).await
+    compact_partition_with(stores, p, config, None, None).await
 }
 
 /// `compact_partition`, writing no further object once `stop_at` has passed
-/// (the objects written are swapped in: each merged entry stands alone).
-pub async fn compact_partition_until(
+/// (the objects written are swapped in: each merged entry stands alone),
+/// and key-compacting the partition as `cleaning` says (its topic's
+/// `cleanup.policy=compact` rules and the wall-clock time now, in ms) when
+/// it is due (`clean::due`). On a compacted topic only the dirty entries
+/// (after the last cleaned one) are merged otherwise, so that the cleaned
+/// objects keep saying how far it is clean.
+pub async fn compact_partition_with(
     stores: &Stores,
     p: PartitionId,
     config: &Config,
+    cleaning: Option<(&CleanerPolicy, i64)>,
     stop_at: Option<Instant>,
 ) -> Result<Report> {
     let mut r = Report {
@@ -465,18 +485,37 @@ pub async fn compact_partition_until(
     snap.entries.retain(|e| e.base_offset < snap.next_offset);
     let stored = snap.entries.clone();
     keep_live_entries(&mut snap, 0)?;
-    let plans = plan(&snap.entries, config);
-
     let started = Instant::now();
     let mut merged = Vec::new();
-    let mut done = 0;
-    for object in &plans {
-        if stop_at.is_some_and(|t| Instant::now() >= t) {
-            r.cut_short = true;
-            break;
+    let replaced: u64;
+    let due = cleaning.and_then(|(c, now)| clean::due(&snap.entries, c, now).map(|n| (c, now, n)));
+    if let Some((policy, now_ms, n)) = due {
+        let range = &snap.entries[..n];
+        let (entries, covered) =
+            clean::clean(stores, p, range, (policy, now_ms), config, stop_at, &mut r).await?;
+        merged = entries;
+        replaced = covered as u64;
+    } else {
+        let from = if cleaning.is_some() {
+            clean::clean_end(&snap.entries)
+        } else {
+            0
+        };
+        let plans = plan(&snap.entries[from..], config);
+        let mut done = 0;
+        for object in &plans {
+            if stop_at.is_some_and(|t| Instant::now() >= t) {
+                r.cut_short = true;
+                break;
+            }
+            merged.extend(write_object(stores, p, object, &mut r).await?);
+            done += 1;
         }
-        merged.extend(write_object(stores, p, object, &mut r).await?);
-        done += 1;
+        replaced = plans[..done]
+            .iter()
+            .flat_map(|o| &o.regions)
+            .map(|reg| reg.len() as u64)
+            .sum::<u64>();
     }
     if !merged.is_empty() && started.elapsed() > config.delete_delay / 2 {
         // Its objects may be found unreferenced for the whole delay by now.
@@ -490,12 +529,9 @@ pub async fn compact_partition_until(
         match stores.meta.swap_index(p, version, &merged).await {
             Ok(()) => {
                 r.partitions_compacted += 1;
+                r.partitions_cleaned += u64::from(due.is_some());
                 r.entries_written += merged.len() as u64;
-                r.entries_merged += plans[..done]
-                    .iter()
-                    .flat_map(|o| &o.regions)
-                    .map(|reg| reg.len() as u64)
-                    .sum::<u64>();
+                r.entries_merged += replaced;
             }
             Err(e) if e.kind() == ErrorKind::Precondition => {
                 tracing::info!(partition = %p, error = %e, "another compaction swapped first");
@@ -542,18 +578,10 @@ async fn write_object(
         let mut max_timestamp = i64::MIN;
         for e in region {
             let bytes = read_entry(stores, e, r).await?;
-            let run = check_batches(&bytes).map_err(|err| in_entry(p, e, err))?;
-            if run.base_offset != e.base_offset || run.last_offset != e.last_offset {
-                return Err(Error::Corrupt(format!(
-                    "partition {p}: {} at {} holds offsets {}..={}, its index entry says {}..={}",
-                    e.object_key,
-                    e.position,
-                    run.base_offset,
-                    run.last_offset,
-                    e.base_offset,
-                    e.last_offset
-                )));
-            }
+            // Key compaction leaves gaps between batches, never offsets
+            // outside the entry.
+            let run = check_batches_within(&bytes, e.base_offset, e.last_offset)
+                .map_err(|err| in_entry(p, e, err))?;
             builder.push_bytes(&bytes);
             batches += run.batch_count;
             max_timestamp = max_timestamp.max(e.max_timestamp);
@@ -593,7 +621,7 @@ async fn write_object(
         .collect())
 }
 
-async fn read_entry(stores: &Stores, e: &IndexEntry, r: &mut Report) -> Result<Bytes> {
+pub(crate) async fn read_entry(stores: &Stores, e: &IndexEntry, r: &mut Report) -> Result<Bytes> {
     r.get_requests += 1;
     let end = e
         .position
@@ -607,7 +635,7 @@ async fn read_entry(stores: &Stores, e: &IndexEntry, r: &mut Report) -> Result<B
     Ok(bytes)
 }
 
-fn in_entry(p: PartitionId, e: &IndexEntry, err: Error) -> Error {
+pub(crate) fn in_entry(p: PartitionId, e: &IndexEntry, err: Error) -> Error {
     Error::Corrupt(format!(
         "partition {p}: region {}..={} in {} at {}: {err}",
         e.base_offset, e.last_offset, e.object_key, e.position

@@ -22,6 +22,29 @@ pub fn object_key(stream: &StreamId, seq: u64) -> String {
 /// referenced later, so once unreferenced for the grace period it can be
 /// deleted without racing a compaction that would reuse its name.
 pub fn compacted_key(partition: PartitionId, base: i64, last: i64, nonce: uuid::Uuid) -> String {
+    compacted_name(partition, base, last, nonce, "")
+}
+
+/// An object key compaction (`cleanup.policy=compact`) writes: like
+/// [`compacted_key`], ending `.clean.seg`. The suffix is what records how far
+/// a partition is key-compacted: its entries up to the last one in such an
+/// object are clean, the rest dirty (Kafka's cleaner checkpoint).
+pub fn cleaned_key(partition: PartitionId, base: i64, last: i64, nonce: uuid::Uuid) -> String {
+    compacted_name(partition, base, last, nonce, ".clean")
+}
+
+/// Whether `key` names an object key compaction wrote.
+pub fn is_cleaned(key: &str) -> bool {
+    is_compacted(key) && key.ends_with(".clean.seg")
+}
+
+fn compacted_name(
+    partition: PartitionId,
+    base: i64,
+    last: i64,
+    nonce: uuid::Uuid,
+    suffix: &str,
+) -> String {
     let name = format!(
         "{}-{}-{base:020}-{last:020}-{}",
         partition.topic.simple(),
@@ -29,7 +52,7 @@ pub fn compacted_key(partition: PartitionId, base: i64, last: i64, nonce: uuid::
         nonce.simple()
     );
     let spread = crc32c::crc32c(name.as_bytes()) & 0xff;
-    format!("{COMPACTED_PREFIX}{spread:02x}/{name}.seg")
+    format!("{COMPACTED_PREFIX}{spread:02x}/{name}{suffix}.seg")
 }
 
 /// Where compacted objects live (and what tells their index entries apart).
@@ -62,5 +85,11 @@ mod tests {
             .map(|i| object_key(&s, i)[9..11].to_string())
             .collect();
         assert!(prefixes.len() > 200, "{} prefixes", prefixes.len());
+        let p = PartitionId::new(uuid::Uuid::from_u128(5), 2);
+        let n = uuid::Uuid::from_u128(9);
+        let (merged, cleaned) = (compacted_key(p, 1, 9, n), cleaned_key(p, 1, 9, n));
+        assert!(is_compacted(&merged) && !is_cleaned(&merged));
+        assert!(is_compacted(&cleaned) && is_cleaned(&cleaned), "{cleaned}");
+        assert!(!is_cleaned(&object_key(&s, 1)));
     }
 }

@@ -29,6 +29,7 @@ pub mod keys;
 pub mod meta;
 pub mod object_store;
 pub mod producer;
+pub mod records;
 #[cfg(feature = "aws")]
 pub mod provision;
 pub mod retry;

@@ -224,6 +224,25 @@ pub struct BatchRun {
 /// batchLength:i32 partitionLeaderEpoch:i32 magic:i8 crc:u32 attributes:i16
 /// lastOffsetDelta:i32 ...
 pub fn check_batches(bytes: &[u8]) -> Result<BatchRun> {
+    walk_batches(bytes, false)
+}
+
+/// `check_batches` for a region that key compaction (`cleanup.policy=compact`)
+/// rewrote: batches it emptied are gone, so each batch starts *after* the
+/// previous one ended, and the run must lie within `base..=last`, the
+/// offsets its index entry covers.
+pub fn check_batches_within(bytes: &[u8], base: i64, last: i64) -> Result<BatchRun> {
+    let run = walk_batches(bytes, true)?;
+    if run.base_offset < base || run.last_offset > last {
+        return Err(Error::Corrupt(format!(
+            "batches hold offsets {}..={}, outside {base}..={last}",
+            run.base_offset, run.last_offset
+        )));
+    }
+    Ok(run)
+}
+
+fn walk_batches(bytes: &[u8], gaps: bool) -> Result<BatchRun> {
     const HEADER: usize = 12; // baseOffset + batchLength
     const CRC_AT: usize = 17; // after partitionLeaderEpoch and magic
     const MIN_BATCH: usize = 61;
@@ -269,11 +288,15 @@ pub fn check_batches(bytes: &[u8]) -> Result<BatchRun> {
                 last_offset: last,
                 batch_count: 1,
             },
-            Some(r) if Some(base) == r.last_offset.checked_add(1) => BatchRun {
-                last_offset: last,
-                batch_count: r.batch_count + 1,
-                ..r
-            },
+            Some(r)
+                if Some(base) == r.last_offset.checked_add(1) || (gaps && base > r.last_offset) =>
+            {
+                BatchRun {
+                    last_offset: last,
+                    batch_count: r.batch_count + 1,
+                    ..r
+                }
+            }
             Some(r) => {
                 return Err(Error::Corrupt(format!(
                     "batch at offset {base} does not follow offset {}",
@@ -329,6 +352,12 @@ mod tests {
         let mut gap = v2_batch(10, 4, 90);
         gap.extend(v2_batch(16, 0, 61));
         assert!(check_batches(&gap).is_err(), "offset 15 missing");
+        let within = check_batches_within(&gap, 10, 30).unwrap();
+        assert_eq!((within.base_offset, within.batch_count), (10, 2));
+        assert!(check_batches_within(&gap, 11, 30).is_err(), "starts before its entry");
+        let mut back = gap.clone();
+        back.extend_from_slice(&gap);
+        assert!(check_batches_within(&back, 0, 100).is_err(), "offsets go back");
         let mut flipped = run.clone();
         flipped[100] ^= 1;
         assert!(check_batches(&flipped).is_err(), "CRC");

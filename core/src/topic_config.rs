@@ -410,6 +410,46 @@ impl TopicPolicy {
     }
 }
 
+/// What key compaction (`cleanup.policy=compact`, Kafka's log cleaner) reads
+/// of a topic's configs. None of these depend on the gateway's settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CleanerPolicy {
+    /// `min.cleanable.dirty.ratio`: clean once the dirty part (written since
+    /// the last cleaning) is at least this share of the log's bytes.
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms`: records younger than this stay uncleaned.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: dirty records older than this are cleaned
+    /// whatever the ratio.
+    pub max_compaction_lag_ms: i64,
+    /// `delete.retention.ms`: how long a tombstone (a null value) outlives
+    /// the values it deletes.
+    pub delete_retention_ms: i64,
+}
+
+impl CleanerPolicy {
+    /// `None` unless the topic's `cleanup.policy` includes `compact`.
+    pub fn of(overrides: &BTreeMap<String, String>) -> Option<CleanerPolicy> {
+        let settings = Settings::default();
+        let get = |name: &str| effective(name, overrides, &settings).unwrap_or_default();
+        if !get("cleanup.policy").split(',').any(|x| x.trim() == "compact") {
+            return None;
+        }
+        let long = |name: &str, default: i64| get(name).trim().parse::<i64>().unwrap_or(default);
+        Some(CleanerPolicy {
+            min_cleanable_dirty_ratio: get("min.cleanable.dirty.ratio")
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|r| (0.0..=1.0).contains(r))
+                .unwrap_or(0.5),
+            min_compaction_lag_ms: long("min.compaction.lag.ms", 0).max(0),
+            max_compaction_lag_ms: long("max.compaction.lag.ms", i64::MAX).max(1),
+            delete_retention_ms: long("delete.retention.ms", 86_400_000).max(0),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -525,5 +565,39 @@ mod tests {
         );
         assert!(validate("cleanup.policy", "compact, delete").is_ok());
         assert!(validate("cleanup.policy", "forever").is_err());
+    }
+
+    #[test]
+    fn cleaner_policy_reads_the_compaction_configs() {
+        let of = |kv: &[(&str, &str)]| {
+            CleanerPolicy::of(
+                &kv.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            )
+        };
+        assert_eq!(of(&[]), None, "delete is the default policy");
+        let p = of(&[("cleanup.policy", "compact")]).unwrap();
+        assert_eq!(
+            p,
+            CleanerPolicy {
+                min_cleanable_dirty_ratio: 0.5,
+                min_compaction_lag_ms: 0,
+                max_compaction_lag_ms: i64::MAX,
+                delete_retention_ms: 86_400_000,
+            }
+        );
+        let p = of(&[
+            ("cleanup.policy", "delete, compact"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+            ("min.compaction.lag.ms", "5"),
+            ("max.compaction.lag.ms", "6"),
+            ("delete.retention.ms", "0"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (p.min_cleanable_dirty_ratio, p.min_compaction_lag_ms, p.max_compaction_lag_ms, p.delete_retention_ms),
+            (0.01, 5, 6, 0)
+        );
     }
 }

@@ -16,7 +16,7 @@ pub mod metrics;
 pub mod ownership;
 pub mod producer_ids;
 pub mod read;
-pub mod records;
+pub use floe_core::records;
 pub mod server;
 pub mod topics;
 

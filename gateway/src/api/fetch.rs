@@ -165,10 +165,7 @@ async fn build(
                 // A copy behind the consumer waits for its next refresh.
                 pd.records = Some(Bytes::new());
             } else {
-                let mut read = broker
-                    .reader
-                    .read_batches(&plan.entries, p.fetch_offset, limit, total == 0)
-                    .await;
+                let mut read = read_from(broker, log, plan.entries, p.fetch_offset, limit, total == 0).await;
                 if matches!(&read, Err(e) if e.kind() == floe_core::ErrorKind::NotFound) {
                     // An object compacted and deleted since this index was
                     // loaded: take the stored index and read again.
@@ -184,10 +181,7 @@ async fn build(
                     pd.high_watermark = plan.high_watermark;
                     pd.last_stable_offset = plan.high_watermark;
                     pd.log_start_offset = plan.log_start_offset;
-                    read = broker
-                        .reader
-                        .read_batches(&plan.entries, p.fetch_offset, limit, total == 0)
-                        .await;
+                    read = read_from(broker, log, plan.entries, p.fetch_offset, limit, total == 0).await;
                 }
                 match read {
                     Ok(Some(b)) => {
@@ -208,6 +202,36 @@ async fn build(
         resp.responses.push(tr);
     }
     (resp, total, now)
+}
+
+/// Reads from `offset` along `entries` (the log's read plan there). Key
+/// compaction leaves entries whose records from `offset` on are all gone: the
+/// read then goes on with the entries after them, as Kafka returns the next
+/// batch after a compacted gap, so a consumer inside a gap moves past it
+/// instead of fetching nothing for ever.
+async fn read_from(
+    broker: &Arc<Broker>,
+    log: &PartitionLog,
+    mut entries: Vec<floe_core::types::IndexEntry>,
+    mut offset: i64,
+    limit: usize,
+    must_return_one: bool,
+) -> floe_core::Result<Option<Bytes>> {
+    loop {
+        let read = broker
+            .reader
+            .read_batches(&entries, offset, limit, must_return_one)
+            .await?;
+        let end = entries.last().map(|e| e.last_offset.saturating_add(1));
+        match (read, end) {
+            (Some(b), _) => return Ok(Some(b)),
+            (None, Some(end)) if end > offset && end < log.high_watermark() => {
+                offset = end;
+                entries = log.read_plan(offset, limit as u64).entries;
+            }
+            _ => return Ok(None),
+        }
+    }
 }
 
 pub async fn handle(broker: &Arc<Broker>, version: i16, req: FetchRequest) -> FetchResponse {

@@ -242,6 +242,8 @@ impl Metrics {
             ("entries_merged", r.entries_merged),
             ("entries_written", r.entries_written),
             ("entries_deleted", r.entries_deleted),
+            ("partitions_key_compacted", r.partitions_cleaned),
+            ("records_removed", r.records_removed),
             ("topics_forgotten", r.topics_forgotten),
             ("topics_forget_failed", r.topics_forget_failed),
             ("objects_deleted", r.gc.objects_deleted),
