@@ -36,14 +36,13 @@ use std::time::Instant;
 use bytes::Bytes;
 use floe_core::backend::Stores;
 use floe_core::keys::{cleaned_key, is_cleaned};
-use floe_core::object_store::put_exactly;
 use floe_core::records::{self, Record};
 use floe_core::segment::{SegmentBuilder, check_batches_within};
 use floe_core::topic_config::CleanerPolicy;
 use floe_core::types::{IndexEntry, PartitionId};
 use floe_core::{Error, Result};
 
-use crate::{Config, MAX_SWAP_ENTRIES, Report, in_entry, read_entry};
+use crate::{Config, MAX_SWAP_ENTRIES, Report, in_entry, put_object, read_entry};
 
 /// Decompressed records a cleaning reads per batch at most: what the write
 /// path allows a compacted topic's batch (`records::records_section` cap).
@@ -84,8 +83,7 @@ pub fn due(live: &[IndexEntry], policy: &CleanerPolicy, now_ms: i64) -> Option<u
 /// What a batch's records are, read for cleaning: `None` if they cannot be
 /// read (kept whole).
 fn batch_records(batch: &[u8]) -> Option<(Vec<u8>, i32)> {
-    let count = i32::from_be_bytes(batch.get(57..61)?.try_into().ok()?);
-    let section = records::records_section(batch, RECORDS_CAP).ok()?;
+    let (section, count) = records::decompressed(batch, RECORDS_CAP).ok()?;
     records::records(&section, count).ok()?;
     Some((section, count))
 }
@@ -283,27 +281,7 @@ async fn write_object(
         builder.push_bytes(&g.bytes);
         infos.push(builder.finish_region(p, position, base, g.last, g.max_timestamp, g.batches));
     }
-    let (Some(first), Some(last)) = (infos.first(), infos.last()) else {
-        return Ok(Vec::new());
-    };
-    let key = cleaned_key(p, first.base_offset, last.last_offset, uuid::Uuid::new_v4());
-    let body: Bytes = builder.finish();
-    let len = body.len() as u64;
-    r.put_requests += 1;
-    put_exactly(&*stores.objects, &key, body).await?;
-    r.objects_written += 1;
-    r.bytes_written += len;
-    Ok(infos
-        .into_iter()
-        .map(|i| IndexEntry {
-            base_offset: i.base_offset,
-            last_offset: i.last_offset,
-            max_timestamp: i.max_timestamp,
-            object_key: key.clone(),
-            position: i.position,
-            length: i.length,
-        })
-        .collect())
+    put_object(stores, p, builder, infos, cleaned_key, r).await
 }
 
 #[cfg(test)]

@@ -50,7 +50,7 @@ use floe_core::clock::Clock;
 use floe_core::index::{dead_entries, keep_live_entries};
 use floe_core::keys::compacted_key;
 use floe_core::object_store::put_exactly;
-use floe_core::segment::{SegmentBuilder, check_batches_within};
+use floe_core::segment::{RegionInfo, SegmentBuilder, check_batches_within};
 use floe_core::topic_config::CleanerPolicy;
 use floe_core::types::{IndexEntry, PartitionId};
 use floe_core::{Error, ErrorKind, Result};
@@ -598,10 +598,24 @@ async fn write_object(
             batches,
         ));
     }
+    put_object(stores, p, builder, infos, compacted_key, r).await
+}
+
+/// Stores the object `builder` holds, whose regions are `infos`, under the
+/// key `key_of` names for its offsets and a fresh nonce; returns the
+/// regions' index entries.
+pub(crate) async fn put_object(
+    stores: &Stores,
+    p: PartitionId,
+    builder: SegmentBuilder,
+    infos: Vec<RegionInfo>,
+    key_of: fn(PartitionId, i64, i64, uuid::Uuid) -> String,
+    r: &mut Report,
+) -> Result<Vec<IndexEntry>> {
     let (Some(first), Some(last)) = (infos.first(), infos.last()) else {
         return Ok(Vec::new());
     };
-    let key = compacted_key(p, first.base_offset, last.last_offset, uuid::Uuid::new_v4());
+    let key = key_of(p, first.base_offset, last.last_offset, uuid::Uuid::new_v4());
     let body: Bytes = builder.finish();
     let len = body.len() as u64;
     r.put_requests += 1;

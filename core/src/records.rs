@@ -131,41 +131,29 @@ pub struct RecordHead {
 /// The head of every record in a decompressed records section holding `count`
 /// records.
 pub fn record_heads(section: &[u8], count: i32) -> Result<Vec<RecordHead>, RecordsError> {
-    // The count is the producer's claim: bound it by what the section can hold
-    // before building one entry per record (from 7-byte minimal records).
-    let count = usize::try_from(count).map_err(|_| RecordsError::Malformed)?;
-    if count > section.len() / MIN_RECORD_BYTES {
+    Ok(records(section, count)?
+        .into_iter()
+        .map(|r| RecordHead {
+            offset_delta: r.offset_delta,
+            timestamp_delta: r.timestamp_delta,
+            null_key: r.key.is_none(),
+        })
+        .collect())
+}
+
+/// `batch`'s records section decompressed (at most `cap` bytes), and its
+/// record count.
+pub fn decompressed(batch: &[u8], cap: usize) -> Result<(Vec<u8>, i32), RecordsError> {
+    if batch.len() < HEADER_LEN {
         return Err(RecordsError::Malformed);
     }
-    let mut out = Vec::with_capacity(count);
-    let mut pos = 0usize;
-    for _ in 0..count {
-        let len = varint(section, &mut pos)?;
-        if len < (MIN_RECORD_BYTES - 1) as i64 {
-            return Err(RecordsError::Malformed);
-        }
-        let start = pos;
-        let end = start
-            .checked_add(len as usize)
-            .ok_or(RecordsError::Malformed)?;
-        if end > section.len() {
-            return Err(RecordsError::Malformed);
-        }
-        pos += 1; // attributes
-        let timestamp_delta = varint(section, &mut pos)?;
-        let offset_delta = varint(section, &mut pos)?;
-        let key_len = varint(section, &mut pos)?;
-        if pos > end {
-            return Err(RecordsError::Malformed);
-        }
-        out.push(RecordHead {
-            offset_delta,
-            timestamp_delta,
-            null_key: key_len < 0,
-        });
-        pos = end;
-    }
-    Ok(out)
+    let count = i32::from_be_bytes([
+        batch[COUNT_AT],
+        batch[COUNT_AT + 1],
+        batch[COUNT_AT + 2],
+        batch[COUNT_AT + 3],
+    ]);
+    Ok((records_section(batch, cap)?, count))
 }
 
 /// One record of a decompressed records section, as key compaction reads it.
@@ -184,6 +172,8 @@ pub struct Record<'a> {
 
 /// Every record of a decompressed records section holding `count` records.
 pub fn records(section: &[u8], count: i32) -> Result<Vec<Record<'_>>, RecordsError> {
+    // The count is the producer's claim: bound it by what the section can hold
+    // before building one entry per record (from 7-byte minimal records).
     let count = usize::try_from(count).map_err(|_| RecordsError::Malformed)?;
     if count > section.len() / MIN_RECORD_BYTES {
         return Err(RecordsError::Malformed);
@@ -212,9 +202,6 @@ pub fn records(section: &[u8], count: i32) -> Result<Vec<Record<'_>>, RecordsErr
             value,
         });
         pos = end;
-    }
-    if pos != section.len() {
-        return Err(RecordsError::Malformed);
     }
     Ok(out)
 }
@@ -290,16 +277,7 @@ pub fn retain_records(
     cap: usize,
     mut keep: impl FnMut(usize, &Record<'_>) -> bool,
 ) -> Result<Option<Vec<u8>>, RecordsError> {
-    if batch.len() < HEADER_LEN {
-        return Err(RecordsError::Malformed);
-    }
-    let count = i32::from_be_bytes([
-        batch[COUNT_AT],
-        batch[COUNT_AT + 1],
-        batch[COUNT_AT + 2],
-        batch[COUNT_AT + 3],
-    ]);
-    let section = records_section(batch, cap)?;
+    let (section, count) = decompressed(batch, cap)?;
     let all = records(&section, count)?;
     let mut body = Vec::with_capacity(section.len());
     let mut kept = 0i32;
@@ -418,16 +396,7 @@ pub fn record_deltas(section: &[u8], count: i32) -> Result<Vec<(i64, i64)>, Reco
 /// Indexes (within the batch) of records whose key is null: a compacted topic
 /// refuses them (Kafka's INVALID_RECORD with per-record errors, KIP-467).
 pub fn null_key_records(batch: &[u8], cap: usize) -> Result<Vec<i32>, RecordsError> {
-    if batch.len() < HEADER_LEN {
-        return Err(RecordsError::Malformed);
-    }
-    let count = i32::from_be_bytes([
-        batch[COUNT_AT],
-        batch[COUNT_AT + 1],
-        batch[COUNT_AT + 2],
-        batch[COUNT_AT + 3],
-    ]);
-    let section = records_section(batch, cap)?;
+    let (section, count) = decompressed(batch, cap)?;
     Ok(record_heads(&section, count)?
         .iter()
         .enumerate()
@@ -450,13 +419,7 @@ pub fn record_timestamps(batch: &[u8], cap: usize) -> Result<Vec<(i64, i64)>, Re
     a.copy_from_slice(&batch[35..43]);
     let max_ts = i64::from_be_bytes(a);
     let log_append = i16::from_be_bytes([batch[21], batch[22]]) & 0x08 != 0;
-    let count = i32::from_be_bytes([
-        batch[COUNT_AT],
-        batch[COUNT_AT + 1],
-        batch[COUNT_AT + 2],
-        batch[COUNT_AT + 3],
-    ]);
-    let section = records_section(batch, cap)?;
+    let (section, count) = decompressed(batch, cap)?;
     record_deltas(&section, count)?
         .into_iter()
         .map(|(od, td)| {
