@@ -60,7 +60,7 @@ fn drill(args: &[&str]) -> (Option<i32>, String) {
 }
 
 /// Creates `topic` through the gateway on `port` and returns each partition's
-/// leader (node id) once all have one.
+/// leader (node id) once all have one and they have settled.
 async fn create_and_describe(port: u16, topic: &str, partitions: i32) -> Vec<i32> {
     use common::wire::{connect, roundtrip, sb};
     use kafka_protocol::messages::create_topics_request::CreatableTopic;
@@ -84,7 +84,11 @@ async fn create_and_describe(port: u16, topic: &str, partitions: i32) -> Vec<i32
     let mut mt = MetadataRequestTopic::default();
     mt.name = Some(TopicName(sb(topic)));
     req.topics = Some(vec![mt]);
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // The creating gateway claims every partition first and hands the
+    // others' shares over at their next rounds: the leaders are settled once
+    // they stay the same for a second (five heartbeat rounds).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut settled: Option<(Vec<i32>, Instant)> = None;
     loop {
         let m: MetadataResponse = roundtrip(&mut s, ApiKey::Metadata, 12, &req).await;
         let leaders: Vec<i32> = m
@@ -93,7 +97,14 @@ async fn create_and_describe(port: u16, topic: &str, partitions: i32) -> Vec<i32
             .map(|t| t.partitions.iter().map(|p| p.leader_id.0).collect())
             .unwrap_or_default();
         if leaders.len() == partitions as usize && leaders.iter().all(|l| *l >= 0) {
-            return leaders;
+            match &settled {
+                Some((same, since)) if *same == leaders => {
+                    if since.elapsed() >= Duration::from_secs(1) {
+                        return leaders;
+                    }
+                }
+                _ => settled = Some((leaders, Instant::now())),
+            }
         }
         assert!(Instant::now() < deadline, "{topic} has leaders: {m:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
