@@ -205,9 +205,7 @@ pub async fn clean(
         }
         // A region closes before an entry that would take it past the
         // region size, once it holds something.
-        if !open.bytes.is_empty()
-            && (open.bytes.len() + out.len()) as u64 > config.region_bytes
-        {
+        if !open.bytes.is_empty() && (open.bytes.len() + out.len()) as u64 > config.region_bytes {
             regions.push(std::mem::take(&mut open));
             if regions.len() >= MAX_SWAP_ENTRIES {
                 break;
@@ -228,9 +226,9 @@ pub async fn clean(
     } else if open.base.is_some() {
         // Entries whose records all went, after the last region: they stay
         // as they are (not swapped) until the next cleaning.
-        covered = regions
-            .last()
-            .map_or(0, |g| range.iter().take_while(|e| e.last_offset <= g.last).count());
+        covered = regions.last().map_or(0, |g| {
+            range.iter().take_while(|e| e.last_offset <= g.last).count()
+        });
     }
     r.records_removed += removed;
     let merged = write_regions(stores, p, regions, config, r).await?;

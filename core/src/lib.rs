@@ -29,9 +29,9 @@ pub mod keys;
 pub mod meta;
 pub mod object_store;
 pub mod producer;
-pub mod records;
 #[cfg(feature = "aws")]
 pub mod provision;
+pub mod records;
 pub mod retry;
 pub mod segment;
 pub mod settings;

@@ -248,7 +248,8 @@ pub fn compress(codec: i16, xerial: bool, data: &[u8]) -> Result<Vec<u8>, Record
             let mut out = XERIAL_MAGIC.to_vec();
             out.extend_from_slice(&1i32.to_be_bytes());
             out.extend_from_slice(&1i32.to_be_bytes());
-            let len = u32::try_from(raw.len()).map_err(|_| RecordsError::TooLarge(u32::MAX as usize))?;
+            let len =
+                u32::try_from(raw.len()).map_err(|_| RecordsError::TooLarge(u32::MAX as usize))?;
             out.extend_from_slice(&len.to_be_bytes());
             out.extend_from_slice(&raw);
             Ok(out)
@@ -443,11 +444,9 @@ mod tests {
     /// A batch of `n` records with null keys and a 1-byte value, at base
     /// offset 0 and timestamp `ts`.
     fn make_batch(n: i32, ts: i64) -> Vec<u8> {
-        let records: Vec<KeyValue> =
-            (0..n).map(|_| (None, Some(b"x".to_vec()))).collect();
+        let records: Vec<KeyValue> = (0..n).map(|_| (None, Some(b"x".to_vec()))).collect();
         encode_batch(&records, ts, 0, false).unwrap()
     }
-
 
     #[test]
     fn reads_timestamps_of_a_valid_batch() {
@@ -517,7 +516,14 @@ mod tests {
                 (Some(format!("k{}", i % 2).into_bytes()), v)
             })
             .collect();
-        for (codec, xerial) in [(0, false), (1, false), (2, false), (2, true), (3, false), (4, false)] {
+        for (codec, xerial) in [
+            (0, false),
+            (1, false),
+            (2, false),
+            (2, true),
+            (3, false),
+            (4, false),
+        ] {
             let mut b = encode_batch(&recs, 5_000, codec, xerial).unwrap();
             b[0..8].copy_from_slice(&40i64.to_be_bytes());
             let fixed = b.clone();
@@ -532,14 +538,21 @@ mod tests {
             crate::segment::check_batches(&out).unwrap();
             assert_eq!(out[..8], b[..8], "base offset, codec {codec}");
             assert_eq!(out[12..17], b[12..17], "leader epoch and magic");
-            assert_eq!(out[21..57], b[21..57], "attributes, offsets, timestamps, producer fields");
+            assert_eq!(
+                out[21..57],
+                b[21..57],
+                "attributes, offsets, timestamps, producer fields"
+            );
             assert_eq!(&out[57..61], &2i32.to_be_bytes());
             if xerial {
                 assert!(out[HEADER_LEN..].starts_with(&XERIAL_MAGIC));
             }
             let section = records_section(&out, 1 << 20).unwrap();
             let kept = records(&section, 2).unwrap();
-            assert_eq!(kept.iter().map(|r| r.offset_delta).collect::<Vec<_>>(), vec![1, 3]);
+            assert_eq!(
+                kept.iter().map(|r| r.offset_delta).collect::<Vec<_>>(),
+                vec![1, 3]
+            );
             assert_eq!(kept[0].key, Some(&b"k1"[..]));
             assert!(kept[1].value.is_none());
             assert_eq!(kept[0].value, recs[1].1.as_deref());
@@ -548,7 +561,10 @@ mod tests {
                 vec![(41, 5_001), (43, 5_003)]
             );
             // Keeping all is the batch itself; keeping none is nothing.
-            assert_eq!(retain_records(&b, 1 << 20, |_, _| true).unwrap().unwrap(), b);
+            assert_eq!(
+                retain_records(&b, 1 << 20, |_, _| true).unwrap().unwrap(),
+                b
+            );
             assert_eq!(retain_records(&b, 1 << 20, |_, _| false).unwrap(), None);
         }
     }
@@ -559,6 +575,10 @@ mod tests {
         let b = make_batch(3, 2);
         let both = [a.clone(), b.clone()].concat();
         assert_eq!(batches(&both).collect::<Vec<_>>(), vec![&a[..], &b[..]]);
-        assert_eq!(batches(&both[..both.len() - 1]).count(), 1, "a cut batch is not one");
+        assert_eq!(
+            batches(&both[..both.len() - 1]).count(),
+            1,
+            "a cut batch is not one"
+        );
     }
 }

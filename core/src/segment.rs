@@ -354,10 +354,16 @@ mod tests {
         assert!(check_batches(&gap).is_err(), "offset 15 missing");
         let within = check_batches_within(&gap, 10, 30).unwrap();
         assert_eq!((within.base_offset, within.batch_count), (10, 2));
-        assert!(check_batches_within(&gap, 11, 30).is_err(), "starts before its entry");
+        assert!(
+            check_batches_within(&gap, 11, 30).is_err(),
+            "starts before its entry"
+        );
         let mut back = gap.clone();
         back.extend_from_slice(&gap);
-        assert!(check_batches_within(&back, 0, 100).is_err(), "offsets go back");
+        assert!(
+            check_batches_within(&back, 0, 100).is_err(),
+            "offsets go back"
+        );
         let mut flipped = run.clone();
         flipped[100] ^= 1;
         assert!(check_batches(&flipped).is_err(), "CRC");

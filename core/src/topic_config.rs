@@ -432,7 +432,10 @@ impl CleanerPolicy {
     pub fn of(overrides: &BTreeMap<String, String>) -> Option<CleanerPolicy> {
         let settings = Settings::default();
         let get = |name: &str| effective(name, overrides, &settings).unwrap_or_default();
-        if !get("cleanup.policy").split(',').any(|x| x.trim() == "compact") {
+        if !get("cleanup.policy")
+            .split(',')
+            .any(|x| x.trim() == "compact")
+        {
             return None;
         }
         let long = |name: &str, default: i64| get(name).trim().parse::<i64>().unwrap_or(default);
@@ -596,7 +599,12 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            (p.min_cleanable_dirty_ratio, p.min_compaction_lag_ms, p.max_compaction_lag_ms, p.delete_retention_ms),
+            (
+                p.min_cleanable_dirty_ratio,
+                p.min_compaction_lag_ms,
+                p.max_compaction_lag_ms,
+                p.delete_retention_ms
+            ),
             (0.01, 5, 6, 0)
         );
     }

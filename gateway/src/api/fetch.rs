@@ -165,7 +165,8 @@ async fn build(
                 // A copy behind the consumer waits for its next refresh.
                 pd.records = Some(Bytes::new());
             } else {
-                let mut read = read_from(broker, log, plan.entries, p.fetch_offset, limit, total == 0).await;
+                let mut read =
+                    read_from(broker, log, plan.entries, p.fetch_offset, limit, total == 0).await;
                 if matches!(&read, Err(e) if e.kind() == floe_core::ErrorKind::NotFound) {
                     // An object compacted and deleted since this index was
                     // loaded: take the stored index and read again.
@@ -181,7 +182,8 @@ async fn build(
                     pd.high_watermark = plan.high_watermark;
                     pd.last_stable_offset = plan.high_watermark;
                     pd.log_start_offset = plan.log_start_offset;
-                    read = read_from(broker, log, plan.entries, p.fetch_offset, limit, total == 0).await;
+                    read = read_from(broker, log, plan.entries, p.fetch_offset, limit, total == 0)
+                        .await;
                 }
                 match read {
                     Ok(Some(b)) => {
