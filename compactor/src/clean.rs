@@ -42,7 +42,7 @@ use floe_core::topic_config::CleanerPolicy;
 use floe_core::types::{IndexEntry, PartitionId};
 use floe_core::{Error, Result};
 
-use crate::{Config, MAX_SWAP_ENTRIES, Report, in_entry, put_object, read_entry};
+use crate::{Config, FlushRecords, MAX_SWAP_ENTRIES, Report, in_entry, put_object};
 
 /// Decompressed records a cleaning reads per batch at most: what the write
 /// path allows a compacted topic's batch (`records::records_section` cap).
@@ -109,7 +109,7 @@ struct Region {
 /// covering a prefix of `range` (all of it unless the swap's entry limit or
 /// `stop_at` cut it short).
 pub async fn clean(
-    stores: &Stores,
+    (stores, records): (&Stores, &mut FlushRecords),
     p: PartitionId,
     range: &[IndexEntry],
     (policy, now_ms): (&CleanerPolicy, i64),
@@ -124,7 +124,7 @@ pub async fn clean(
     let mut last_batch = None;
     let mut unreadable = 0u64;
     for e in range {
-        let bytes = read_entry(stores, e, r).await?;
+        let bytes = records.read_entry(stores, e, r).await?;
         check_batches_within(&bytes, e.base_offset, e.last_offset)
             .map_err(|err| in_entry(p, e, err))?;
         for batch in records::batches(&bytes) {
@@ -160,7 +160,7 @@ pub async fn clean(
         }
         let bytes = match kept_reads[i].take() {
             Some(b) => b,
-            None => read_entry(stores, e, r).await?,
+            None => records.read_entry(stores, e, r).await?,
         };
         let mut out = Vec::with_capacity(bytes.len());
         let mut batches = 0u32;

@@ -40,6 +40,7 @@ pub mod clean;
 pub mod gc;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -47,12 +48,12 @@ use floe_core::aws::AwsStatsSnapshot;
 use floe_core::aws::cost::Cost;
 use floe_core::backend::Stores;
 use floe_core::clock::Clock;
-use floe_core::index::{dead_entries, keep_live_entries};
+use floe_core::index::{dead_entries, stored_prefix};
 use floe_core::keys::compacted_key;
 use floe_core::object_store::put_exactly;
 use floe_core::segment::{RegionInfo, SegmentBuilder, check_batches_within};
 use floe_core::topic_config::CleanerPolicy;
-use floe_core::types::{IndexEntry, PartitionId};
+use floe_core::types::{FlushRecord, IndexEntry, PartitionId, StreamId};
 use floe_core::{Error, ErrorKind, Result};
 
 /// Merged entries one swap stores at most (DynamoDB allows 100 items in a
@@ -364,6 +365,7 @@ pub async fn run_pass_until(
     let counted_from = stores.aws_stats.as_ref().map(|s| s.snapshot());
     let topics = stores.meta.list_topics().await?;
     report.meta_reads += 1;
+    let mut records = FlushRecords::default();
     for topic in topics {
         let cleaner = CleanerPolicy::of(&topic.configs);
         for partition in 0..topic.partitions {
@@ -374,7 +376,9 @@ pub async fn run_pass_until(
             let p = PartitionId::new(topic.id, partition);
             let now_ms = clock.now_ms();
             let cleaning = cleaner.as_ref().map(|c| (c, now_ms));
-            match compact_partition_with(stores, p, config, cleaning, compact_until).await {
+            match compact_partition_with(stores, p, config, cleaning, compact_until, &mut records)
+                .await
+            {
                 Ok(r) => report.add(&r),
                 Err(e) => {
                     tracing::warn!(partition = %p, topic = %topic.name, error = %e, "compaction failed");
@@ -452,7 +456,8 @@ async fn forget_deleted_topics(
 
 /// Compacts one partition (see the module docs for the steps).
 pub async fn compact_partition(stores: &Stores, p: PartitionId, config: &Config) -> Result<Report> {
-    compact_partition_with(stores, p, config, None, None).await
+    let mut records = FlushRecords::default();
+    compact_partition_with(stores, p, config, None, None, &mut records).await
 }
 
 /// `compact_partition`, writing no further object once `stop_at` has passed
@@ -468,6 +473,7 @@ pub async fn compact_partition_with(
     config: &Config,
     cleaning: Option<(&CleanerPolicy, i64)>,
     stop_at: Option<Instant>,
+    records: &mut FlushRecords,
 ) -> Result<Report> {
     let mut r = Report {
         partitions_seen: 1,
@@ -480,19 +486,34 @@ pub async fn compact_partition_with(
         return Ok(r);
     };
     r.meta_reads += 1;
-    // Only what the stored checkpoint holds: entries past its end are from a
-    // checkpoint that did not land (the owner writes them again).
-    snap.entries.retain(|e| e.base_offset < snap.next_offset);
     let stored = snap.entries.clone();
-    keep_live_entries(&mut snap, 0)?;
+    // The log as readers see it (`index::rebuild`): the stored entries plus
+    // those only the owner's flush records hold yet, from the log start to
+    // the first gap (the owner appends past what the records read show; a
+    // stored index read mid-swap may miss a range: the next pass gets it).
+    let owned = records.of(stores, &snap.owner, &mut r).await?;
+    for record in owned.iter() {
+        for fp in record.partitions.iter().filter(|fp| fp.partition == p) {
+            snap.entries.push(fp.index_entry(&record.object_key));
+        }
+    }
+    snap.entries = stored_prefix(&snap)?;
     let started = Instant::now();
     let mut merged = Vec::new();
     let replaced: u64;
     let due = cleaning.and_then(|(c, now)| clean::due(&snap.entries, c, now).map(|n| (c, now, n)));
     if let Some((policy, now_ms, n)) = due {
         let range = &snap.entries[..n];
-        let (entries, covered) =
-            clean::clean(stores, p, range, (policy, now_ms), config, stop_at, &mut r).await?;
+        let (entries, covered) = clean::clean(
+            (stores, records),
+            p,
+            range,
+            (policy, now_ms),
+            config,
+            stop_at,
+            &mut r,
+        )
+        .await?;
         merged = entries;
         replaced = covered as u64;
     } else {
@@ -508,7 +529,7 @@ pub async fn compact_partition_with(
                 r.cut_short = true;
                 break;
             }
-            merged.extend(write_object(stores, p, object, &mut r).await?);
+            merged.extend(write_object(stores, records, p, object, &mut r).await?);
             done += 1;
         }
         replaced = plans[..done]
@@ -517,6 +538,11 @@ pub async fn compact_partition_with(
             .map(|reg| reg.len() as u64)
             .sum::<u64>();
     }
+    // The entries only flush records hold, before the end of what was
+    // merged, are stored as they are in the same swap: the stored index is
+    // then whole up to there, and the owner, adopting it, stores none of
+    // them (the rest it stores at its next due checkpoint).
+    let swap = with_unstored_before(&merged, &snap.entries, &stored);
     if !merged.is_empty() && started.elapsed() > config.delete_delay / 2 {
         // Its objects may be found unreferenced for the whole delay by now.
         return Err(Error::Unavailable(format!(
@@ -526,11 +552,11 @@ pub async fn compact_partition_with(
     }
     if !merged.is_empty() {
         r.meta_writes += 1;
-        match stores.meta.swap_index(p, version, &merged).await {
+        match stores.meta.swap_index(p, version, &swap).await {
             Ok(()) => {
                 r.partitions_compacted += 1;
                 r.partitions_cleaned += u64::from(due.is_some());
-                r.entries_written += merged.len() as u64;
+                r.entries_written += swap.len() as u64;
                 r.entries_merged += replaced;
             }
             Err(e) if e.kind() == ErrorKind::Precondition => {
@@ -544,10 +570,10 @@ pub async fn compact_partition_with(
     // Dead: covered by what is stored now, or below the log start; never a
     // merged entry just stored.
     let mut after = stored;
-    after.extend(merged.iter().cloned());
+    after.extend(swap.iter().cloned());
     let dead: Vec<IndexEntry> = dead_entries(&after, snap.log_start_offset)
         .into_iter()
-        .filter(|e| !merged.contains(e))
+        .filter(|e| !swap.contains(e))
         .collect();
     if !dead.is_empty() {
         r.meta_writes += 1;
@@ -557,9 +583,160 @@ pub async fn compact_partition_with(
     Ok(r)
 }
 
+/// What a swap stores: the `merged` entries, plus the entries of `log` (the
+/// live log, in offset order) that neither `stored` holds nor a merged entry
+/// covers, up to the end of the last merged one; at most `MAX_SWAP_ENTRIES`
+/// (the first ones), in offset order.
+fn with_unstored_before(
+    merged: &[IndexEntry],
+    log: &[IndexEntry],
+    stored: &[IndexEntry],
+) -> Vec<IndexEntry> {
+    let Some(end) = merged.iter().map(|e| e.last_offset).max() else {
+        return Vec::new();
+    };
+    let held: std::collections::HashSet<(i64, i64, &str, u64)> = stored
+        .iter()
+        .map(|e| {
+            (
+                e.base_offset,
+                e.last_offset,
+                e.object_key.as_str(),
+                e.position,
+            )
+        })
+        .collect();
+    let mut swap = merged.to_vec();
+    swap.extend(
+        log.iter()
+            .filter(|e| e.last_offset <= end)
+            .filter(|e| {
+                !held.contains(&(
+                    e.base_offset,
+                    e.last_offset,
+                    e.object_key.as_str(),
+                    e.position,
+                ))
+            })
+            .filter(|e| {
+                !merged
+                    .iter()
+                    .any(|m| m.base_offset <= e.base_offset && e.last_offset <= m.last_offset)
+            })
+            .cloned(),
+    );
+    swap.sort_by_key(|e| e.base_offset);
+    swap.truncate(MAX_SWAP_ENTRIES);
+    swap
+}
+
+/// The untrimmed flush records of each stream a pass met, read once per
+/// pass: a partition's index is its stored entries plus its owner's records.
+/// Read before the partitions that use them are loaded (except the first),
+/// so an owner trimming meanwhile has stored what it trimmed.
+///
+/// It also keeps the small flush objects a pass read (`SMALL_OBJECT`, up to
+/// `OBJECT_CACHE_BYTES` in all): a flush object holds a region of each
+/// partition it touched, and reading it whole once serves them all, where
+/// a ranged GET per region would read it once per partition.
+#[derive(Debug)]
+pub struct FlushRecords {
+    streams: std::collections::HashMap<StreamId, Arc<Vec<FlushRecord>>>,
+    /// The length of each flush object the records read name.
+    lengths: std::collections::HashMap<String, u64>,
+    objects: quick_cache::unsync::Cache<String, Bytes, ObjectWeight>,
+}
+
+/// Flush objects up to this size are read whole, once per pass.
+const SMALL_OBJECT: u64 = 4 << 20;
+/// Bytes of small flush objects a pass keeps.
+const OBJECT_CACHE_BYTES: u64 = 256 << 20;
+
+#[derive(Debug, Clone, Copy)]
+struct ObjectWeight;
+
+impl quick_cache::Weighter<String, Bytes> for ObjectWeight {
+    fn weight(&self, key: &String, val: &Bytes) -> u64 {
+        (key.len() + val.len() + 64) as u64
+    }
+}
+
+impl Default for FlushRecords {
+    fn default() -> Self {
+        FlushRecords {
+            streams: std::collections::HashMap::new(),
+            lengths: std::collections::HashMap::new(),
+            objects: quick_cache::unsync::Cache::with_weighter(
+                (OBJECT_CACHE_BYTES / SMALL_OBJECT) as usize * 16,
+                OBJECT_CACHE_BYTES,
+                ObjectWeight,
+            ),
+        }
+    }
+}
+
+impl FlushRecords {
+    async fn of(
+        &mut self,
+        stores: &Stores,
+        stream: &StreamId,
+        r: &mut Report,
+    ) -> Result<Arc<Vec<FlushRecord>>> {
+        if let Some(recs) = self.streams.get(stream) {
+            return Ok(recs.clone());
+        }
+        r.meta_reads += 1;
+        let recs = Arc::new(stores.meta.read_flushes(stream, 0).await?);
+        for rec in recs.iter() {
+            self.lengths.insert(rec.object_key.clone(), rec.object_len);
+        }
+        self.streams.insert(stream.clone(), recs.clone());
+        Ok(recs)
+    }
+
+    /// The bytes of `e`'s region: from a small flush object read whole (once
+    /// per pass), else one ranged GET.
+    pub(crate) async fn read_entry(
+        &mut self,
+        stores: &Stores,
+        e: &IndexEntry,
+        r: &mut Report,
+    ) -> Result<Bytes> {
+        let end = entry_end(e)?;
+        let small = self
+            .lengths
+            .get(&e.object_key)
+            .is_some_and(|&len| len <= SMALL_OBJECT && end <= len);
+        if !small {
+            return read_range(stores, e, r).await;
+        }
+        let whole = match self.objects.get(&e.object_key) {
+            Some(b) => b.clone(),
+            None => {
+                r.get_requests += 1;
+                let b = stores.objects.get(&e.object_key).await?;
+                r.bytes_read += b.len() as u64;
+                self.objects.insert(e.object_key.clone(), b.clone());
+                b
+            }
+        };
+        let range = usize::try_from(e.position)
+            .ok()
+            .zip(usize::try_from(end).ok());
+        match range {
+            Some((from, to)) if to <= whole.len() => Ok(whole.slice(from..to)),
+            _ => Err(Error::Corrupt(format!(
+                "index entry {e:?} ends past its object ({} bytes)",
+                whole.len()
+            ))),
+        }
+    }
+}
+
 /// Copies the regions of `object` into one new object; returns its entries.
 async fn write_object(
     stores: &Stores,
+    records: &mut FlushRecords,
     p: PartitionId,
     object: &ObjectPlan,
     r: &mut Report,
@@ -577,7 +754,7 @@ async fn write_object(
         let mut batches = 0u32;
         let mut max_timestamp = i64::MIN;
         for e in region {
-            let bytes = read_entry(stores, e, r).await?;
+            let bytes = records.read_entry(stores, e, r).await?;
             // Key compaction leaves gaps between batches, never offsets
             // outside the entry.
             let run = check_batches_within(&bytes, e.base_offset, e.last_offset)
@@ -635,12 +812,17 @@ pub(crate) async fn put_object(
         .collect())
 }
 
-pub(crate) async fn read_entry(stores: &Stores, e: &IndexEntry, r: &mut Report) -> Result<Bytes> {
-    r.get_requests += 1;
-    let end = e
-        .position
+/// Where `e`'s region ends in its object.
+fn entry_end(e: &IndexEntry) -> Result<u64> {
+    e.position
         .checked_add(u64::from(e.length))
-        .ok_or_else(|| Error::Corrupt(format!("index entry {e:?} ends past 2^64")))?;
+        .ok_or_else(|| Error::Corrupt(format!("index entry {e:?} ends past 2^64")))
+}
+
+/// `e`'s region by one ranged GET.
+async fn read_range(stores: &Stores, e: &IndexEntry, r: &mut Report) -> Result<Bytes> {
+    r.get_requests += 1;
+    let end = entry_end(e)?;
     let bytes = stores
         .objects
         .get_range(&e.object_key, e.position..end)

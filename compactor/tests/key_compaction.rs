@@ -11,7 +11,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use floe_compactor::{Config, compact_partition_with};
+use floe_compactor::{Config, FlushRecords, compact_partition_with};
 use floe_core::backend::Stores;
 use floe_core::keys::{is_cleaned, object_key};
 use floe_core::meta::{MemoryMetaStore, MetaStore};
@@ -86,7 +86,8 @@ impl Log {
             length: region.length,
         };
         for (i, (k, v)) in recs.iter().enumerate() {
-            let text = |b: &Option<Vec<u8>>| b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
+            let text =
+                |b: &Option<Vec<u8>>| b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
             self.written
                 .insert(base + i as i64, (text(k).unwrap_or_default(), text(v)));
         }
@@ -116,9 +117,16 @@ impl Log {
             object_bytes: 4096,
             ..Config::default()
         };
-        compact_partition_with(&self.stores, self.p, &config, Some((policy, now_ms)), None)
-            .await
-            .expect("pass")
+        compact_partition_with(
+            &self.stores,
+            self.p,
+            &config,
+            Some((policy, now_ms)),
+            None,
+            &mut FlushRecords::default(),
+        )
+        .await
+        .expect("pass")
     }
 
     /// The stored index as a reader loads it, and every record it reads:
@@ -165,15 +173,14 @@ fn policy(ratio: f64, delete_retention_ms: i64) -> CleanerPolicy {
 }
 
 /// The latest record of each key in `written`, by offset.
-fn latest(written: &BTreeMap<i64, (String, Option<String>)>) -> BTreeMap<i64, (String, Option<String>)> {
+fn latest(
+    written: &BTreeMap<i64, (String, Option<String>)>,
+) -> BTreeMap<i64, (String, Option<String>)> {
     let mut by_key: BTreeMap<&str, i64> = BTreeMap::new();
     for (o, (k, _)) in written {
         by_key.insert(k, *o);
     }
-    by_key
-        .values()
-        .map(|o| (*o, written[o].clone()))
-        .collect()
+    by_key.values().map(|o| (*o, written[o].clone())).collect()
 }
 
 #[tokio::test]
@@ -204,7 +211,11 @@ async fn a_pass_keeps_the_latest_record_of_each_key_at_its_offset() {
     log.flush(&[rec("k0", Some("k0-last"))], 9_000, 0).await;
 
     let r = log.pass(&policy(0.5, 86_400_000), 10_000).await;
-    assert_eq!((r.partitions_compacted, r.partitions_cleaned), (1, 1), "{r}");
+    assert_eq!(
+        (r.partitions_compacted, r.partitions_cleaned),
+        (1, 1),
+        "{r}"
+    );
     let (entries, read) = log.read().await;
     let want = latest(&log.written);
     assert_eq!(read, want, "the latest of each key, tombstone kept");
@@ -214,7 +225,10 @@ async fn a_pass_keeps_the_latest_record_of_each_key_at_its_offset() {
         "k1's tombstone stays within delete.retention.ms"
     );
     assert_eq!(r.records_removed as usize, log.written.len() - want.len());
-    assert!(entries.iter().all(|e| is_cleaned(&e.object_key)), "{entries:?}");
+    assert!(
+        entries.iter().all(|e| is_cleaned(&e.object_key)),
+        "{entries:?}"
+    );
     assert!(entries.len() >= 3, "1 KiB regions: {entries:?}");
 
     // Nothing dirty: the next pass does nothing.
@@ -223,14 +237,31 @@ async fn a_pass_keeps_the_latest_record_of_each_key_at_its_offset() {
 
     // The log goes on: new writes are dirty, merged but not cleaned while
     // under the ratio; the clean part is left as it is.
-    log.flush(&[rec("k2", Some("k2-new")), rec("k2", Some("k2-newer"))], 20_000, 0).await;
+    log.flush(
+        &[rec("k2", Some("k2-new")), rec("k2", Some("k2-newer"))],
+        20_000,
+        0,
+    )
+    .await;
     log.flush(&[rec("k3", Some("k3-new"))], 21_000, 0).await;
     let r = log.pass(&policy(0.5, 86_400_000), 30_000).await;
-    assert_eq!((r.partitions_compacted, r.partitions_cleaned), (1, 0), "{r}");
+    assert_eq!(
+        (r.partitions_compacted, r.partitions_cleaned),
+        (1, 0),
+        "{r}"
+    );
     let (after, read) = log.read().await;
-    assert_eq!(&after[..entries.len()], &entries[..], "clean part untouched");
+    assert_eq!(
+        &after[..entries.len()],
+        &entries[..],
+        "clean part untouched"
+    );
     assert!(!is_cleaned(&after.last().unwrap().object_key));
-    assert_eq!(read.len(), want.len() + 3, "the duplicates of k2 stay for now");
+    assert_eq!(
+        read.len(),
+        want.len() + 3,
+        "the duplicates of k2 stay for now"
+    );
 
     // A low enough ratio cleans them.
     let r = log.pass(&policy(0.01, 86_400_000), 30_000).await;
@@ -242,8 +273,18 @@ async fn a_pass_keeps_the_latest_record_of_each_key_at_its_offset() {
 #[tokio::test]
 async fn tombstones_stay_for_the_delete_retention_then_go() {
     let mut log = Log::new().await;
-    log.flush(&[rec("a", Some("a1")), rec("b", Some("b1")), rec("c", Some("c1"))], 1_000, 4).await;
-    log.flush(&[rec("a", None), rec("b", Some("b2"))], 2_000, 1).await;
+    log.flush(
+        &[
+            rec("a", Some("a1")),
+            rec("b", Some("b1")),
+            rec("c", Some("c1")),
+        ],
+        1_000,
+        4,
+    )
+    .await;
+    log.flush(&[rec("a", None), rec("b", Some("b2"))], 2_000, 1)
+        .await;
     log.flush(&[rec("c", Some("c2"))], 3_000, 0).await;
 
     // Within delete.retention.ms (10 s at 5 s): a's tombstone stays, a1 goes.
@@ -260,21 +301,30 @@ async fn tombstones_stay_for_the_delete_retention_then_go() {
     let mut want = latest(&log.written);
     want.remove(&3);
     assert_eq!(read, want, "a is gone entirely");
-    assert_eq!(entries.first().unwrap().base_offset, 0, "offsets still covered from 0");
+    assert_eq!(
+        entries.first().unwrap().base_offset,
+        0,
+        "offsets still covered from 0"
+    );
 }
 
 #[tokio::test]
 async fn the_minimum_lag_and_the_delete_policy_are_respected() {
     let mut log = Log::new().await;
     for i in 0..3 {
-        log.flush(&[rec("k", Some(&format!("v{i}")))], 1_000 * i, 0).await;
+        log.flush(&[rec("k", Some(&format!("v{i}")))], 1_000 * i, 0)
+            .await;
     }
     let young = CleanerPolicy {
         min_compaction_lag_ms: 60_000,
         ..policy(0.0, 0)
     };
     let r = log.pass(&young, 10_000).await;
-    assert_eq!((r.partitions_compacted, r.partitions_cleaned), (1, 0), "merged, not cleaned: {r}");
+    assert_eq!(
+        (r.partitions_compacted, r.partitions_cleaned),
+        (1, 0),
+        "merged, not cleaned: {r}"
+    );
     let (_, read) = log.read().await;
     assert_eq!(read, log.written, "every version stays");
     // A topic without cleanup.policy=compact is merged, never cleaned.
@@ -285,10 +335,21 @@ async fn the_minimum_lag_and_the_delete_policy_are_respected() {
         object_bytes: 4096,
         ..Config::default()
     };
-    let r = compact_partition_with(&log.stores, log.p, &config, None, None)
-        .await
-        .unwrap();
-    assert_eq!((r.partitions_compacted, r.partitions_cleaned), (1, 0), "{r}");
+    let r = compact_partition_with(
+        &log.stores,
+        log.p,
+        &config,
+        None,
+        None,
+        &mut FlushRecords::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (r.partitions_compacted, r.partitions_cleaned),
+        (1, 0),
+        "{r}"
+    );
     let (_, read) = log.read().await;
     assert_eq!(read, log.written, "every version stays");
 }

@@ -20,7 +20,7 @@ use std::collections::VecDeque;
 use crate::error::{Error, Result};
 use crate::meta::MetaStore;
 use crate::producer::apply_batch;
-use crate::types::{FlushRecord, IndexEntry, PartitionId, PartitionSnapshot};
+use crate::types::{FlushRecord, IndexEntry, PartitionId, PartitionSnapshot, StreamId};
 
 /// The entries of one partition, contiguous and in offset order, from the
 /// one holding the log start offset.
@@ -154,16 +154,49 @@ impl PartitionIndex {
     }
 }
 
-/// Replays the owner's flush `records` (in seq order) into `snap`, the
-/// partition's checkpoint: for every flush after `snap.checkpoint_seq`, its
-/// entry for `partition` and its idempotent-producer batches. Returns how many
-/// entries were added.
-pub fn replay(
+/// Applies [the rule](self) to `snap` (a stored checkpoint, with its stored
+/// index entries from `from_offset` on) and its owner's untrimmed flush
+/// `records` (in seq order): adds the records' entries for `partition` to
+/// the index (from `from_offset` on), keeps the live ones (the covering
+/// rule; those wholly below the log start go), replays the records past the
+/// checkpoint's end into its next offset and producer state, and checks
+/// that the index is then the whole log from `from_offset` (or the log
+/// start) to the end ([`check_complete`]). Returns how many flushes were
+/// replayed.
+pub fn rebuild(
+    snap: &mut PartitionSnapshot,
+    partition: PartitionId,
+    records: &[FlushRecord],
+    from_offset: i64,
+) -> Result<usize> {
+    let start = snap.log_start_offset;
+    for record in records {
+        for fp in record
+            .partitions
+            .iter()
+            .filter(|fp| fp.partition == partition && fp.base_offset >= from_offset)
+        {
+            snap.entries.push(fp.index_entry(&record.object_key));
+        }
+    }
+    snap.entries.retain(|e| e.last_offset >= start);
+    snap.entries = live_entries(std::mem::take(&mut snap.entries))?;
+    let replayed = replay_state(snap, partition, records)?;
+    // Nothing past the end can be part of the log.
+    let end = snap.next_offset;
+    snap.entries.retain(|e| e.base_offset < end);
+    check_complete(snap, from_offset)?;
+    Ok(replayed)
+}
+
+/// Replays the flushes of `records` past `snap`'s end into its next offset
+/// and producer state (their entries are already in the index).
+fn replay_state(
     snap: &mut PartitionSnapshot,
     partition: PartitionId,
     records: &[FlushRecord],
 ) -> Result<usize> {
-    let mut added = 0;
+    let mut replayed = 0;
     for record in records {
         if record.seq <= snap.checkpoint_seq {
             continue;
@@ -183,14 +216,39 @@ pub fn replay(
                 )));
             }
             snap.next_offset = fp.last_offset + 1;
-            snap.entries.push(fp.index_entry(&record.object_key));
             for pb in &fp.producers {
                 apply_batch(snap.producers.entry(pb.producer_id).or_default(), pb);
             }
-            added += 1;
+            replayed += 1;
         }
     }
-    Ok(added)
+    Ok(replayed)
+}
+
+/// The stored entries of `snap` a reader can take as they are: the live ones
+/// (covering rule) from the log start, up to the first gap. Stored entries
+/// need not reach the checkpoint's end (the flush records hold the rest), so
+/// this is what an owner adopts after a compaction.
+pub fn stored_prefix(snap: &PartitionSnapshot) -> Result<Vec<IndexEntry>> {
+    let start = snap.log_start_offset;
+    let live = live_entries(
+        snap.entries
+            .iter()
+            .filter(|e| e.last_offset >= start)
+            .cloned()
+            .collect(),
+    )?;
+    let Some(first) = live.first() else {
+        return Ok(live);
+    };
+    if first.base_offset > start {
+        return Ok(Vec::new());
+    }
+    let contiguous = 1 + live
+        .windows(2)
+        .take_while(|w| w[0].last_offset.checked_add(1) == Some(w[1].base_offset))
+        .count();
+    Ok(live[..contiguous].to_vec())
 }
 
 /// Drops the stored entries that are not part of the log: those wholly below
@@ -305,15 +363,13 @@ pub fn dead_entries(entries: &[IndexEntry], log_start: i64) -> Vec<IndexEntry> {
     dead
 }
 
-/// A partition's state as a reader must see it: the stored checkpoint, with
-/// the index entries from `from_offset` on, plus the replay of its owner's
-/// untrimmed flush records after the checkpoint. `None` if it was never
-/// claimed. Entries stored beyond the checkpoint's end (left by a checkpoint
-/// that did not land) are dropped: the replay recreates them.
+/// A partition's state as a reader must see it ([`rebuild`]): the stored
+/// checkpoint, with the index entries from `from_offset` on, plus its
+/// owner's untrimmed flush records. `None` if it was never claimed.
 ///
 /// The checkpoint and the records are two reads: a live owner that
 /// checkpoints and trims in between leaves records that no longer follow the
-/// checkpoint read. The replay then finds a gap; and a compaction swapping
+/// checkpoint read. The rebuild then finds a gap; and a compaction swapping
 /// while the index is read can leave one in the stored entries
 /// ([`check_complete`]). The load reads again (twice at most), and only a
 /// gap that persists is corruption.
@@ -322,21 +378,44 @@ pub async fn load(
     partition: PartitionId,
     from_offset: i64,
 ) -> Result<Option<PartitionSnapshot>> {
+    Ok(load_since(meta, partition, from_offset, None)
+        .await?
+        .map(|(snap, _)| snap))
+}
+
+/// `load` for a reader that already holds the partition up to `from_offset`
+/// (its end), built from the flush records of stream `seen.0` up to seq
+/// `seen.1`: only the owner's records after those are read (a copy
+/// refreshed often does not read the same records again). Returns the
+/// snapshot and what the reader has now seen, for its next call. The held
+/// part stands for what those records replayed: the snapshot's end is at
+/// least `from_offset`, its checkpoint at least `seen.1`.
+pub async fn load_since(
+    meta: &dyn MetaStore,
+    partition: PartitionId,
+    from_offset: i64,
+    seen: Option<&(StreamId, u64)>,
+) -> Result<Option<(PartitionSnapshot, (StreamId, u64))>> {
     let mut attempt = 0;
     loop {
         let Some(mut snap) = meta.load_partition_from(partition, from_offset).await? else {
             return Ok(None);
         };
-        let loaded = keep_live_entries(&mut snap, from_offset).map(|()| snap);
-        let replayed = match loaded {
-            Ok(mut snap) => {
-                let records = meta.read_flushes(&snap.owner, snap.checkpoint_seq).await?;
-                replay(&mut snap, partition, &records).map(|_| snap)
-            }
-            Err(e) => Err(e),
+        let after = match seen {
+            Some((stream, seq)) if *stream == snap.owner => *seq,
+            _ => 0,
         };
-        match replayed {
-            Ok(snap) => return Ok(Some(snap)),
+        let records = meta.read_flushes(&snap.owner, after).await?;
+        if after > 0 {
+            snap.checkpoint_seq = snap.checkpoint_seq.max(after);
+            snap.next_offset = snap.next_offset.max(from_offset);
+        }
+        let last = records.last().map_or(after, |r| r.seq.max(after));
+        match rebuild(&mut snap, partition, &records, from_offset) {
+            Ok(_) => {
+                let owner = snap.owner.clone();
+                return Ok(Some((snap, (owner, last))));
+            }
             Err(e) if e.kind() == crate::ErrorKind::Corrupt && attempt < 2 => attempt += 1,
             Err(e) => return Err(e),
         }
@@ -550,26 +629,71 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn replay_adds_what_follows_the_checkpoint() {
+    fn rebuild_adds_the_records_to_the_stored_checkpoint() {
         let other = PartitionId::new(TopicId::from_u128(2), 0);
         let records = [
-            flush(1, vec![(P, 0, 4)]),     // folded into the checkpoint (seq)
-            flush(2, vec![(P, 5, 9)]),     // folded (offsets held)
+            flush(1, vec![(P, 0, 4)]),     // in the checkpoint, its entry stored
+            flush(2, vec![(P, 5, 9)]),     // in the checkpoint, its entry not stored
             flush(3, vec![(other, 0, 2)]), // another partition
             flush(4, vec![(P, 10, 11), (other, 3, 3)]),
         ];
-        let mut snap = checkpoint(1, 10);
-        assert_eq!(replay(&mut snap, P, &records).unwrap(), 1);
+        let mut snap = checkpoint(2, 10);
+        snap.entries = vec![records[0].partitions[0].index_entry("k1")];
+        assert_eq!(rebuild(&mut snap, P, &records, 0).unwrap(), 1);
         assert_eq!(snap.next_offset, 12);
-        assert_eq!(snap.entries.len(), 1);
-        assert_eq!(snap.entries[0].object_key, "k4");
-        assert_eq!(snap.producers[&7].batches.len(), 1);
+        let keys: Vec<_> = snap.entries.iter().map(|e| e.object_key.as_str()).collect();
+        assert_eq!(keys, ["k1", "k2", "k4"]);
+        assert_eq!(
+            snap.producers[&7].batches.len(),
+            1,
+            "only flush 4's batch replayed"
+        );
         // Idempotent: the same records again add nothing.
-        assert_eq!(replay(&mut snap, P, &records).unwrap(), 0);
+        let again = snap.clone();
+        assert_eq!(rebuild(&mut snap, P, &records, 0).unwrap(), 0);
+        assert_eq!(snap, again);
+        // A merged entry stored past the checkpoint's end (a pass folded
+        // the records) covers their entries.
+        let mut snap = checkpoint(1, 5);
+        snap.entries = vec![entry(0, 11, 0, 100)];
+        assert_eq!(rebuild(&mut snap, P, &records, 0).unwrap(), 2);
+        assert_eq!(snap.entries, vec![entry(0, 11, 0, 100)]);
+        assert_eq!(snap.next_offset, 12);
+        // From an offset: only entries from there.
+        let mut snap = checkpoint(2, 10);
+        assert_eq!(rebuild(&mut snap, P, &records, 5).unwrap(), 1);
+        assert_eq!(snap.entries.len(), 2);
         // A gap is corruption.
         let mut snap = checkpoint(0, 0);
-        let e = replay(&mut snap, P, &[flush(1, vec![(P, 3, 4)])]).unwrap_err();
+        let e = rebuild(&mut snap, P, &[flush(1, vec![(P, 3, 4)])], 0).unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::Corrupt);
+        // So is a checkpoint whose entries neither the store nor the
+        // records hold.
+        let mut snap = checkpoint(3, 10);
+        let e = rebuild(&mut snap, P, &records[2..], 0).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Corrupt);
+    }
+
+    #[test]
+    fn the_stored_prefix_stops_at_the_first_gap() {
+        let mut snap = checkpoint(0, 40);
+        snap.entries = vec![
+            entry(0, 9, 0, 1),
+            entry(10, 19, 0, 1),
+            entry(30, 39, 0, 1),
+            entry(12, 15, 0, 1),
+        ];
+        assert_eq!(
+            stored_prefix(&snap).unwrap(),
+            vec![entry(0, 9, 0, 1), entry(10, 19, 0, 1)]
+        );
+        snap.log_start_offset = 12;
+        assert_eq!(stored_prefix(&snap).unwrap(), vec![entry(10, 19, 0, 1)]);
+        snap.log_start_offset = 25;
+        assert!(
+            stored_prefix(&snap).unwrap().is_empty(),
+            "nothing stored from the log start"
+        );
     }
 
     #[tokio::test]

@@ -353,11 +353,22 @@ declare_settings! {
     /// longer outages vs holds produce requests longer. A commit whose outcome
     /// is unknown when the budget runs out is read back before it is failed.
     retry_budget: Duration = Duration::from_secs(30), check = at_least(Duration::from_millis(100));
-    /// How often each partition's new index entries and producer state are
-    /// folded into the metadata store in bulk (and flush records trimmed):
-    /// fewer metadata writes vs more flush records to replay at takeover.
+    /// How often the partitions due for a checkpoint (`checkpoint-delay`)
+    /// have their state and unstored index entries written in bulk, and
+    /// flush records trimmed: fewer rounds vs a moved log start or a due
+    /// partition waiting longer to be stored.
     checkpoint_interval: Duration = Duration::from_secs(5),
         check = at_least(Duration::from_millis(10));
+    /// How old a partition's changes get before a checkpoint stores them (its
+    /// state, and the index entries no compaction pass stored yet); a moved
+    /// log start is stored at the next checkpoint whatever this says. Until
+    /// then the flush records are the index: one metadata write per flush,
+    /// whatever the number of partitions, and a pass stores their entries
+    /// merged (one item per region, not one per flush) vs more flush records
+    /// for a takeover or a zone-local reader to read. At most a quarter of
+    /// `flush-record-ttl`.
+    checkpoint_delay: Option<Duration> = None,
+        default_doc = "`0s`: every checkpoint (embedded), `10m` (aws)";
     /// How often the partitions led here are checked against their topics'
     /// `retention.ms` and `retention.bytes` (Kafka's
     /// `log.retention.check.interval.ms`, same default): data past retention
@@ -513,6 +524,14 @@ impl Settings {
         })
     }
 
+    /// `checkpoint-delay` as given, else the backend's default.
+    pub fn checkpoint_delay(&self) -> Duration {
+        self.checkpoint_delay.unwrap_or(match self.backend {
+            Backend::Embedded => Duration::ZERO,
+            Backend::Aws => Duration::from_secs(600),
+        })
+    }
+
     /// `compact-interval` as given, else the backend's default; `None`: off.
     pub fn compact_interval(&self) -> Option<Duration> {
         let every = self.compact_interval.unwrap_or(match self.backend {
@@ -557,6 +576,14 @@ impl Settings {
                 self.consumer_group_session_timeout, self.consumer_group_heartbeat_interval
             ));
         }
+        if self.checkpoint_delay() > self.flush_record_ttl / 4 {
+            return fail(format!(
+                "checkpoint-delay ({:?}) must be at most a quarter of flush-record-ttl ({:?}): \
+                 flush records hold what checkpoints have not stored",
+                self.checkpoint_delay(),
+                self.flush_record_ttl
+            ));
+        }
         if self.backend == Backend::Aws && (self.bucket.is_none() || self.table.is_none()) {
             return fail("backend aws needs --bucket and --table".into());
         }
@@ -589,7 +616,9 @@ mod tests {
         let mut s = Settings::default();
         assert_eq!(s.flush_interval(), Duration::from_millis(5));
         assert_eq!(s.segment_bytes(), 8 << 20);
+        assert_eq!(s.checkpoint_delay(), Duration::ZERO);
         s.apply("backend", "aws").unwrap();
+        assert_eq!(s.checkpoint_delay(), Duration::from_secs(600));
         assert_eq!(s.flush_interval(), Duration::from_millis(250));
         assert_eq!(s.segment_bytes(), 16 << 20);
         s.apply("flush-interval", "10ms").unwrap();

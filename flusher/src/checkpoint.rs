@@ -1,10 +1,14 @@
-//! Bulk checkpoints: the owner folds new index entries and producer state of
-//! every changed partition into the MetaStore every few seconds, then trims the
-//! flush records that are now covered. Metadata cost per flush stays constant
-//! whatever the number of partitions it touched.
+//! Bulk checkpoints: every `checkpoint-interval` the owner stores the state
+//! (next offset, log start, producer state) of every partition whose changes
+//! are `checkpoint-delay` old, with the index entries no compaction pass has
+//! stored yet, then trims its flush records up to the first change still
+//! unstored. Until a partition is due, its flush records are its index: a
+//! flush costs one metadata write whatever the number of partitions it
+//! touched, and a pass stores the entries merged (one per region).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use floe_core::meta::SharedMetaStore;
 use floe_core::types::StreamId;
@@ -15,16 +19,19 @@ use crate::log::PartitionLog;
 /// at most 100 items).
 pub const CHECKPOINT_CHUNK: usize = 50;
 
-/// Checkpoints every changed partition of `logs` as of `committed_through`, then
-/// trims the stream's flush records up to it unless `trimmed` (the stream's
-/// highest trim so far, kept by the caller) is already there (an idle gateway
-/// writes nothing), or a partition of `logs` was handed over with changes its
-/// release has not stored yet. Returns how many partitions were written.
+/// Checkpoints every partition of `logs` with a change at least `delay` old
+/// (or a moved log start) as of `committed_through`, then trims the
+/// stream's flush records up to it, or to the first change a checkpoint has
+/// not stored, unless `trimmed` (the stream's highest trim so far, kept by
+/// the caller) is already there (an idle gateway writes nothing), or a
+/// partition of `logs` was handed over with changes its release has not
+/// stored yet. Returns how many partitions were written.
 pub async fn checkpoint_once(
     meta: &SharedMetaStore,
     stream: &StreamId,
     logs: &[Arc<PartitionLog>],
     committed_through: u64,
+    delay: Duration,
     trimmed: &AtomicU64,
 ) -> floe_core::Result<usize> {
     // Read the commit position before snapshotting: every flush at or below it is
@@ -33,7 +40,7 @@ pub async fn checkpoint_once(
     let through = committed_through;
     let mut dirty = Vec::new();
     for log in logs {
-        if let Some(cp) = log.checkpoint_if_dirty(stream, through) {
+        if let Some(cp) = log.checkpoint_if_dirty(stream, through, delay) {
             dirty.push((log.clone(), cp));
         }
     }
@@ -51,6 +58,12 @@ pub async fn checkpoint_once(
     if logs.iter().any(|l| l.has_unreleased_changes()) {
         return Ok(written);
     }
+    // Records holding a change no checkpoint stored yet stay.
+    let through = logs
+        .iter()
+        .filter_map(|l| l.trim_bound())
+        .map(|seq| seq.saturating_sub(1))
+        .fold(through, u64::min);
     if through > trimmed.load(Ordering::SeqCst) {
         meta.trim_flushes(stream, through).await?;
         trimmed.fetch_max(through, Ordering::SeqCst);

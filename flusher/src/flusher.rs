@@ -785,12 +785,10 @@ fn apply_committed(inner: &Arc<Inner>, s: Sealed) {
             debug_assert_eq!(fp.partition, log.id);
             {
                 let mut st = log.lock();
-                st.high_watermark = fp.last_offset + 1;
-                st.index.push(fp.index_entry(&record.object_key));
                 for pb in &fp.producers {
                     apply_batch(st.producers.entry(pb.producer_id).or_default(), pb);
                 }
-                st.version += 1;
+                PartitionLog::note_flush(&mut st, s.seq, fp.index_entry(&record.object_key));
             }
             inner.cache.insert(
                 &record.object_key,

@@ -5,8 +5,9 @@
 //! state including sealed-but-uncommitted batches) that sealing builds on. A failed
 //! commit resets working to committed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
 
 use floe_core::index::PartitionIndex;
 use floe_core::topic_config::TopicPolicy;
@@ -29,12 +30,74 @@ pub(crate) struct LogState {
     pub version: u64,
     pub checkpointed_version: u64,
     /// The stored index reaches this offset: entries starting here or later
-    /// are for the next checkpoint to store.
+    /// are for a checkpoint to store (unless a compaction pass stores them
+    /// first, merged: `adopt_compacted` moves it then).
     pub checkpointed_end: i64,
+    /// Changes not yet stored by a checkpoint, oldest first, a bucket per
+    /// second at most (so this stays small whatever the flush rate): what
+    /// makes the partition due for one (`checkpoint-delay`) and how far this
+    /// incarnation may trim its flush records (`trim_bound`).
+    pub unsaved: VecDeque<Changes>,
+    /// Index entries from `checkpointed_end` on, a bucket per second at
+    /// most, oldest first: neither a checkpoint nor a pass has stored them,
+    /// so this incarnation's records holding them stay (`trim_bound`); a
+    /// checkpoint stores only those `checkpoint-delay` old (a pass usually
+    /// stores them merged first).
+    pub unstored: VecDeque<Unstored>,
     pub deleted: bool,
     pub lease: Lease,
     /// The stored index version whose compacted entries the index holds.
     pub compacted_version: u64,
+}
+
+/// Changes of a partition's committed state since its last checkpoint, made
+/// within a second of each other. A checkpoint that stored part of them
+/// leaves the bucket whole: its first seq and time then err on the safe
+/// side (trim less, checkpoint sooner).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Changes {
+    /// The state's version after the first and after the last of them.
+    pub first_version: u64,
+    pub last_version: u64,
+    /// The first flush among them (`None`: only moved log starts).
+    pub seq: Option<u64>,
+    /// A moved log start among them: stored at the next checkpoint.
+    pub urgent: bool,
+    /// When the first was made.
+    pub at: Instant,
+}
+
+/// Index entries appended within a second of each other, from the one at
+/// `base` on (to the next bucket's base, or the high watermark).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unstored {
+    pub base: i64,
+    /// The flush that appended the first of them.
+    pub seq: u64,
+    pub at: Instant,
+}
+
+/// How long one bucket of `Changes` or `Unstored` collects.
+const BUCKET: Duration = Duration::from_secs(1);
+
+/// Records a change (the state is now at `version`): flush `seq`, or a
+/// moved log start (`None`).
+fn note_change(s: &mut LogState, version: u64, seq: Option<u64>) {
+    if let Some(b) = s.unsaved.back_mut()
+        && b.at.elapsed() < BUCKET
+    {
+        b.last_version = version;
+        b.seq = b.seq.or(seq);
+        b.urgent |= seq.is_none();
+        return;
+    }
+    s.unsaved.push_back(Changes {
+        first_version: version,
+        last_version: version,
+        seq,
+        urgent: seq.is_none(),
+        at: Instant::now(),
+    });
 }
 
 /// Whether this gateway leads the partition.
@@ -87,6 +150,8 @@ impl PartitionLog {
                 version: 0,
                 checkpointed_version: 0,
                 checkpointed_end,
+                unsaved: VecDeque::new(),
+                unstored: VecDeque::new(),
                 deleted: false,
                 lease: Lease::Owned,
                 compacted_version: 0,
@@ -237,16 +302,38 @@ impl PartitionLog {
         }
     }
 
-    /// A checkpoint of the committed state if it changed since the last one.
+    /// A checkpoint of the committed state if it changed since the last one
+    /// and is due: a change at least `delay` (`checkpoint-delay`) old, or a
+    /// moved log start, which is stored at once.
+    /// Whether a checkpoint with `delay` stores this partition now.
+    pub fn is_due(&self, delay: Duration) -> bool {
+        is_due(&self.lock(), delay)
+    }
+
     pub(crate) fn checkpoint_if_dirty(
         &self,
         owner: &StreamId,
         checkpoint_seq: u64,
+        delay: Duration,
     ) -> Option<(PartitionCheckpoint, u64, i64)> {
         let s = self.lock();
-        if s.version == s.checkpointed_version || s.deleted || s.lease == Lease::NotOwned {
+        if !is_due(&s, delay) {
             return None;
         }
+        // Entries younger than the delay stay in the records for a pass to
+        // store merged.
+        let cutoff = s
+            .unstored
+            .iter()
+            .find(|u| u.at.elapsed() < delay)
+            .map_or(s.high_watermark, |u| u.base)
+            .max(s.checkpointed_end);
+        let new_entries = s
+            .index
+            .from_base(s.checkpointed_end)
+            .into_iter()
+            .take_while(|e| e.base_offset < cutoff)
+            .collect();
         Some((
             PartitionCheckpoint {
                 partition: self.id,
@@ -255,10 +342,10 @@ impl PartitionLog {
                 next_offset: s.high_watermark,
                 log_start_offset: s.log_start_offset,
                 producers: s.producers.clone(),
-                new_entries: s.index.from_base(s.checkpointed_end),
+                new_entries,
             },
             s.version,
-            s.high_watermark,
+            cutoff,
         ))
     }
 
@@ -274,6 +361,40 @@ impl PartitionLog {
         let mut s = self.lock();
         s.checkpointed_version = s.checkpointed_version.max(version);
         s.checkpointed_end = s.checkpointed_end.max(end);
+        while s.unsaved.front().is_some_and(|c| c.last_version <= version) {
+            s.unsaved.pop_front();
+        }
+        drop_stored(&mut s);
+    }
+
+    /// The first flush seq whose change to this partition no checkpoint
+    /// stored yet: this incarnation's records from there on must stay
+    /// (`None`: nothing pending, or the partition is deleted).
+    pub(crate) fn trim_bound(&self) -> Option<u64> {
+        let s = self.lock();
+        if s.deleted {
+            return None;
+        }
+        let unsaved = s.unsaved.iter().find_map(|c| c.seq);
+        let unstored = s.unstored.front().map(|u| u.seq);
+        unsaved.into_iter().chain(unstored).min()
+    }
+
+    /// A committed flush `seq` appended `entry`: the write path's part of
+    /// applying a commit (under the lock the caller holds).
+    pub(crate) fn note_flush(s: &mut LogState, seq: u64, entry: IndexEntry) {
+        s.high_watermark = entry.last_offset + 1;
+        if s.unstored.back().is_none_or(|b| b.at.elapsed() >= BUCKET) {
+            s.unstored.push_back(Unstored {
+                base: entry.base_offset,
+                seq,
+                at: Instant::now(),
+            });
+        }
+        s.index.push(entry);
+        s.version += 1;
+        let version = s.version;
+        note_change(s, version, Some(seq));
     }
 
     /// The stored index version last adopted (`adopt_compacted`).
@@ -299,6 +420,11 @@ impl PartitionLog {
         }
         if s.index.replace_prefix(stored) {
             s.compacted_version = version;
+            // Stored, merged: no checkpoint needs to store these entries.
+            if let Some(last) = stored.last() {
+                s.checkpointed_end = s.checkpointed_end.max(last.last_offset + 1);
+                drop_stored(&mut s);
+            }
             true
         } else {
             false
@@ -324,6 +450,8 @@ impl PartitionLog {
         let mut s = self.lock();
         s.checkpointed_version = s.version;
         s.checkpointed_end = s.high_watermark;
+        s.unsaved.clear();
+        s.unstored.clear();
     }
 
     /// Moves the log start offset forward to `offset` (capped at the high
@@ -356,10 +484,39 @@ impl PartitionLog {
             return (s.log_start_offset, false);
         }
         s.version += 1;
+        let version = s.version;
+        note_change(&mut s, version, None);
         let start = s.log_start_offset;
         drop(s);
         self.wake();
         (start, true)
+    }
+}
+
+/// Led here and due for a checkpoint: changed since the last one, by a
+/// change at least `delay` old or a moved log start; or holding index
+/// entries no one stored that are `delay` old (an idle partition's last
+/// entries, when no pass stored them).
+fn is_due(s: &LogState, delay: Duration) -> bool {
+    if s.deleted || s.lease == Lease::NotOwned {
+        return false;
+    }
+    let state = s.version != s.checkpointed_version
+        && (s.unsaved.is_empty()
+            || s.unsaved.iter().any(|c| c.urgent)
+            || s.unsaved.front().is_some_and(|c| c.at.elapsed() >= delay));
+    let entries = s.unstored.front().is_some_and(|u| u.at.elapsed() >= delay);
+    state || entries
+}
+
+/// Forgets the buckets of entries now stored (below `checkpointed_end`).
+fn drop_stored(s: &mut LogState) {
+    while !s.unstored.is_empty() {
+        let end = s.unstored.get(1).map_or(s.high_watermark, |next| next.base);
+        if end > s.checkpointed_end {
+            break;
+        }
+        s.unstored.pop_front();
     }
 }
 

@@ -1,7 +1,9 @@
-//! Taking partitions over: each partition's checkpoint plus a replay of its
-//! previous owner's flush records (the rule of `floe_core::index`), then a
-//! claim: a full checkpoint under this incarnation, conditional on that
-//! previous owner having released the partition or no longer being live.
+//! Taking partitions over: each partition's stored checkpoint and index plus
+//! its previous owner's untrimmed flush records (the rule of
+//! `floe_core::index::rebuild`), then a claim: a full checkpoint under this
+//! incarnation, storing every entry the store did not hold yet, conditional
+//! on that previous owner having released the partition or no longer being
+//! live.
 //!
 //! The caller reads the previous owner's state only after its release or fence
 //! is committed, so every flush it acknowledged is either in the checkpoint or
@@ -11,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use floe_core::index::{keep_live_entries, replay};
+use floe_core::index::rebuild;
 use floe_core::meta::SharedMetaStore;
 use floe_core::types::{
     FlushRecord, PartitionCheckpoint, PartitionId, PartitionSnapshot, StreamId,
@@ -38,17 +40,15 @@ pub async fn adopt_partitions(
     checkpoint_seq: u64,
     adoptions: Vec<Adoption>,
 ) -> Vec<(PartitionId, Result<()>)> {
-    // One read of each previous owner's records serves all its partitions.
-    let mut from: BTreeMap<StreamId, u64> = BTreeMap::new();
-    for a in &adoptions {
-        if let Some(s) = &a.stored {
-            let seq = from.entry(s.owner.clone()).or_insert(s.checkpoint_seq);
-            *seq = (*seq).min(s.checkpoint_seq);
-        }
-    }
+    // One read of each previous owner's untrimmed records serves all its
+    // partitions.
+    let owners: std::collections::BTreeSet<StreamId> = adoptions
+        .iter()
+        .filter_map(|a| a.stored.as_ref().map(|s| s.owner.clone()))
+        .collect();
     let mut records: BTreeMap<StreamId, Result<Vec<FlushRecord>>> = BTreeMap::new();
-    for (owner, after) in from {
-        let r = meta.read_flushes(&owner, after).await;
+    for owner in owners {
+        let r = meta.read_flushes(&owner, 0).await;
         records.insert(owner, r);
     }
     let mut out = Vec::with_capacity(adoptions.len());
@@ -78,18 +78,44 @@ async fn adopt_one(
         producers: BTreeMap::new(),
         entries: Vec::new(),
     });
-    // A stored index read mid-compaction may miss a range (`Corrupt`): the
-    // claim waits for the next round's read.
-    keep_live_entries(&mut snap, 0)?;
-    let stored = snap.entries.len();
-    if let Some(owner) = &previous {
-        let recs = match records.get(owner) {
+    let stored: std::collections::HashSet<(i64, i64, String, u64)> = snap
+        .entries
+        .iter()
+        .map(|e| {
+            (
+                e.base_offset,
+                e.last_offset,
+                e.object_key.clone(),
+                e.position,
+            )
+        })
+        .collect();
+    let recs: &[FlushRecord] = match &previous {
+        None => &[],
+        Some(owner) => match records.get(owner) {
             Some(Ok(r)) => r,
             Some(Err(e)) => return Err(Error::Unavailable(format!("reading {owner}: {e}"))),
             None => return Err(Error::Internal(format!("records of {owner} not read"))),
-        };
-        replay(&mut snap, id, recs)?;
-    }
+        },
+    };
+    // A stored index read mid-compaction may miss a range (`Corrupt`): the
+    // claim waits for the next round's read.
+    let replayed = rebuild(&mut snap, id, recs, 0)?;
+    // The claim stores what only the records held: this incarnation trims
+    // its own records, never the previous owner's.
+    let new_entries: Vec<_> = snap
+        .entries
+        .iter()
+        .filter(|e| {
+            !stored.contains(&(
+                e.base_offset,
+                e.last_offset,
+                e.object_key.clone(),
+                e.position,
+            ))
+        })
+        .cloned()
+        .collect();
     let cp = PartitionCheckpoint {
         partition: id,
         owner: me.clone(),
@@ -97,10 +123,9 @@ async fn adopt_one(
         next_offset: snap.next_offset,
         log_start_offset: snap.log_start_offset,
         producers: snap.producers.clone(),
-        new_entries: snap.entries[stored..].to_vec(),
+        new_entries,
     };
     meta.claim_partition(me, previous.as_ref(), &cp).await?;
-    let replayed = snap.entries.len() - stored;
     let end = snap.next_offset;
     a.log.load(snap, end);
     a.log.mark_all_checkpointed();

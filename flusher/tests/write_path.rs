@@ -980,6 +980,7 @@ async fn crash_recovery_restores_logs_and_producer_state() {
             &rig.stream,
             &all,
             rig.flusher.committed_through(),
+            Duration::ZERO,
             &std::sync::atomic::AtomicU64::new(0),
         )
         .await
@@ -1082,6 +1083,7 @@ async fn records_of_an_unreleased_hand_over_are_not_trimmed() {
         &rig.stream,
         &logs,
         rig.flusher.committed_through(),
+        Duration::ZERO,
         &trimmed,
     )
     .await
@@ -1095,9 +1097,108 @@ async fn records_of_an_unreleased_hand_over_are_not_trimmed() {
         &rig.stream,
         &logs,
         rig.flusher.committed_through(),
+        Duration::ZERO,
         &trimmed,
     )
     .await
     .expect("checkpoint");
     assert!(rig.flushes().await.is_empty(), "trimmed once released");
+}
+
+/// With a checkpoint delay the flush records are the index: a checkpoint
+/// stores and trims nothing until a partition's changes are that old, yet a
+/// reader loads the whole log (stored checkpoint plus records); a moved log
+/// start is stored at the next checkpoint, without the entries younger than
+/// the delay, which keep the records; once due, everything is stored and
+/// trimmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_delay_leaves_the_index_in_the_flush_records() {
+    let rig = Rig::memory(config(5, 1 << 20)).await;
+    let logs = [PartitionLog::empty(pid(0)), PartitionLog::empty(pid(1))];
+    for l in &logs {
+        let claim = l.full_checkpoint(&rig.stream, 0);
+        rig.meta
+            .write_checkpoints(&rig.stream, &[claim])
+            .await
+            .expect("claim");
+        l.mark_all_checkpointed();
+    }
+    // Flushes 1..=6, alternating partitions 0 and 1, two records each.
+    for i in 0..3 {
+        for l in &logs {
+            ok(rig.flusher.append(l.clone(), vec![plain(2, i)]).await);
+        }
+    }
+    assert_eq!(rig.flushes().await.len(), 6);
+    let trimmed = std::sync::atomic::AtomicU64::new(0);
+    let hour = Duration::from_secs(3600);
+    let through = rig.flusher.committed_through();
+    let written = checkpoint_once(&rig.meta, &rig.stream, &logs, through, hour, &trimmed)
+        .await
+        .expect("checkpoint");
+    assert_eq!(written, 0, "nothing is due");
+    assert_eq!(rig.flushes().await.len(), 6, "nothing trimmed");
+    for l in &logs {
+        let stored = rig
+            .meta
+            .load_partition(l.id)
+            .await
+            .expect("load")
+            .expect("claimed");
+        assert!(
+            stored.entries.is_empty() && stored.next_offset == 0,
+            "nothing stored"
+        );
+        let snap = floe_core::index::load(&*rig.meta, l.id, 0)
+            .await
+            .expect("load")
+            .expect("claimed");
+        assert_eq!(
+            (snap.next_offset, snap.entries.len()),
+            (6, 3),
+            "the records are the index"
+        );
+    }
+
+    // A moved log start is stored at once; the entries, younger than the
+    // delay, stay in the records (a pass would store them merged).
+    logs[0].advance_log_start(2);
+    let written = checkpoint_once(&rig.meta, &rig.stream, &logs, through, hour, &trimmed)
+        .await
+        .expect("checkpoint");
+    assert_eq!(written, 1);
+    let stored = rig
+        .meta
+        .load_partition(pid(0))
+        .await
+        .expect("load")
+        .expect("claimed");
+    assert_eq!((stored.log_start_offset, stored.next_offset), (2, 6));
+    assert!(stored.entries.is_empty(), "young entries are not stored");
+    assert_eq!(rig.flushes().await.len(), 6, "so no record is trimmed");
+    let snap = floe_core::index::load(&*rig.meta, pid(0), 0)
+        .await
+        .expect("load")
+        .expect("claimed");
+    assert_eq!((snap.log_start_offset, snap.entries.len()), (2, 2));
+
+    // Due: both partitions' entries are stored, partition 1's state too,
+    // and every record trimmed.
+    let written = checkpoint_once(
+        &rig.meta,
+        &rig.stream,
+        &logs,
+        through,
+        Duration::ZERO,
+        &trimmed,
+    )
+    .await
+    .expect("checkpoint");
+    assert_eq!(written, 2);
+    assert!(rig.flushes().await.is_empty());
+    let snap = floe_core::index::load(&*rig.meta, pid(1), 0)
+        .await
+        .expect("load")
+        .expect("claimed");
+    assert_eq!((snap.next_offset, snap.entries.len()), (6, 3));
 }

@@ -280,9 +280,21 @@ impl Broker {
         Ok((entry, log))
     }
 
-    /// One checkpoint pass over every partition led here.
+    /// One checkpoint pass over every partition led here. With a
+    /// `checkpoint-delay`, a partition due for one first adopts what passes
+    /// compacted meanwhile (one small read), so that the checkpoint does not
+    /// store entries a pass already stored merged.
     pub async fn checkpoint(&self) -> floe_core::Result<usize> {
-        self.leases.checkpoint(&self.topics.all_logs()).await
+        let delay = self.settings.checkpoint_delay();
+        let logs = self.topics.all_logs();
+        if !delay.is_zero() {
+            for log in &logs {
+                if log.lease() == floe_flusher::Lease::Owned && log.is_due(delay) {
+                    self.adopt_compaction(log).await;
+                }
+            }
+        }
+        self.leases.checkpoint(&logs, delay).await
     }
 
     /// Applies every topic's retention to the partitions led here (the next
@@ -376,13 +388,13 @@ impl Broker {
             }
         };
         let stored = match self.stores.meta.load_partition(log.id).await {
-            Ok(Some(mut snap)) => floe_core::index::keep_live_entries(&mut snap, 0).map(|()| snap),
+            Ok(Some(snap)) => floe_core::index::stored_prefix(&snap),
             Ok(None) => return,
             Err(e) => Err(e),
         };
         match stored {
-            Ok(snap) => {
-                if log.adopt_compacted(version, &snap.entries) {
+            Ok(prefix) => {
+                if log.adopt_compacted(version, &prefix) {
                     tracing::debug!(partition = %log.id, version, "adopted a compacted index");
                 }
             }
@@ -421,6 +433,10 @@ impl Broker {
         self.leases.drain(deadline).await;
         if self.cluster.fenced_reason().is_some() {
             return;
+        }
+        // What passes stored merged, the release need not store again.
+        if !self.settings.checkpoint_delay().is_zero() {
+            self.adopt_compactions().await;
         }
         if !self
             .leases

@@ -101,14 +101,20 @@ impl Leases {
         }
     }
 
-    /// One checkpoint pass over every owned partition of `logs`.
-    pub async fn checkpoint(&self, logs: &[Arc<PartitionLog>]) -> floe_core::Result<usize> {
+    /// One checkpoint pass over every owned partition of `logs`: those whose
+    /// changes are `delay` old (or whose log start moved) are stored.
+    pub async fn checkpoint(
+        &self,
+        logs: &[Arc<PartitionLog>],
+        delay: Duration,
+    ) -> floe_core::Result<usize> {
         let _g = self.checkpointing.lock().await;
         let r = floe_flusher::checkpoint_once(
             &self.meta,
             &self.me,
             logs,
             self.flusher.committed_through(),
+            delay,
             &self.trimmed_through,
         )
         .await;

@@ -8,9 +8,9 @@
 //! partition in another zone is told to fetch from a live gateway in its own
 //! zone instead (`preferred_read_replica`); that gateway keeps a read-only
 //! copy of the partition's index, re-read at most every `follower_refresh`
-//! while it is fetched, by the storage model's rule (`floe_core::index::load`:
-//! the checkpoint's entries from the copy's end on, plus the leader's flush
-//! records after the checkpoint). The trade-off: no cross-zone transfer for
+//! while it is fetched, by the storage model's rule
+//! (`floe_core::index::load_since`: the stored entries from the copy's end
+//! on, plus the leader's flush records the copy has not read yet). The trade-off: no cross-zone transfer for
 //! those consumers, for up to `follower_refresh` more end-to-end latency and a
 //! few metadata reads per refresh and partition (shared by every consumer of
 //! it on that gateway).
@@ -22,7 +22,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use floe_core::meta::SharedMetaStore;
 use floe_core::object_store::SharedObjectStore;
-use floe_core::types::{IndexEntry, PartitionId};
+use floe_core::types::{IndexEntry, PartitionId, StreamId};
 use floe_flusher::{PartitionLog, ReadCache};
 use tokio::time::Instant;
 
@@ -32,9 +32,17 @@ use crate::batch::stored_batches;
 #[derive(Debug)]
 struct Copy {
     log: Arc<PartitionLog>,
-    /// When it was last brought up to date; the lock makes one refresh at a
-    /// time serve every fetch waiting on it.
-    refreshed: tokio::sync::Mutex<Option<Instant>>,
+    /// When it was last brought up to date, and the leader's flush records
+    /// it was built from (stream, last seq read: the next refresh reads only
+    /// later ones); the lock makes one refresh at a time serve every fetch
+    /// waiting on it.
+    refreshed: tokio::sync::Mutex<Refreshed>,
+}
+
+#[derive(Debug, Default)]
+struct Refreshed {
+    at: Option<Instant>,
+    seen: Option<(StreamId, u64)>,
 }
 
 #[derive(Debug)]
@@ -134,10 +142,22 @@ impl Reader {
             .get(&p)
             .cloned();
         let Some(copy) = copy else { return Ok(()) };
-        let _refreshing = copy.refreshed.lock().await;
-        if let Some(full) = floe_core::index::load(&*self.meta, p, 0).await? {
+        let mut refreshed = copy.refreshed.lock().await;
+        self.reset(&copy, &mut refreshed, p).await
+    }
+
+    /// Reloads `copy` from the whole stored index and its leader's records.
+    async fn reset(
+        &self,
+        copy: &Copy,
+        refreshed: &mut Refreshed,
+        p: PartitionId,
+    ) -> floe_core::Result<()> {
+        refreshed.seen = None;
+        if let Some((full, seen)) = floe_core::index::load_since(&*self.meta, p, 0, None).await? {
             copy.log
                 .reset_replica(full.log_start_offset, full.next_offset, full.entries);
+            refreshed.seen = Some(seen);
         }
         Ok(())
     }
@@ -152,28 +172,34 @@ impl Reader {
             .or_insert_with(|| {
                 Arc::new(Copy {
                     log: PartitionLog::unowned(p),
-                    refreshed: tokio::sync::Mutex::new(None),
+                    refreshed: tokio::sync::Mutex::new(Refreshed::default()),
                 })
             })
             .clone();
         let mut refreshed = copy.refreshed.lock().await;
-        if refreshed.is_some_and(|t| t.elapsed() < self.follower_refresh) {
+        if refreshed
+            .at
+            .is_some_and(|t| t.elapsed() < self.follower_refresh)
+        {
             return Ok(copy.log.clone());
         }
         let from = copy.log.high_watermark();
-        let extended = match floe_core::index::load(&*self.meta, p, from).await? {
-            Some(snap) => copy.log.extend_replica(snap.log_start_offset, snap.entries),
+        let loaded =
+            floe_core::index::load_since(&*self.meta, p, from, refreshed.seen.as_ref()).await?;
+        let extended = match loaded {
+            Some((snap, seen)) => {
+                let grew = copy.log.extend_replica(snap.log_start_offset, snap.entries);
+                refreshed.seen = Some(seen);
+                grew
+            }
             None => true,
         };
         if !extended {
             // The copy fell behind what the index still holds: start afresh.
             tracing::info!(partition = %p, "zone-local copy fell behind; reloading it");
-            if let Some(full) = floe_core::index::load(&*self.meta, p, 0).await? {
-                copy.log
-                    .reset_replica(full.log_start_offset, full.next_offset, full.entries);
-            }
+            self.reset(&copy, &mut refreshed, p).await?;
         }
-        *refreshed = Some(Instant::now());
+        refreshed.at = Some(Instant::now());
         Ok(copy.log.clone())
     }
 }

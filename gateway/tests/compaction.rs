@@ -743,3 +743,136 @@ async fn catch_up_gets_per_gib_before_and_after_compaction() {
     );
     gw.terminate();
 }
+
+/// The metadata cost of a flush on DynamoDB (moto), checkpoints and
+/// compaction included, as Floe's request accounting counts it (the units
+/// DynamoDB bills for the items written, not moto's ConsumedCapacity): one
+/// producer writes every partition every 20 ms until 1,000 flushes have
+/// committed (each flush touches all of them); then one pass (`floe compact
+/// --once`) folds what the flush records hold, and the gateway stops,
+/// storing every partition's state once (its release). That is the
+/// production cycle at a 250 ms flush interval (a pass every 5 minutes holds
+/// 1,200 flushes; each partition's state is stored once per 10-minute
+/// `checkpoint-delay`, 2,400 flushes), made a little dearer. Write units
+/// per flush stay within 8 for 1 partition and for 100.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs emulators: scripts/test-all.sh starts them"]
+async fn write_units_per_flush_do_not_grow_with_partitions() {
+    let one = write_units_per_flush(1).await;
+    let hundred = write_units_per_flush(100).await;
+    for (partitions, wru) in [(1, one), (100, hundred)] {
+        assert!(
+            wru <= 8.0,
+            "{partitions} partitions: {wru:.2} write units per flush"
+        );
+    }
+}
+
+/// The number before `what` in `text` (`"... 618.0 WRU"`).
+fn figure_before(text: &str, what: &str) -> f64 {
+    let (before, _) = text
+        .split_once(what)
+        .unwrap_or_else(|| panic!("no {what} in {text}"));
+    before
+        .trim_end()
+        .rsplit([' ', '('])
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no figure before {what} in {text}"))
+}
+
+/// One run of `write_units_per_flush_do_not_grow_with_partitions`: write
+/// units per flush with `partitions` partitions.
+async fn write_units_per_flush(partitions: i32) -> f64 {
+    const FLUSHES: f64 = 1000.0;
+    let backend = common::kafka::fresh_aws_backend("floe-wru");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("gateway.log");
+    let metrics = free_port();
+    let metrics_listen = format!("127.0.0.1:{metrics}");
+    let mut extra: Vec<(&str, &str)> = backend.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    extra.extend([
+        ("flush-interval", "20ms"),
+        ("checkpoint-interval", "500ms"),
+        ("checkpoint-delay", "1h"),
+        ("compact-interval", "0s"),
+        ("log-level", "info"),
+        ("metrics-listen", metrics_listen.as_str()),
+    ]);
+    let mut gw = Process::start_logged(dir.path(), free_port(), &extra, &[], Some(&log));
+    let bootstrap = gw.bootstrap();
+    let topic = format!("wru-{partitions}");
+    create_topic(&bootstrap, &topic, partitions).await;
+    let p = producer(&bootstrap);
+    // Claims and the first round trip are setup, not steady state.
+    p.send(
+        FutureRecord::<(), _>::to(&topic)
+            .payload("warm")
+            .partition(0),
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("delivered");
+    let sample = |name: &str| -> f64 {
+        common::scrape(metrics)
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let (wru0, flushes0, records0) = (
+        sample("floe_dynamodb_write_units_total"),
+        sample("floe_flushes_total"),
+        sample("floe_produce_records_total"),
+    );
+
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let mut deliveries = Vec::new();
+    let mut ticks = 0u64;
+    while !ticks.is_multiple_of(25) || sample("floe_flushes_total") - flushes0 < FLUSHES {
+        tick.tick().await;
+        ticks += 1;
+        for partition in 0..partitions {
+            let r = FutureRecord::<(), _>::to(&topic)
+                .payload("a record of the steady state")
+                .partition(partition);
+            deliveries.push(p.send_result(r).map_err(|(e, _)| e).expect("queued"));
+        }
+    }
+    for d in deliveries {
+        d.await.expect("not cancelled").expect("delivered");
+    }
+    let records = sample("floe_produce_records_total") - records0;
+    let pass = finish(compact_with(dir.path(), &backend, "1h", None, "4MiB"));
+    let pass_wru = figure_before(&pass, " WRU)");
+    // Let the owner adopt the pass, then stop it: its release stores every
+    // partition's state.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(gw.terminate(), Some(0), "a clean stop");
+    let text = std::fs::read_to_string(&log).expect("gateway log");
+    let summary = text
+        .lines()
+        .rfind(|l| l.contains("summary: in "))
+        .unwrap_or_else(|| panic!("no shutdown summary in\n{text}"));
+    let flushes = summary
+        .split_once("flushes ")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|n| n.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no flush count in {summary}"))
+        - flushes0;
+    let wru = figure_before(summary, " WRU,") - wru0 + pass_wru;
+    eprintln!(
+        "{partitions} partitions: {flushes} flushes ({:.1} records each); pass {pass_wru} WRU; \
+         {wru} WRU in all, commits, checkpoints, the pass and the release: {:.2} WRU per flush",
+        records / flushes,
+        wru / flushes
+    );
+    assert!(
+        records / flushes >= f64::from(partitions) / 2.0,
+        "flushes hold most partitions: {records} records in {flushes} flushes"
+    );
+    assert!(
+        pass.contains(&format!("{partitions} compacted")),
+        "the pass folded every partition: {pass}"
+    );
+    wru / flushes
+}

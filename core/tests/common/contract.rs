@@ -804,6 +804,22 @@ pub async fn index_swaps_are_conditional_and_covering(meta: Arc<dyn MetaStore>) 
     let snap = meta.load_partition(p).await.expect("load").expect("some");
     assert_eq!(snap.entries, vec![merged(30, 49)]);
     assert_eq!(meta.index_version(p).await.expect("version"), 2);
+
+    // A pass folds the owner's flush records past its stored state (the
+    // records are the index until a checkpoint stores it): the merged
+    // entries come back from every load, past the state's end too.
+    meta.swap_index(p, 2, &[merged(50, 69)])
+        .await
+        .expect("swap past the end");
+    let snap = meta.load_partition(p).await.expect("load").expect("some");
+    assert_eq!(snap.next_offset, 50, "the owner's state is untouched");
+    assert_eq!(live(snap), vec![merged(30, 49), merged(50, 69)]);
+    let from = meta
+        .load_partition_from(p, 50)
+        .await
+        .expect("load from")
+        .expect("some");
+    assert_eq!(from.entries, vec![merged(50, 69)]);
 }
 
 pub async fn committed_offsets_merge_and_come_back_exactly(meta: Arc<dyn MetaStore>) {

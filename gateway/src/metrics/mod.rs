@@ -257,6 +257,11 @@ impl Metrics {
                 ("s3_list_requests", requests.s3_list),
                 ("s3_delete_requests", requests.s3_delete),
                 ("dynamodb_requests", requests.ddb_requests),
+                // Whole units: writes are billed per started KiB.
+                (
+                    "dynamodb_write_units",
+                    requests.ddb_write_units.ceil() as u64,
+                ),
             ] {
                 self.compaction.get_or_create(&KindLabel(kind)).inc_by(n);
             }

@@ -167,10 +167,15 @@ impl Process {
         cmd.args(["--listen", &addr, "--advertised-listener", &addr])
             .arg("--data-dir")
             .arg(&self.data_dir)
-            .args(["--flush-interval", "2ms", "--log-level", "warn"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
+        // Defaults a test may override.
+        for (k, v) in [("flush-interval", "2ms"), ("log-level", "warn")] {
+            if !self.extra.iter().any(|(given, _)| given == k) {
+                cmd.arg(format!("--{k}")).arg(v);
+            }
+        }
         for (k, v) in &self.extra {
             cmd.arg(format!("--{k}")).arg(v);
         }

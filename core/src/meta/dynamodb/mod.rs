@@ -78,10 +78,12 @@
 //! which the claimer's epoch check already proves superseded). Two claimers
 //! conditioned on the same owner cannot both win: the first changes `own`.
 //!
-//! `load_partition` returns only index entries with `base_offset <
+//! `load_partition` returns only the owner's index entries with `base_offset <
 //! next_offset`, so entries written by a failed, fenced or non-owner checkpoint
 //! (or claim) beyond the state are invisible (replaying the flush records
-//! recreates them identically, overwriting them). Caveat for the compactor: a
+//! recreates them identically, overwriting them). Compacted entries (`#c`)
+//! are returned wherever they are: a pass folds the owner's flush records
+//! past its stored state, and readers apply the covering rule. Caveat for the compactor: a
 //! fenced gateway's index write may still overwrite an existing entry below
 //! `next_offset` with the same (replayed) content; entry swaps must be
 //! conditional on the entry they replace.
@@ -982,11 +984,13 @@ impl MetaStore for DynamoMetaStore {
         let released = stored_owner(state_item)?.released;
         let mut entries = Vec::new();
         for item in &items {
-            if string(item, "sk")?.starts_with("idx#") {
+            let sk = string(item, "sk")?;
+            if sk.starts_with("idx#") {
                 let e: IndexEntry = blob(item, "e")?;
-                // Entries past the checkpoint come from a checkpoint that did not
-                // land; replay recreates them.
-                if e.base_offset < state.next_offset {
+                // Entries past the checkpoint an owner wrote come from a
+                // checkpoint that did not land; the records hold them. A
+                // pass stores entries past it (merged from the records).
+                if e.base_offset < state.next_offset || sk.ends_with("#c") {
                     entries.push(e);
                 }
             }
