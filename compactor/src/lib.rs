@@ -522,7 +522,7 @@ pub async fn compact_partition_with(
         } else {
             0
         };
-        let plans = plan(&snap.entries[from..], config);
+        let plans = before_first_gap(plan(&snap.entries[from..], config), &snap.entries, &stored);
         let mut done = 0;
         for object in &plans {
             if stop_at.is_some_and(|t| Instant::now() >= t) {
@@ -538,11 +538,6 @@ pub async fn compact_partition_with(
             .map(|reg| reg.len() as u64)
             .sum::<u64>();
     }
-    // The entries only flush records hold, before the end of what was
-    // merged, are stored as they are in the same swap: the stored index is
-    // then whole up to there, and the owner, adopting it, stores none of
-    // them (the rest it stores at its next due checkpoint).
-    let swap = with_unstored_before(&merged, &snap.entries, &stored);
     if !merged.is_empty() && started.elapsed() > config.delete_delay / 2 {
         // Its objects may be found unreferenced for the whole delay by now.
         return Err(Error::Unavailable(format!(
@@ -552,11 +547,11 @@ pub async fn compact_partition_with(
     }
     if !merged.is_empty() {
         r.meta_writes += 1;
-        match stores.meta.swap_index(p, version, &swap).await {
+        match stores.meta.swap_index(p, version, &merged).await {
             Ok(()) => {
                 r.partitions_compacted += 1;
                 r.partitions_cleaned += u64::from(due.is_some());
-                r.entries_written += swap.len() as u64;
+                r.entries_written += merged.len() as u64;
                 r.entries_merged += replaced;
             }
             Err(e) if e.kind() == ErrorKind::Precondition => {
@@ -570,10 +565,10 @@ pub async fn compact_partition_with(
     // Dead: covered by what is stored now, or below the log start; never a
     // merged entry just stored.
     let mut after = stored;
-    after.extend(swap.iter().cloned());
+    after.extend(merged.iter().cloned());
     let dead: Vec<IndexEntry> = dead_entries(&after, snap.log_start_offset)
         .into_iter()
-        .filter(|e| !swap.contains(e))
+        .filter(|e| !merged.contains(e))
         .collect();
     if !dead.is_empty() {
         r.meta_writes += 1;
@@ -583,18 +578,18 @@ pub async fn compact_partition_with(
     Ok(r)
 }
 
-/// What a swap stores: the `merged` entries, plus the entries of `log` (the
-/// live log, in offset order) that neither `stored` holds nor a merged entry
-/// covers, up to the end of the last merged one; at most `MAX_SWAP_ENTRIES`
-/// (the first ones), in offset order.
-fn with_unstored_before(
-    merged: &[IndexEntry],
+/// `plans` without the regions past the first entry of `log` (the live
+/// log, in offset order) that neither `stored` holds nor a region merges:
+/// an entry only flush records hold, which the plan leaves as it is (a
+/// large one, or a lone small one). Merged past it, the stored index would
+/// have a gap there, and an owner adopts only the stored index's whole
+/// prefix; it stores such an entry itself once it is due, and a later pass
+/// goes on from there.
+fn before_first_gap(
+    mut plans: Vec<ObjectPlan>,
     log: &[IndexEntry],
     stored: &[IndexEntry],
-) -> Vec<IndexEntry> {
-    let Some(end) = merged.iter().map(|e| e.last_offset).max() else {
-        return Vec::new();
-    };
+) -> Vec<ObjectPlan> {
     let held: std::collections::HashSet<(i64, i64, &str, u64)> = stored
         .iter()
         .map(|e| {
@@ -606,28 +601,28 @@ fn with_unstored_before(
             )
         })
         .collect();
-    let mut swap = merged.to_vec();
-    swap.extend(
-        log.iter()
-            .filter(|e| e.last_offset <= end)
-            .filter(|e| {
-                !held.contains(&(
-                    e.base_offset,
-                    e.last_offset,
-                    e.object_key.as_str(),
-                    e.position,
-                ))
-            })
-            .filter(|e| {
-                !merged
-                    .iter()
-                    .any(|m| m.base_offset <= e.base_offset && e.last_offset <= m.last_offset)
-            })
-            .cloned(),
-    );
-    swap.sort_by_key(|e| e.base_offset);
-    swap.truncate(MAX_SWAP_ENTRIES);
-    swap
+    let planned: std::collections::HashSet<i64> = plans
+        .iter()
+        .flat_map(|o| o.regions.iter().flatten())
+        .map(|e| e.base_offset)
+        .collect();
+    let gap = log.iter().find(|e| {
+        !planned.contains(&e.base_offset)
+            && !held.contains(&(
+                e.base_offset,
+                e.last_offset,
+                e.object_key.as_str(),
+                e.position,
+            ))
+    });
+    if let Some(gap) = gap {
+        for o in &mut plans {
+            o.regions
+                .retain(|r| r.last().is_some_and(|e| e.last_offset < gap.base_offset));
+        }
+        plans.retain(|o| !o.regions.is_empty());
+    }
+    plans
 }
 
 /// The untrimmed flush records of each stream a pass met, read once per
@@ -898,6 +893,35 @@ mod tests {
         assert_eq!(
             shape(&plan(&live, &CFG)),
             vec![vec![vec![0, 10]], vec![vec![50, 60]]]
+        );
+    }
+
+    /// Merged past an entry nobody stored (only flush records hold it), the
+    /// stored index would have a gap an owner cannot adopt across: the plan
+    /// stops before it, unless the store holds it.
+    #[test]
+    fn a_plan_stops_before_an_unstored_entry_it_leaves() {
+        let live = vec![
+            e(0, 9, 100),
+            e(10, 19, 100),
+            e(20, 29, 700), // left as it is
+            e(30, 39, 100),
+            e(40, 49, 100),
+        ];
+        let plans = || plan(&live, &CFG);
+        assert_eq!(
+            shape(&before_first_gap(plans(), &live, &[])),
+            vec![vec![vec![0, 10]]]
+        );
+        assert_eq!(
+            shape(&before_first_gap(plans(), &live, &live[2..3])),
+            vec![vec![vec![0, 10]], vec![vec![30, 40]]],
+            "stored: no gap"
+        );
+        assert_eq!(
+            shape(&before_first_gap(plan(&live[2..], &CFG), &live[2..], &[])),
+            Vec::<Vec<Vec<i64>>>::new(),
+            "the first entry is the gap"
         );
     }
 

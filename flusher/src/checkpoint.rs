@@ -52,21 +52,30 @@ pub async fn checkpoint_once(
             log.mark_checkpointed(*version, *end);
         }
     }
-    // A partition handed over but not (yet) released has changes that only
-    // this stream's flush records hold: trimming them would lose them for the
-    // next owner. Trim once its release lands.
-    if logs.iter().any(|l| l.has_unreleased_changes()) {
+    let Some(through) = trim_point(logs, through) else {
         return Ok(written);
-    }
-    // Records holding a change no checkpoint stored yet stay.
-    let through = logs
-        .iter()
-        .filter_map(|l| l.trim_bound())
-        .map(|seq| seq.saturating_sub(1))
-        .fold(through, u64::min);
+    };
     if through > trimmed.load(Ordering::SeqCst) {
         meta.trim_flushes(stream, through).await?;
         trimmed.fetch_max(through, Ordering::SeqCst);
     }
     Ok(written)
+}
+
+/// How far a stream may trim its flush records now, given every partition
+/// it leads or led (`logs`): through `committed_through`, but not past the
+/// first flush holding a change of one of them that no checkpoint stored
+/// (its state or its index entry: the records are then all a reader has).
+/// `None` while one was handed over with changes its release has not
+/// stored yet: only this stream's records hold them for the next owner.
+pub fn trim_point(logs: &[Arc<PartitionLog>], committed_through: u64) -> Option<u64> {
+    if logs.iter().any(|l| l.has_unreleased_changes()) {
+        return None;
+    }
+    Some(
+        logs.iter()
+            .filter_map(|l| l.trim_bound())
+            .map(|seq| seq.saturating_sub(1))
+            .fold(committed_through, u64::min),
+    )
 }

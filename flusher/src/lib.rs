@@ -13,7 +13,7 @@ mod log;
 mod recovery;
 
 pub use cache::ReadCache;
-pub use checkpoint::{CHECKPOINT_CHUNK, checkpoint_once};
+pub use checkpoint::{CHECKPOINT_CHUNK, checkpoint_once, trim_point};
 pub use flusher::{
     AppendError, AppendOk, AppendTicket, BatchIn, Flusher, FlusherConfig, FlusherStats,
 };

@@ -302,14 +302,15 @@ impl PartitionLog {
         }
     }
 
-    /// A checkpoint of the committed state if it changed since the last one
-    /// and is due: a change at least `delay` (`checkpoint-delay`) old, or a
-    /// moved log start, which is stored at once.
     /// Whether a checkpoint with `delay` stores this partition now.
     pub fn is_due(&self, delay: Duration) -> bool {
         is_due(&self.lock(), delay)
     }
 
+    /// A checkpoint of the committed state if the partition is due (see
+    /// `is_due`): its state, and the entries no one stored that are at least
+    /// `delay` (`checkpoint-delay`) old. Also the version it holds and where
+    /// the stored entries then end.
     pub(crate) fn checkpoint_if_dirty(
         &self,
         owner: &StreamId,
@@ -402,33 +403,38 @@ impl PartitionLog {
         self.lock().compacted_version
     }
 
-    /// Adopts a compaction: `stored` are the stored live entries at index
-    /// version `version` (all below the stored checkpoint's end, so below
-    /// what this index holds); the entries they hold the same offsets as are
-    /// replaced by them. `false` if nothing was replaced (they do not line up
-    /// with the entries held, or there are none); the version is then left
-    /// as it was, to try again.
-    pub fn adopt_compacted(&self, version: u64, stored: &[IndexEntry]) -> bool {
+    /// Adopts a compaction: `stored` is the stored index's whole prefix from
+    /// the log start at index version `version` (`index::stored_prefix`),
+    /// and `complete` whether it is all the stored index holds (a later part
+    /// stays unadopted until the gap before it is stored). The entries
+    /// `stored` holds the same offsets as are replaced by them, and no
+    /// checkpoint stores them again. The version is recorded as adopted
+    /// only when `complete` and lined up, so a read that misses an object
+    /// loads the stored index again. `false` if nothing was replaced.
+    pub fn adopt_compacted(&self, version: u64, stored: &[IndexEntry], complete: bool) -> bool {
         let mut s = self.lock();
         if s.compacted_version > version {
             return false;
         }
         if stored.is_empty() || s.index.is_empty() {
             // Nothing stored to take, or nothing held to replace.
-            s.compacted_version = version;
+            if complete {
+                s.compacted_version = version;
+            }
             return false;
         }
-        if s.index.replace_prefix(stored) {
-            s.compacted_version = version;
-            // Stored, merged: no checkpoint needs to store these entries.
-            if let Some(last) = stored.last() {
-                s.checkpointed_end = s.checkpointed_end.max(last.last_offset + 1);
-                drop_stored(&mut s);
-            }
-            true
-        } else {
-            false
+        if !s.index.replace_prefix(stored) {
+            return false;
         }
+        if complete {
+            s.compacted_version = version;
+        }
+        // Stored, merged: no checkpoint needs to store these entries.
+        if let Some(last) = stored.last() {
+            s.checkpointed_end = s.checkpointed_end.max(last.last_offset + 1);
+            drop_stored(&mut s);
+        }
+        true
     }
 
     /// A full checkpoint (used when claiming the partition).

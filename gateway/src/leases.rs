@@ -364,15 +364,19 @@ impl Leases {
         if !matches!(released, Ok(Ok(true))) {
             return false;
         }
-        if let Err(e) = self.trim_own().await {
+        if let Err(e) = self.trim_own(logs).await {
             tracing::warn!(error = %e, "final trim failed");
         }
         true
     }
 
-    /// Trims this incarnation's flush records folded into checkpoints.
-    async fn trim_own(&self) -> floe_core::Result<()> {
-        let through = self.flusher.committed_through();
+    /// Trims this incarnation's flush records that every partition of `logs`
+    /// has stored (`floe_flusher::trim_point`: a partition whose release
+    /// did not land, or whose entries are unstored, keeps its records).
+    async fn trim_own(&self, logs: &[Arc<PartitionLog>]) -> floe_core::Result<()> {
+        let Some(through) = floe_flusher::trim_point(logs, self.flusher.committed_through()) else {
+            return Ok(());
+        };
         if through > self.trimmed_through.load(Ordering::SeqCst) {
             self.meta.trim_flushes(&self.me, through).await?;
         }

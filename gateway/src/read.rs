@@ -185,14 +185,18 @@ impl Reader {
         }
         let from = copy.log.high_watermark();
         let loaded =
-            floe_core::index::load_since(&*self.meta, p, from, refreshed.seen.as_ref()).await?;
+            floe_core::index::load_since(&*self.meta, p, from, refreshed.seen.as_ref()).await;
         let extended = match loaded {
-            Some((snap, seen)) => {
+            Ok(Some((snap, seen))) => {
                 let grew = copy.log.extend_replica(snap.log_start_offset, snap.entries);
                 refreshed.seen = Some(seen);
                 grew
             }
-            None => true,
+            Ok(None) => true,
+            // What is stored from the copy's end on no longer shows the log
+            // (a compaction merged across it and the records are trimmed).
+            Err(e) if e.kind() == floe_core::ErrorKind::Corrupt => false,
+            Err(e) => return Err(e),
         };
         if !extended {
             // The copy fell behind what the index still holds: start afresh.
