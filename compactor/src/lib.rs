@@ -497,7 +497,7 @@ pub async fn compact_partition_with(
             snap.entries.push(fp.index_entry(&record.object_key));
         }
     }
-    snap.entries = stored_prefix(&snap)?;
+    snap.entries = stored_prefix(&snap)?.0;
     let started = Instant::now();
     let mut merged = Vec::new();
     let replaced: u64;
@@ -590,31 +590,15 @@ fn before_first_gap(
     log: &[IndexEntry],
     stored: &[IndexEntry],
 ) -> Vec<ObjectPlan> {
-    let held: std::collections::HashSet<(i64, i64, &str, u64)> = stored
-        .iter()
-        .map(|e| {
-            (
-                e.base_offset,
-                e.last_offset,
-                e.object_key.as_str(),
-                e.position,
-            )
-        })
-        .collect();
+    let held: std::collections::HashSet<&IndexEntry> = stored.iter().collect();
     let planned: std::collections::HashSet<i64> = plans
         .iter()
         .flat_map(|o| o.regions.iter().flatten())
         .map(|e| e.base_offset)
         .collect();
-    let gap = log.iter().find(|e| {
-        !planned.contains(&e.base_offset)
-            && !held.contains(&(
-                e.base_offset,
-                e.last_offset,
-                e.object_key.as_str(),
-                e.position,
-            ))
-    });
+    let gap = log
+        .iter()
+        .find(|e| !planned.contains(&e.base_offset) && !held.contains(e));
     if let Some(gap) = gap {
         for o in &mut plans {
             o.regions

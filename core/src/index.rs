@@ -226,10 +226,11 @@ fn replay_state(
 }
 
 /// The stored entries of `snap` a reader can take as they are: the live ones
-/// (covering rule) from the log start, up to the first gap. Stored entries
-/// need not reach the checkpoint's end (the flush records hold the rest), so
-/// this is what an owner adopts after a compaction.
-pub fn stored_prefix(snap: &PartitionSnapshot) -> Result<Vec<IndexEntry>> {
+/// (covering rule) from the log start, up to the first gap; and whether
+/// they are all the live ones (no stored entry lies past a gap). Stored
+/// entries need not reach the checkpoint's end (the flush records hold the
+/// rest), so this is what an owner adopts after a compaction.
+pub fn stored_prefix(snap: &PartitionSnapshot) -> Result<(Vec<IndexEntry>, bool)> {
     let start = snap.log_start_offset;
     let live = live_entries(
         snap.entries
@@ -239,31 +240,19 @@ pub fn stored_prefix(snap: &PartitionSnapshot) -> Result<Vec<IndexEntry>> {
             .collect(),
     )?;
     let Some(first) = live.first() else {
-        return Ok(live);
+        return Ok((live, true));
     };
     if first.base_offset > start {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), false));
     }
     let contiguous = 1 + live
         .windows(2)
         .take_while(|w| w[0].last_offset.checked_add(1) == Some(w[1].base_offset))
         .count();
-    Ok(live[..contiguous].to_vec())
-}
-
-/// Drops the stored entries that are not part of the log: those wholly below
-/// the log start offset (deleted by retention or DeleteRecords; the entry
-/// holding the log start stays), those at or past the checkpoint's end (left
-/// by a checkpoint whose state write did not land; replay recreates them) and
-/// those a compacted entry covers (see [`live_entries`]); then checks that
-/// what is left is the whole stored log from `from_offset` on
-/// ([`check_complete`]).
-pub fn keep_live_entries(snap: &mut PartitionSnapshot, from_offset: i64) -> Result<()> {
-    let (start, end) = (snap.log_start_offset, snap.next_offset);
-    snap.entries
-        .retain(|e| e.base_offset < end && e.last_offset >= start);
-    snap.entries = live_entries(std::mem::take(&mut snap.entries))?;
-    check_complete(snap, from_offset)
+    let whole = contiguous == live.len();
+    let mut live = live;
+    live.truncate(contiguous);
+    Ok((live, whole))
 }
 
 /// The rule for a compacted index: an entry wholly inside the offsets of
@@ -304,7 +293,7 @@ pub fn live_entries(mut entries: Vec<IndexEntry>) -> Result<Vec<IndexEntry>> {
     Ok(live)
 }
 
-/// Checks that `snap`'s live entries (after [`keep_live_entries`]) are the
+/// Checks that `snap`'s live entries (as [`rebuild`] leaves them) are the
 /// whole stored log: contiguous, ending where the checkpoint ends and, for a
 /// full load (`from_offset` 0), starting at or before the log start. A
 /// stored index read while a compaction swaps and deletes can miss a range
@@ -540,7 +529,7 @@ pub(crate) mod tests {
             entry(20, 29, 0, 1),
             entry(30, 39, 0, 1), // a checkpoint whose state did not land
         ];
-        keep_live_entries(&mut snap, 0).unwrap();
+        rebuild(&mut snap, P, &[], 0).unwrap();
         let bases: Vec<_> = snap.entries.iter().map(|e| e.base_offset).collect();
         assert_eq!(bases, vec![10, 20]);
     }
@@ -684,16 +673,21 @@ pub(crate) mod tests {
             entry(12, 15, 0, 1),
         ];
         assert_eq!(
-            stored_prefix(&snap).unwrap(),
+            stored_prefix(&snap).unwrap().0,
             vec![entry(0, 9, 0, 1), entry(10, 19, 0, 1)]
         );
         snap.log_start_offset = 12;
-        assert_eq!(stored_prefix(&snap).unwrap(), vec![entry(10, 19, 0, 1)]);
+        assert_eq!(stored_prefix(&snap).unwrap().0, vec![entry(10, 19, 0, 1)]);
         snap.log_start_offset = 25;
         assert!(
-            stored_prefix(&snap).unwrap().is_empty(),
+            stored_prefix(&snap).unwrap().0.is_empty(),
             "nothing stored from the log start"
         );
+        // Whole only when no stored entry lies past the prefix.
+        assert!(!stored_prefix(&snap).unwrap().1);
+        snap.log_start_offset = 0;
+        snap.entries.truncate(2);
+        assert!(stored_prefix(&snap).unwrap().1);
     }
 
     #[tokio::test]

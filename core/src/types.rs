@@ -72,7 +72,7 @@ impl fmt::Display for StreamId {
 }
 
 /// Where one contiguous run of a partition's batches lives.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct IndexEntry {
     pub base_offset: i64,
     pub last_offset: i64,

@@ -56,8 +56,7 @@ pub(crate) struct LogState {
 /// side (trim less, checkpoint sooner).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Changes {
-    /// The state's version after the first and after the last of them.
-    pub first_version: u64,
+    /// The state's version after the last of them.
     pub last_version: u64,
     /// The first flush among them (`None`: only moved log starts).
     pub seq: Option<u64>,
@@ -92,7 +91,6 @@ fn note_change(s: &mut LogState, version: u64, seq: Option<u64>) {
         return;
     }
     s.unsaved.push_back(Changes {
-        first_version: version,
         last_version: version,
         seq,
         urgent: seq.is_none(),

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use floe_core::index::rebuild;
 use floe_core::meta::SharedMetaStore;
 use floe_core::types::{
-    FlushRecord, PartitionCheckpoint, PartitionId, PartitionSnapshot, StreamId,
+    FlushRecord, IndexEntry, PartitionCheckpoint, PartitionId, PartitionSnapshot, StreamId,
 };
 use floe_core::{Error, Result};
 
@@ -78,18 +78,7 @@ async fn adopt_one(
         producers: BTreeMap::new(),
         entries: Vec::new(),
     });
-    let stored: std::collections::HashSet<(i64, i64, String, u64)> = snap
-        .entries
-        .iter()
-        .map(|e| {
-            (
-                e.base_offset,
-                e.last_offset,
-                e.object_key.clone(),
-                e.position,
-            )
-        })
-        .collect();
+    let stored: std::collections::HashSet<IndexEntry> = snap.entries.iter().cloned().collect();
     let recs: &[FlushRecord] = match &previous {
         None => &[],
         Some(owner) => match records.get(owner) {
@@ -106,14 +95,7 @@ async fn adopt_one(
     let new_entries: Vec<_> = snap
         .entries
         .iter()
-        .filter(|e| {
-            !stored.contains(&(
-                e.base_offset,
-                e.last_offset,
-                e.object_key.clone(),
-                e.position,
-            ))
-        })
+        .filter(|e| !stored.contains(*e))
         .cloned()
         .collect();
     let cp = PartitionCheckpoint {

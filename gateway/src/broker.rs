@@ -388,17 +388,7 @@ impl Broker {
             }
         };
         let stored = match self.stores.meta.load_partition(log.id).await {
-            Ok(Some(snap)) => floe_core::index::stored_prefix(&snap).map(|prefix| {
-                // Whole when no stored live entry lies past the prefix.
-                let end = prefix
-                    .last()
-                    .map_or(snap.log_start_offset - 1, |e| e.last_offset);
-                let complete = snap
-                    .entries
-                    .iter()
-                    .all(|e| e.last_offset <= end || e.last_offset < snap.log_start_offset);
-                (prefix, complete)
-            }),
+            Ok(Some(snap)) => floe_core::index::stored_prefix(&snap),
             Ok(None) => return,
             Err(e) => Err(e),
         };
