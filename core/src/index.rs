@@ -700,6 +700,7 @@ pub(crate) mod tests {
             zone: None,
             heartbeat_ms: 0,
             node_id: 0,
+            broker_ids: 1,
         };
         assert!(load(&meta, P, 0).await.unwrap().is_none());
         let epoch = meta.register_gateway("g", &info).await.unwrap();

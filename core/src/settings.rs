@@ -146,7 +146,7 @@ macro_rules! integer_setting {
         }
     )*};
 }
-integer_setting!(i32, usize);
+integer_setting!(i32, u32, usize);
 
 pub fn parse_duration(key: &str, value: &str) -> Result<Duration> {
     humantime::parse_duration(value.trim()).map_err(|e| {
@@ -432,6 +432,17 @@ declare_settings! {
         };
     /// Kafka node id reported to clients; unique per gateway sharing a backend.
     node_id: i32 = 0;
+    /// Kafka broker ids this gateway answers as: `node-id` at the listen
+    /// (and advertised) port, then `node-id + 1000` at port + 1, `+ 2000` at
+    /// port + 2, …; its partitions' leadership is spread evenly over them.
+    /// Clients open a connection per broker id, so a client whose in-flight
+    /// limit is per connection (an idempotent librdkafka producer: 5 requests
+    /// of one partition each) keeps this many times more produce requests
+    /// waiting for a flush: lower latency at a long flush interval vs more
+    /// connections and ports. 1 to 100; above 1, every gateway's `node-id`
+    /// must be below 1000.
+    broker_ids: u32 = 1,
+        check = |v| if (1..=100).contains(v) { Ok(()) } else { Err("must be between 1 and 100".into()) };
     /// Availability zone, reported to clients as the gateway's rack (set it
     /// from ECS task metadata's `AvailabilityZone`); enables zone-local reads.
     zone: Option<String> = None, default_doc = "none";
@@ -584,6 +595,16 @@ impl Settings {
                 self.flush_record_ttl
             ));
         }
+        if self.broker_ids > 1 && !(0..crate::types::BROKER_ID_STRIDE).contains(&self.node_id) {
+            return fail(format!(
+                "node-id ({}) must be between 0 and {} when broker-ids ({}) is above 1: \
+                 the extra ids are node-id + k x {}",
+                self.node_id,
+                crate::types::BROKER_ID_STRIDE - 1,
+                self.broker_ids,
+                crate::types::BROKER_ID_STRIDE
+            ));
+        }
         if self.backend == Backend::Aws && (self.bucket.is_none() || self.table.is_none()) {
             return fail("backend aws needs --bucket and --table".into());
         }
@@ -713,6 +734,16 @@ mod tests {
         let mut s = Settings::default();
         s.apply("backend", "aws").unwrap();
         assert!(s.validate().unwrap_err().to_string().contains("--bucket"));
+        // Extra broker ids are node-id + k x 1000: node ids stay below 1000.
+        let mut s = Settings::default();
+        s.apply("broker-ids", "4").unwrap();
+        s.apply("node-id", "999").unwrap();
+        s.validate().unwrap();
+        s.apply("node-id", "1000").unwrap();
+        assert!(s.validate().unwrap_err().to_string().contains("node-id"));
+        s.apply("broker-ids", "1").unwrap();
+        s.validate().unwrap();
+        assert!(s.apply("broker-ids", "0").is_err() && s.apply("broker-ids", "101").is_err());
         assert!(Settings::default().apply_toml("x = [1]", "t").is_err());
         let e = Settings::default()
             .apply_toml("flush_interval = 5", "f.toml")

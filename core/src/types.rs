@@ -268,6 +268,41 @@ pub struct GatewayInfo {
     /// The Kafka node id clients see for this gateway.
     #[serde(default)]
     pub node_id: i32,
+    /// How many Kafka broker ids it answers as (`--broker-ids`); 1 for
+    /// registrations written before the setting existed.
+    #[serde(default = "one_broker_id")]
+    pub broker_ids: u32,
+}
+
+fn one_broker_id() -> u32 {
+    1
+}
+
+/// A gateway's extra broker ids are its node id plus multiples of this.
+pub const BROKER_ID_STRIDE: i32 = 1000;
+
+impl GatewayInfo {
+    /// Every Kafka broker id this gateway answers as, its node id first. The
+    /// k-th (from 0) is served at the advertised port + k: each broker id has
+    /// its own address, so no client can take two of them for one broker.
+    pub fn broker_ids(&self) -> impl Iterator<Item = i32> + '_ {
+        (0..self.broker_ids.max(1) as i32).map(move |k| self.node_id + k * BROKER_ID_STRIDE)
+    }
+
+    /// Whether `id` is one of this gateway's broker ids.
+    pub fn has_broker_id(&self, id: i32) -> bool {
+        self.broker_ids().any(|b| b == id)
+    }
+
+    /// The broker id that leads `p` when this gateway leads it: a topic's
+    /// partitions take the ids in turn, from a place its id picks, so each id
+    /// leads an even share.
+    pub fn leader_id(&self, p: &PartitionId) -> i32 {
+        let n = u64::from(self.broker_ids.max(1));
+        let start = p.topic.as_u64_pair().0 % n;
+        let slot = (start + u64::from(p.partition.unsigned_abs())) % n;
+        self.node_id + slot as i32 * BROKER_ID_STRIDE
+    }
 }
 
 /// A gateway's current incarnation as every gateway reads it from the MetaStore.

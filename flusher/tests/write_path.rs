@@ -50,6 +50,7 @@ fn info() -> GatewayInfo {
         zone: None,
         heartbeat_ms: 0,
         node_id: 0,
+        broker_ids: 1,
     }
 }
 

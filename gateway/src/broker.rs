@@ -72,6 +72,7 @@ impl Broker {
             zone: settings.zone.clone(),
             heartbeat_ms: clock.now_ms(),
             node_id: settings.node_id,
+            broker_ids: settings.broker_ids,
         };
         let epoch = meta.register_gateway(&settings.gateway_id, &info).await?;
         let me = StreamId {
@@ -80,9 +81,7 @@ impl Broker {
         };
         let cluster = Arc::new(Cluster::new(
             me.clone(),
-            settings.node_id,
-            &advertised,
-            settings.zone.clone(),
+            info.clone(),
             settings.cluster_id.clone(),
         )?);
         let cache = Arc::new(ReadCache::new(settings.read_cache_bytes));

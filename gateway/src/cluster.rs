@@ -13,7 +13,7 @@
 use std::hash::Hasher;
 use std::sync::RwLock;
 
-use floe_core::types::{Member, PartitionId, StreamId};
+use floe_core::types::{GatewayInfo, Member, PartitionId, StreamId};
 use tokio::sync::watch;
 
 /// The rendezvous score of `gateway` for `key`: highest score owns the key.
@@ -54,10 +54,10 @@ fn group_key(group: &str) -> Vec<u8> {
 #[derive(Debug)]
 pub struct Cluster {
     me: StreamId,
-    node_id: i32,
+    /// This gateway's registration (node id, broker ids, zone).
+    info: GatewayInfo,
     host: String,
     port: i32,
-    zone: Option<String>,
     cluster_id: String,
     /// Live gateways (this one included) as of the last ownership round.
     view: RwLock<Vec<Member>>,
@@ -83,21 +83,14 @@ impl Cluster {
             })
     }
 
-    /// `advertised` is the `host:port` clients are told to connect to.
-    pub fn new(
-        me: StreamId,
-        node_id: i32,
-        advertised: &str,
-        zone: Option<String>,
-        cluster_id: String,
-    ) -> floe_core::Result<Cluster> {
-        let (host, port) = Self::parse_advertised(advertised)?;
+    /// `info.advertised` is the `host:port` clients are told to connect to.
+    pub fn new(me: StreamId, info: GatewayInfo, cluster_id: String) -> floe_core::Result<Cluster> {
+        let (host, port) = Self::parse_advertised(&info.advertised)?;
         Ok(Cluster {
             me,
-            node_id,
+            info,
             host,
             port,
-            zone,
             cluster_id,
             view: RwLock::new(Vec::new()),
             fenced: watch::Sender::new(None),
@@ -109,9 +102,26 @@ impl Cluster {
         &self.me
     }
 
-    /// The Kafka node id clients see for this gateway.
+    /// The Kafka node id clients see for this gateway (its first broker id).
     pub fn node_id(&self) -> i32 {
-        self.node_id
+        self.info.node_id
+    }
+
+    /// This gateway's registration.
+    pub fn info(&self) -> &GatewayInfo {
+        &self.info
+    }
+
+    /// The broker id clients are told leads `p`: one of its leader's broker
+    /// ids (this gateway's until the first membership round).
+    pub fn leader_id(&self, p: &PartitionId) -> i32 {
+        self.leader_of(p)
+            .map_or_else(|| self.info.leader_id(p), |m| m.info.leader_id(p))
+    }
+
+    /// Whether `id` is a broker id of this gateway or of a live one.
+    pub fn knows_broker_id(&self, id: i32) -> bool {
+        self.info.has_broker_id(id) || self.view().iter().any(|m| m.info.has_broker_id(id))
     }
 
     /// The host and port clients connect to.
@@ -121,7 +131,7 @@ impl Cluster {
 
     /// This gateway's zone (Kafka's rack).
     pub fn zone(&self) -> Option<&str> {
-        self.zone.as_deref()
+        self.info.zone.as_deref()
     }
 
     pub fn cluster_id(&self) -> &str {
@@ -213,6 +223,7 @@ mod tests {
                 zone: None,
                 heartbeat_ms: 0,
                 node_id: 0,
+                broker_ids: 1,
             },
             heartbeat: 0,
             fenced: false,
@@ -247,10 +258,14 @@ mod tests {
     #[test]
     fn identity_and_roles() {
         let me = member("a").stream;
-        let c = Cluster::new(me.clone(), 7, "[::1]:9092", Some("z1".into()), "c".into())
-            .expect("cluster");
+        let mut info = member("a").info;
+        info.advertised = "[::1]:9092".into();
+        info.zone = Some("z1".into());
+        info.node_id = 7;
+        let c = Cluster::new(me.clone(), info.clone(), "c".into()).expect("cluster");
         assert_eq!(c.advertised(), ("::1", 9092));
-        assert!(Cluster::new(me, 7, "nohost", None, "c".into()).is_err());
+        info.advertised = "nohost".into();
+        assert!(Cluster::new(me, info, "c".into()).is_err());
         let p = PartitionId::new(uuid::Uuid::from_u128(1), 0);
         assert!(c.leader_of(&p).is_none() && !c.should_lead(&p));
         let mut a = member("a");
@@ -266,5 +281,45 @@ mod tests {
         assert_eq!(c.fenced_reason(), None);
         c.set_fenced("gone");
         assert_eq!(c.fenced_reason().as_deref(), Some("gone"));
+    }
+
+    #[test]
+    fn leadership_spreads_evenly_over_a_gateways_broker_ids() {
+        let mut a = member("a");
+        a.info.node_id = 3;
+        a.info.broker_ids = 4;
+        a.info.advertised = "127.0.0.1:9092".into();
+        let mut b = member("b");
+        b.info.node_id = 5;
+        let c = Cluster::new(a.stream.clone(), a.info.clone(), "c".into()).expect("cluster");
+        let topic = uuid::Uuid::from_u128(0xfeed);
+        // Alone and before the first round: this gateway's own ids.
+        let mut counts = HashMap::new();
+        for p in 0..40 {
+            *counts
+                .entry(c.leader_id(&PartitionId::new(topic, p)))
+                .or_insert(0) += 1;
+        }
+        assert_eq!(
+            counts,
+            HashMap::from([(3, 10), (1003, 10), (2003, 10), (3003, 10)])
+        );
+        assert_eq!(
+            a.info.broker_ids().collect::<Vec<_>>(),
+            [3, 1003, 2003, 3003]
+        );
+        // With a second gateway, each partition names one id of its leader.
+        c.set_view(vec![a.clone(), b.clone()]);
+        for p in 0..40 {
+            let p = PartitionId::new(topic, p);
+            let id = c.leader_id(&p);
+            if c.should_lead(&p) {
+                assert!(a.info.has_broker_id(id), "{id}");
+            } else {
+                assert_eq!(id, 5);
+            }
+        }
+        assert!(c.knows_broker_id(2003) && c.knows_broker_id(5));
+        assert!(!c.knows_broker_id(1005) && !c.knows_broker_id(4003));
     }
 }

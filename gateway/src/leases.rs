@@ -411,6 +411,7 @@ mod tests {
             zone: None,
             heartbeat_ms: 0,
             node_id: 0,
+            broker_ids: 1,
         };
         let me = StreamId {
             gateway: "gw".into(),

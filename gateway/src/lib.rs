@@ -52,6 +52,33 @@ pub async fn run(
         .advertised_listener
         .clone()
         .unwrap_or_else(|| local.to_string());
+    // Broker id k (k >= 1) of this gateway listens, and is advertised, at
+    // port + k: every broker id has its own address, as in a Kafka cluster.
+    let (_, advertised_port) = cluster::Cluster::parse_advertised(&advertised)?;
+    if advertised_port + settings.broker_ids as i32 - 1 > i32::from(u16::MAX) {
+        return Err(floe_core::Error::Config(format!(
+            "broker-ids {}: advertised port {advertised_port} + {} is past 65535",
+            settings.broker_ids,
+            settings.broker_ids - 1
+        )));
+    }
+    let mut listeners = vec![listener];
+    for k in 1..settings.broker_ids {
+        let port = u16::try_from(u32::from(local.port()) + k).map_err(|_| {
+            floe_core::Error::Config(format!(
+                "broker-ids {}: listen port {} + {k} is past 65535",
+                settings.broker_ids,
+                local.port()
+            ))
+        })?;
+        let addr = std::net::SocketAddr::new(local.ip(), port);
+        listeners.push(TcpListener::bind(addr).await.map_err(|e| {
+            floe_core::Error::Config(format!(
+                "cannot listen on {addr} for broker id {} (broker-ids: one port per id): {e}",
+                settings.node_id + k as i32 * floe_core::types::BROKER_ID_STRIDE
+            ))
+        })?);
+    }
     let clock: SharedClock = Arc::new(SystemClock);
     let broker = Broker::open(settings, stores, clock, advertised).await?;
     let controller = broker.start_ownership().await?;
@@ -63,7 +90,7 @@ pub async fn run(
         tokio::spawn(metrics::endpoint::serve(l, broker.metrics.clone(), stopped))
     });
     tracing::info!(listen = %local, "floe is serving Kafka");
-    server::serve(listener, broker.clone(), controller, shutdown).await;
+    server::serve(listeners, broker.clone(), controller, shutdown).await;
     let _ = stop_metrics.send(true);
     if let Some(e) = endpoint {
         let _ = e.await;

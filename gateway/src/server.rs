@@ -38,11 +38,12 @@ const CONNECTION_SHARE: u64 = 4;
 /// in-flight budget (decoded Kafka structures are that much larger than bytes).
 const NON_PRODUCE_WEIGHT: usize = 32;
 
-/// Serves Kafka on `listener` until `shutdown` resolves, then drains: stops
-/// accepting, lets in-flight requests finish (their produce acks included),
-/// closes connections, flushes the write path and checkpoints.
+/// Serves Kafka on `listeners` (one per broker id of this gateway, all served
+/// alike) until `shutdown` resolves, then drains: stops accepting, lets
+/// in-flight requests finish (their produce acks included), closes
+/// connections, flushes the write path and checkpoints.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     broker: Arc<Broker>,
     controller: crate::ownership::Controller,
     shutdown: impl std::future::Future<Output = ()>,
@@ -56,35 +57,38 @@ pub async fn serve(
         stop_rx.clone(),
     ));
     let mut connections = tokio::task::JoinSet::new();
+    let (accepted_tx, mut accepted_rx) = mpsc::channel(16);
+    let acceptors: Vec<_> = listeners
+        .into_iter()
+        .map(|listener| tokio::spawn(accept_loop(listener, accepted_tx.clone())))
+        .collect();
+    drop(accepted_tx);
     tokio::pin!(shutdown);
     let mut next_id: u64 = 0;
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((socket, peer)) => {
-                    next_id += 1;
-                    let _ = socket.set_nodelay(true);
-                    let span = tracing::info_span!("conn", id = next_id, %peer);
-                    let open = broker.metrics.connection_opened();
-                    let conn = handle_connection(broker.clone(), socket, stop_rx.clone());
-                    connections.spawn(async move {
-                        let _open = open;
-                        conn.await
-                    }.instrument(span));
-                }
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
+            Some((socket, peer)) = accepted_rx.recv() => {
+                next_id += 1;
+                let _ = socket.set_nodelay(true);
+                let span = tracing::info_span!("conn", id = next_id, %peer);
+                let open = broker.metrics.connection_opened();
+                let conn = handle_connection(broker.clone(), socket, stop_rx.clone());
+                connections.spawn(async move {
+                    let _open = open;
+                    conn.await
+                }.instrument(span));
+            }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             _ = &mut shutdown => break,
             _ = broker.cluster.fenced() => break,
         }
     }
     tracing::info!("shutting down: draining connections");
-    drop(listener);
+    // Closes the listeners.
+    for a in acceptors {
+        a.abort();
+        let _ = a.await;
+    }
     let _ = stop_tx.send(true);
     broker.begin_shutdown();
     let drain = async { while connections.join_next().await.is_some() {} };
@@ -102,6 +106,28 @@ pub async fn serve(
     let _ = ownership.await;
     broker.close(Duration::from_secs(30)).await;
     tracing::info!("shutdown complete");
+}
+
+/// Accepts connections on `listener` and hands them to `serve`, until `serve`
+/// stops taking them.
+async fn accept_loop(
+    listener: TcpListener,
+    accepted: mpsc::Sender<(TcpStream, std::net::SocketAddr)>,
+) {
+    loop {
+        match listener.accept().await {
+            Ok(conn) => {
+                if accepted.send(conn).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }
 
 async fn handle_connection(

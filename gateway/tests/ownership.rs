@@ -32,6 +32,7 @@ async fn gateway(
     let settings = Settings {
         gateway_id: id.to_string(),
         node_id: node,
+        broker_ids: 1,
         ..Settings::default()
     };
     let clock: SharedClock = Arc::new(SystemClock);

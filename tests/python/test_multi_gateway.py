@@ -21,12 +21,13 @@ from collections import Counter
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KTopicPartition
 from kafka.admin import NewTopic as KNewTopic
 
 from conftest import wait_for_leaders
+from helpers import wait_until
 
 TIMEOUT = 15.0
 
@@ -471,3 +472,110 @@ def test_consumer_reads_from_gateway_in_its_zone(cluster, client):
     assert local_served >= payload, (
         f"gw-{local} ({rack}) served {local_served:.0f} bytes, less than the {payload} B of key+value read by its "
         f"zone's consumer (the leader gw-{leader} served {leader_served:.0f})")
+
+
+# --------------------------------------------------------------------------- d. several broker ids per gateway
+
+
+IDS_PARTITIONS = 24
+
+
+def metadata_brokers(bootstrap: str, topic: str):
+    """({broker id: "host:port"}, {partition: leader id}) from one confluent Metadata response."""
+    with AdminClient({"bootstrap.servers": bootstrap, "client.id": "floe-e2e-ids-view"}) as admin:
+        md = admin.list_topics(topic, timeout=10)
+    t = md.topics[topic]
+    assert t.error is None, t.error
+    return ({b.id: f"{b.host}:{b.port}" for b in md.brokers.values()},
+            {p: pm.leader for p, pm in t.partitions.items()})
+
+
+@pytest.mark.parametrize("client", ["confluent-idempotent", "kafka-python"])
+def test_a_gateway_answers_as_several_broker_ids(cluster, client):
+    """gw-1 runs with `--broker-ids 4`: Metadata lists broker ids 1, 1001, 2001 and 3001 at its
+    port, port + 1, + 2 and + 3, and its 24 partitions' leadership is spread evenly over them (6 each). The client
+    then opens a connection per broker id (the gateway's open-connection gauge shows at least 4
+    from the producer), every keyed record is acknowledged at consecutive offsets, and DescribeConfigs
+    answers for broker "2001". When gw-2 (`--broker-ids 2`) joins, every gateway lists all six ids,
+    each partition's leader is an id of the gateway leading it, and a fresh consumer reads every
+    record back exactly, at its acknowledged offset."""
+    gw1 = cluster.start(1, metrics=True, extra=["--broker-ids", "4"])
+    topic = f"ids-{client}"
+    admin = AdminClient({"bootstrap.servers": gw1.bootstrap, "client.id": "floe-e2e-admin"})
+    admin.create_topics([NewTopic(topic, num_partitions=IDS_PARTITIONS, replication_factor=1)],
+                        operation_timeout=TIMEOUT, request_timeout=TIMEOUT)[topic].result(timeout=TIMEOUT)
+    gw1_ids = {1, 1001, 2001, 3001}
+
+    def settled_alone():
+        brokers, leaders = metadata_brokers(gw1.bootstrap, topic)
+        return (brokers, leaders) if set(brokers) == gw1_ids and len(leaders) == IDS_PARTITIONS else None
+
+    brokers, leaders = wait_until(settled_alone, timeout=20, what="gw-1 to list its four broker ids")
+    assert brokers == {i: f"127.0.0.1:{gw1.port + i // 1000}" for i in gw1_ids}, brokers
+    assert Counter(leaders.values()) == {i: IDS_PARTITIONS // 4 for i in gw1_ids}, leaders
+
+    # librdkafka sends a broker's DescribeConfigs to that broker id.
+    res = ConfigResource(ConfigResource.Type.BROKER, "2001")
+    configs = admin.describe_configs([res], request_timeout=TIMEOUT)[res].result(timeout=TIMEOUT)
+    assert configs, "no configs for broker 2001"
+
+    n = 2000
+    acks: list[tuple[int, int, bytes]] = []
+    connections_before = cluster.metrics_sample(1, "floe_connections_open")
+    if client == "confluent-idempotent":
+        p = Producer({"bootstrap.servers": gw1.bootstrap, "client.id": "floe-e2e-ids-producer",
+                      "enable.idempotence": True, "acks": "all", "linger.ms": 20})
+        failures = []
+
+        def on_delivery(err, msg):
+            if err is not None:
+                failures.append(str(err))
+            else:
+                acks.append((msg.partition(), msg.offset(), msg.value()))
+
+        for i in range(n):
+            p.produce(topic, key=key_of(i), value=value_of("ids", i), on_delivery=on_delivery)
+            if i % 100 == 0:
+                p.poll(0)
+        assert p.flush(60) == 0
+        assert not failures, failures[:5]
+        connections_during = cluster.metrics_sample(1, "floe_connections_open")
+    else:
+        kp = KafkaProducer(bootstrap_servers=gw1.bootstrap, client_id="floe-e2e-ids-producer", acks="all",
+                           linger_ms=20, request_timeout_ms=15_000)
+        futures = [(i, kp.send(topic, key=key_of(i), value=value_of("ids", i))) for i in range(n)]
+        for i, f in futures:
+            md = f.get(timeout=60)
+            acks.append((md.partition, md.offset, value_of("ids", i)))
+        connections_during = cluster.metrics_sample(1, "floe_connections_open")
+        kp.close()
+    # One connection per broker id the producer sends to (all four lead partitions), beside the
+    # admin client's.
+    assert connections_during - connections_before >= 4, (connections_before, connections_during)
+    assert len(acks) == n
+    per_part: dict[int, list[int]] = {}
+    for part, off, _v in acks:
+        per_part.setdefault(part, []).append(off)
+    for part, offs in per_part.items():
+        assert sorted(offs) == list(range(len(offs))), f"partition {part}: offsets {sorted(offs)[:20]}…"
+
+    cluster.start(2, extra=["--broker-ids", "2"])
+    all_ids = gw1_ids | {2, 1002}
+
+    def settled_both():
+        views = [metadata_brokers(cluster.bootstrap([g]), topic) for g in (1, 2)]
+        if all(set(b) == all_ids for b, _ in views) and views[0][1] == views[1][1] \
+                and set(views[0][1].values()) & {2, 1002}:
+            return views[0]
+        return None
+
+    brokers, leaders = wait_until(settled_both, timeout=30, what="both gateways to list all six ids")
+    for bid, addr in brokers.items():
+        assert addr == f"127.0.0.1:{cluster.gateways[1 if bid in gw1_ids else 2].port + bid // 1000}", brokers
+    if client == "confluent-idempotent":
+        read = ck_read_all(cluster.bootstrap([2]), topic, IDS_PARTITIONS)
+    else:
+        read = kp_read_all(cluster.bootstrap([2]), topic, IDS_PARTITIONS)
+    check_read_back(acks, read, {value_of("ids", i) for i in range(n)}, what=client, exact=True)
+    print(f"\n{client}: leaders after gw-2 joined {Counter(leaders.values())}; "
+          f"connections on gw-1 {connections_before} -> {connections_during}")

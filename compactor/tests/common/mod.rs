@@ -13,6 +13,7 @@ pub async fn registered(meta: &dyn MetaStore) -> StreamId {
         zone: None,
         heartbeat_ms: 0,
         node_id: 0,
+        broker_ids: 1,
     };
     StreamId {
         gateway: "g".into(),

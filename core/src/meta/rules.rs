@@ -569,6 +569,7 @@ mod tests {
                 zone: None,
                 heartbeat_ms: 0,
                 node_id: 0,
+                broker_ids: 1,
             },
             heartbeat: 0,
             fenced,

@@ -70,6 +70,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("gateways", "node_id", "INTEGER NOT NULL DEFAULT 0"),
     ("gateways", "hb", "INTEGER NOT NULL DEFAULT 0"),
     ("gateways", "fenced", "INTEGER NOT NULL DEFAULT 0"),
+    ("gateways", "broker_ids", "INTEGER NOT NULL DEFAULT 1"),
     ("partitions", "released", "INTEGER NOT NULL DEFAULT 0"),
     ("partitions", "index_version", "INTEGER NOT NULL DEFAULT 0"),
 ];
@@ -339,17 +340,18 @@ impl MetaStore for SqliteMetaStore {
             let epoch = current.unwrap_or(0) + 1;
             tx.execute(
                 "INSERT INTO gateways (gateway, epoch, advertised, zone, heartbeat_ms, node_id,
-                   hb, fenced)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 0)
+                   broker_ids, hb, fenced)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, 0)
                  ON CONFLICT (gateway) DO UPDATE SET epoch = ?2, advertised = ?3, zone = ?4,
-                 heartbeat_ms = ?5, node_id = ?6, hb = 0, fenced = 0",
+                 heartbeat_ms = ?5, node_id = ?6, broker_ids = ?7, hb = 0, fenced = 0",
                 params![
                     gateway,
                     epoch,
                     info.advertised,
                     info.zone,
                     info.heartbeat_ms,
-                    info.node_id
+                    info.node_id,
+                    info.broker_ids
                 ],
             )
             .map_err(db_err)?;
@@ -377,7 +379,8 @@ impl MetaStore for SqliteMetaStore {
         self.tx(|tx| {
             let mut st = tx
                 .prepare(
-                    "SELECT gateway, epoch, advertised, zone, heartbeat_ms, node_id, hb, fenced
+                    "SELECT gateway, epoch, advertised, zone, heartbeat_ms, node_id, hb, fenced,
+                       broker_ids
                      FROM gateways ORDER BY gateway",
                 )
                 .map_err(db_err)?;
@@ -393,6 +396,7 @@ impl MetaStore for SqliteMetaStore {
                             zone: r.get(3)?,
                             heartbeat_ms: r.get(4)?,
                             node_id: r.get(5)?,
+                            broker_ids: r.get(8)?,
                         },
                         heartbeat: r.get::<_, i64>(6)? as u64,
                         fenced: r.get(7)?,

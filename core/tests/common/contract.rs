@@ -81,6 +81,7 @@ pub fn info() -> GatewayInfo {
         zone: Some("zone-a".into()),
         heartbeat_ms: 0,
         node_id: 3,
+        broker_ids: 4,
     }
 }
 

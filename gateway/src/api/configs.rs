@@ -120,9 +120,11 @@ fn describe_one(
             }
         }
         RESOURCE_BROKER => {
-            if res.resource_name.as_str() != broker.cluster.node_id().to_string()
-                && !res.resource_name.is_empty()
-            {
+            let mine = res
+                .resource_name
+                .parse::<i32>()
+                .is_ok_and(|id| broker.cluster.info().has_broker_id(id));
+            if !mine && !res.resource_name.is_empty() {
                 out.error_code = Code::InvalidRequest.code();
                 out.error_message = Some(str_bytes("unknown broker id"));
                 return out;

@@ -13,6 +13,7 @@ use crate::broker::Broker;
 use crate::cluster::Cluster;
 use crate::error::{Code, KafkaError};
 use crate::topics::TopicEntry;
+use floe_core::types::GatewayInfo;
 
 fn topic_response(broker: &Broker, t: &TopicEntry, with_ops: bool) -> MetadataResponseTopic {
     let mut r = MetadataResponseTopic::default();
@@ -23,30 +24,28 @@ fn topic_response(broker: &Broker, t: &TopicEntry, with_ops: bool) -> MetadataRe
     } else {
         i32::MIN
     };
-    let live: Vec<i32> = broker
-        .cluster
-        .view()
-        .iter()
-        .map(|m| m.info.node_id)
-        .collect();
+    let view = broker.cluster.view();
     r.partitions = (0..t.meta.partitions)
         .map(|p| {
             let mut mp = MetadataResponsePartition::default();
             mp.partition_index = p;
-            // The live gateway chosen to lead it; this one until the first
-            // membership round, or if the view is empty.
+            // One broker id of the live gateway chosen to lead it; this one's
+            // until the first membership round, or if the view is empty.
             let node = BrokerId(
                 broker
                     .cluster
-                    .leader_of(&floe_core::types::PartitionId::new(t.meta.id, p))
-                    .map_or(broker.cluster.node_id(), |m| m.info.node_id),
+                    .leader_id(&floe_core::types::PartitionId::new(t.meta.id, p)),
             );
             mp.leader_id = node;
             mp.leader_epoch = 0;
             // Every live gateway can serve reads (zone-local reads): the leader
-            // first, then the others.
+            // first, then the others by their node ids.
             let mut replicas = vec![node];
-            replicas.extend(live.iter().map(|&n| BrokerId(n)).filter(|&n| n != node));
+            replicas.extend(
+                view.iter()
+                    .filter(|m| !m.info.has_broker_id(node.0))
+                    .map(|m| BrokerId(m.info.node_id)),
+            );
             mp.isr_nodes = replicas.clone();
             mp.replica_nodes = replicas;
             mp
@@ -64,32 +63,34 @@ fn error_topic(name: Option<String>, id: uuid::Uuid, e: &KafkaError) -> Metadata
     r
 }
 
-/// Every live gateway, by its advertised address and zone (Kafka's rack).
+/// Every broker id of every live gateway, at its advertised address and
+/// zone (Kafka's rack).
 pub(crate) fn brokers(broker: &Broker) -> Vec<MetadataResponseBroker> {
     let mut out: Vec<MetadataResponseBroker> = Vec::new();
-    for m in broker.cluster.view() {
-        let Ok((host, port)) = Cluster::parse_advertised(&m.info.advertised) else {
-            continue;
+    let mut add = |info: &GatewayInfo, gateway: &dyn std::fmt::Display| {
+        let Ok((host, port)) = Cluster::parse_advertised(&info.advertised) else {
+            return;
         };
-        if out.iter().any(|b| b.node_id.0 == m.info.node_id) {
-            tracing::warn!(gateway = %m.stream, node_id = m.info.node_id, "two live gateways share a node id; give each its own --node-id");
-            continue;
+        for (k, id) in info.broker_ids().enumerate() {
+            if out.iter().any(|b| b.node_id.0 == id) {
+                tracing::warn!(%gateway, broker_id = id, "two live gateways share a broker id; give each its own --node-id (extra --broker-ids are node-id + k x 1000)");
+                continue;
+            }
+            let mut b = MetadataResponseBroker::default();
+            b.node_id = BrokerId(id);
+            b.host = str_bytes(host.clone());
+            // Broker id k is at port + k (see `GatewayInfo::broker_ids`).
+            b.port = port + k as i32;
+            b.rack = info.zone.clone().map(str_bytes);
+            out.push(b);
         }
-        let mut b = MetadataResponseBroker::default();
-        b.node_id = BrokerId(m.info.node_id);
-        b.host = str_bytes(host);
-        b.port = port;
-        b.rack = m.info.zone.clone().map(str_bytes);
-        out.push(b);
+    };
+    let view = broker.cluster.view();
+    for m in &view {
+        add(&m.info, &m.stream);
     }
-    if !out.iter().any(|b| b.node_id.0 == broker.cluster.node_id()) {
-        let mut b = MetadataResponseBroker::default();
-        b.node_id = BrokerId(broker.cluster.node_id());
-        let (host, port) = broker.cluster.advertised();
-        b.host = str_bytes(host);
-        b.port = port;
-        b.rack = broker.cluster.zone().map(str_bytes);
-        out.push(b);
+    if !view.iter().any(|m| m.stream == *broker.cluster.me()) {
+        add(broker.cluster.info(), broker.cluster.me());
     }
     out.sort_by_key(|b| b.node_id.0);
     out

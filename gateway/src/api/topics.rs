@@ -34,9 +34,7 @@ fn check_replicas(broker: &Broker, ids: impl Iterator<Item = i32>) -> Result<(),
     }
     let mut seen = std::collections::HashSet::new();
     for id in ids {
-        if id != broker.cluster.node_id()
-            && !broker.cluster.view().iter().any(|m| m.info.node_id == id)
-        {
+        if !broker.cluster.knows_broker_id(id) {
             return Err(KafkaError::new(
                 Code::InvalidReplicaAssignment,
                 format!("Unknown broker {id} in the replica assignment"),

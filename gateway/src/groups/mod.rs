@@ -771,17 +771,18 @@ mod tests {
             gateway: "gw".into(),
             epoch: 1,
         };
-        let cluster = Arc::new(
-            Cluster::new(me.clone(), 0, "127.0.0.1:9092", None, "c".into()).expect("cluster"),
-        );
+        let info = GatewayInfo {
+            advertised: "127.0.0.1:9092".into(),
+            zone: None,
+            heartbeat_ms: 0,
+            node_id: 0,
+            broker_ids: 1,
+        };
+        let cluster =
+            Arc::new(Cluster::new(me.clone(), info.clone(), "c".into()).expect("cluster"));
         cluster.set_view(vec![Member {
             stream: me,
-            info: GatewayInfo {
-                advertised: "127.0.0.1:9092".into(),
-                zone: None,
-                heartbeat_ms: 0,
-                node_id: 0,
-            },
+            info,
             heartbeat: 0,
             fenced: false,
         }]);
