@@ -695,13 +695,7 @@ pub(crate) mod tests {
         use crate::meta::{MemoryMetaStore, MetaStore};
         use crate::types::{GatewayInfo, PartitionCheckpoint};
         let meta = MemoryMetaStore::new();
-        let info = GatewayInfo {
-            advertised: "h:1".into(),
-            zone: None,
-            heartbeat_ms: 0,
-            node_id: 0,
-            broker_ids: 1,
-        };
+        let info = GatewayInfo::at("h:1");
         assert!(load(&meta, P, 0).await.unwrap().is_none());
         let epoch = meta.register_gateway("g", &info).await.unwrap();
         let me = StreamId {

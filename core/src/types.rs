@@ -282,6 +282,17 @@ fn one_broker_id() -> u32 {
 pub const BROKER_ID_STRIDE: i32 = 1000;
 
 impl GatewayInfo {
+    /// A registration at `advertised` with node id 0, one broker id, no zone.
+    pub fn at(advertised: &str) -> GatewayInfo {
+        GatewayInfo {
+            advertised: advertised.to_string(),
+            zone: None,
+            heartbeat_ms: 0,
+            node_id: 0,
+            broker_ids: 1,
+        }
+    }
+
     /// Every Kafka broker id this gateway answers as, its node id first. The
     /// k-th (from 0) is served at the advertised port + k: each broker id has
     /// its own address, so no client can take two of them for one broker.

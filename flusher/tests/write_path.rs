@@ -45,13 +45,7 @@ fn config(flush_interval_ms: u64, max_buffer_bytes: u64) -> FlusherConfig {
 }
 
 fn info() -> GatewayInfo {
-    GatewayInfo {
-        advertised: "127.0.0.1:9092".into(),
-        zone: None,
-        heartbeat_ms: 0,
-        node_id: 0,
-        broker_ids: 1,
-    }
+    GatewayInfo::at("127.0.0.1:9092")
 }
 
 fn pid(p: i32) -> PartitionId {

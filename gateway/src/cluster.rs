@@ -218,13 +218,7 @@ mod tests {
                 gateway: g.into(),
                 epoch: 1,
             },
-            info: GatewayInfo {
-                advertised: String::new(),
-                zone: None,
-                heartbeat_ms: 0,
-                node_id: 0,
-                broker_ids: 1,
-            },
+            info: GatewayInfo::at(""),
             heartbeat: 0,
             fenced: false,
         }

@@ -406,13 +406,7 @@ mod tests {
             Arc::new(MemoryMetaStore::new()),
             faults.clone(),
         ));
-        let info = GatewayInfo {
-            advertised: "127.0.0.1:9092".into(),
-            zone: None,
-            heartbeat_ms: 0,
-            node_id: 0,
-            broker_ids: 1,
-        };
+        let info = GatewayInfo::at("127.0.0.1:9092");
         let me = StreamId {
             gateway: "gw".into(),
             epoch: meta.register_gateway("gw", &info).await.expect("register"),

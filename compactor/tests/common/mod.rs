@@ -8,13 +8,7 @@ use floe_core::types::{GatewayInfo, StreamId, TopicId, TopicMeta};
 
 /// Registers gateway `g`; returns its stream.
 pub async fn registered(meta: &dyn MetaStore) -> StreamId {
-    let info = GatewayInfo {
-        advertised: "127.0.0.1:9092".into(),
-        zone: None,
-        heartbeat_ms: 0,
-        node_id: 0,
-        broker_ids: 1,
-    };
+    let info = GatewayInfo::at("127.0.0.1:9092");
     StreamId {
         gateway: "g".into(),
         epoch: meta.register_gateway("g", &info).await.expect("register"),

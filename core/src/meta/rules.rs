@@ -564,13 +564,7 @@ mod tests {
     fn dead_streams() {
         let m = |g: &str, e: u64, fenced: bool| Member {
             stream: st(g, e),
-            info: GatewayInfo {
-                advertised: String::new(),
-                zone: None,
-                heartbeat_ms: 0,
-                node_id: 0,
-                broker_ids: 1,
-            },
+            info: GatewayInfo::at(""),
             heartbeat: 0,
             fenced,
         };

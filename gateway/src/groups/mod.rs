@@ -771,13 +771,7 @@ mod tests {
             gateway: "gw".into(),
             epoch: 1,
         };
-        let info = GatewayInfo {
-            advertised: "127.0.0.1:9092".into(),
-            zone: None,
-            heartbeat_ms: 0,
-            node_id: 0,
-            broker_ids: 1,
-        };
+        let info = GatewayInfo::at("127.0.0.1:9092");
         let cluster =
             Arc::new(Cluster::new(me.clone(), info.clone(), "c".into()).expect("cluster"));
         cluster.set_view(vec![Member {
