@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need and runs the whole suite: formatting and lints,
 # Rust unit/contract/end-to-end tests (rdkafka), the Python client suites
-# (confluent-kafka, kafka-python), kcat, kafkajs and the librdkafka test-suite
+# (confluent-kafka, kafka-python), kcat, kafkajs, the Java client (kafka-clients
+# 4.4 and 3.9) and the librdkafka test-suite
 # allow-list, the client suites on the embedded backend and again on the AWS
 # backend (S3 + DynamoDB on moto). Ends with one line "N passed, M failed" over
 # every suite.
@@ -30,6 +31,8 @@ count() { # name log passed failed
 stage "system packages"
 need=()
 command -v kcat >/dev/null 2>&1 || need+=(kcat)
+command -v java >/dev/null 2>&1 || need+=(openjdk-17-jdk-headless)
+command -v mvn >/dev/null 2>&1 || need+=(maven)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null \
@@ -176,9 +179,11 @@ suite_line() { # name log
 # Everything the suites below install is installed here, one at a time: they
 # then run side by side, and two of them writing the same venv, node_modules or
 # librdkafka build at once would race. (kcat came from apt above.)
-stage "test dependencies: Python venv, kafkajs, librdkafka's test-runner"
+stage "test dependencies: Python venv, Maven (kafka-clients), kafkajs, librdkafka's test-runner"
 FLOE_TEST_INSTALL=only tests/python/run.sh \
   || echo "warning: the Python venv did not install; the Python and node suites will fail"
+FLOE_TEST_INSTALL=only bash tests/java/run.sh >/dev/null \
+  || echo "warning: Maven could not fetch kafka-clients; the Java suites will fail"
 if [ -x tests/node/run.sh ]; then
   FLOE_TEST_INSTALL=only bash tests/node/run.sh \
     || echo "warning: npm ci failed; the node suites will fail"
@@ -194,9 +199,10 @@ fi
 
 # ------------------------------------------------------------- side by side
 # Two lanes, each running its suites one after another (times from CI on 2 cores):
-#   1: the allow-list on the embedded backend (~590 s), then python (~225 s)
-#   2: python-aws (~80 s), kcat-aws, node-aws (~105 s), the allow-list on moto
-#      (~420 s), then kcat and node (~110 s)
+#   1: the allow-list on the embedded backend (~590 s), python (~225 s), then
+#      java (~150 s: kafka-clients 4.4.0 and 3.9.1)
+#   2: python-aws (~80 s), kcat-aws, java-aws (~150 s), node-aws (~105 s), the
+#      allow-list on moto (~420 s), then kcat and node (~110 s)
 # Both are mostly waiting on timeouts and rebalance delays, so two lanes fit 2
 # cores; no cargo runs here. Every suite on moto is in lane 2, so moto (seen
 # stalling for seconds when several tests hammered it) serves one suite at a
@@ -266,6 +272,7 @@ export FLOE_TEST_INSTALL=skip
 (
   suite librdkafka run_librdkafka librdkafka 19092
   suite python tests/python/run.sh -q
+  suite java bash tests/java/run.sh
 ) &
 lane1=$!
 if [ "${FLOE_CI_SERIAL:-}" = 1 ]; then wait "$lane1"; fi
@@ -275,6 +282,7 @@ if [ "${FLOE_CI_SERIAL:-}" = 1 ]; then wait "$lane1"; fi
   # embedded backend only, to keep CI under its time budget.
   suite python-aws on_moto tests/python/run.sh -q --ignore=test_groups.py
   suite kcat-aws on_moto bash tests/kcat/run.sh
+  suite java-aws on_moto bash tests/java/run.sh
   if [ -x tests/node/run.sh ]; then suite node-aws on_moto bash tests/node/run.sh; fi
   suite librdkafka-aws librdkafka_on_moto
   suite kcat bash tests/kcat/run.sh
@@ -291,9 +299,11 @@ show() { # name parser title: the suite's whole log, then its counts
 }
 show python pytest_line "python clients (confluent-kafka, kafka-python)"
 show kcat suite_line "kcat"
+show java suite_line "java (kafka-clients 4.4.0 and 3.9.1)"
 if [ -x tests/node/run.sh ]; then show node suite_line "node"; fi
 show python-aws pytest_line "python-aws: AWS backend on moto"
 show kcat-aws suite_line "kcat-aws: AWS backend on moto"
+show java-aws suite_line "java-aws: AWS backend on moto"
 if [ -x tests/node/run.sh ]; then show node-aws suite_line "node-aws: AWS backend on moto"; fi
 show librdkafka suite_line "librdkafka test suite (allow-list), embedded backend"
 show librdkafka-aws suite_line "librdkafka test suite (allow-list), AWS backend on moto"
