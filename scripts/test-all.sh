@@ -2,7 +2,7 @@
 # Installs what the tests need and runs the whole suite: formatting and lints,
 # Rust unit/contract/end-to-end tests (rdkafka), the Python client suites
 # (confluent-kafka, kafka-python), kcat, kafkajs, the Java client (kafka-clients
-# 4.4 and 3.9) and the librdkafka test-suite
+# 4.4 and 3.9), the Go clients (franz-go, sarama) and the librdkafka test-suite
 # allow-list, the client suites on the embedded backend and again on the AWS
 # backend (S3 + DynamoDB on moto). Ends with one line "N passed, M failed" over
 # every suite.
@@ -33,6 +33,9 @@ need=()
 command -v kcat >/dev/null 2>&1 || need+=(kcat)
 command -v java >/dev/null 2>&1 || need+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null 2>&1 || need+=(maven)
+# Debian's Go is older than tests/go/go.mod asks; it then fetches that toolchain
+# from the module proxy (GOTOOLCHAIN=auto).
+command -v go >/dev/null 2>&1 || need+=(golang-go)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null \
@@ -179,11 +182,13 @@ suite_line() { # name log
 # Everything the suites below install is installed here, one at a time: they
 # then run side by side, and two of them writing the same venv, node_modules or
 # librdkafka build at once would race. (kcat came from apt above.)
-stage "test dependencies: Python venv, Maven (kafka-clients), kafkajs, librdkafka's test-runner"
+stage "test dependencies: Python venv, Maven (kafka-clients), Go modules, kafkajs, librdkafka's test-runner"
 FLOE_TEST_INSTALL=only tests/python/run.sh \
   || echo "warning: the Python venv did not install; the Python and node suites will fail"
 FLOE_TEST_INSTALL=only bash tests/java/run.sh >/dev/null \
   || echo "warning: Maven could not fetch kafka-clients; the Java suites will fail"
+FLOE_TEST_INSTALL=only bash tests/go/run.sh \
+  || echo "warning: the Go modules did not download; the Go suites will fail"
 if [ -x tests/node/run.sh ]; then
   FLOE_TEST_INSTALL=only bash tests/node/run.sh \
     || echo "warning: npm ci failed; the node suites will fail"
@@ -199,10 +204,10 @@ fi
 
 # ------------------------------------------------------------- side by side
 # Two lanes, each running its suites one after another (times from CI on 2 cores):
-#   1: the allow-list on the embedded backend (~590 s), python (~225 s), then
-#      java (~150 s: kafka-clients 4.4.0 and 3.9.1)
-#   2: python-aws (~80 s), kcat-aws, java-aws (~150 s), node-aws (~105 s), the
-#      allow-list on moto (~420 s), then kcat and node (~110 s)
+#   1: the allow-list on the embedded backend (~590 s), python (~225 s), java
+#      (~150 s: kafka-clients 4.4.0 and 3.9.1), then go (~40 s)
+#   2: python-aws (~80 s), kcat-aws, java-aws (~150 s), go-aws (~40 s), node-aws
+#      (~105 s), the allow-list on moto (~420 s), then kcat and node (~110 s)
 # Both are mostly waiting on timeouts and rebalance delays, so two lanes fit 2
 # cores; no cargo runs here. Every suite on moto is in lane 2, so moto (seen
 # stalling for seconds when several tests hammered it) serves one suite at a
@@ -273,6 +278,7 @@ export FLOE_TEST_INSTALL=skip
   suite librdkafka run_librdkafka librdkafka 19092
   suite python tests/python/run.sh -q
   suite java bash tests/java/run.sh
+  suite go bash tests/go/run.sh
 ) &
 lane1=$!
 if [ "${FLOE_CI_SERIAL:-}" = 1 ]; then wait "$lane1"; fi
@@ -283,6 +289,7 @@ if [ "${FLOE_CI_SERIAL:-}" = 1 ]; then wait "$lane1"; fi
   suite python-aws on_moto tests/python/run.sh -q --ignore=test_groups.py
   suite kcat-aws on_moto bash tests/kcat/run.sh
   suite java-aws on_moto bash tests/java/run.sh
+  suite go-aws on_moto bash tests/go/run.sh
   if [ -x tests/node/run.sh ]; then suite node-aws on_moto bash tests/node/run.sh; fi
   suite librdkafka-aws librdkafka_on_moto
   suite kcat bash tests/kcat/run.sh
@@ -300,10 +307,12 @@ show() { # name parser title: the suite's whole log, then its counts
 show python pytest_line "python clients (confluent-kafka, kafka-python)"
 show kcat suite_line "kcat"
 show java suite_line "java (kafka-clients 4.4.0 and 3.9.1)"
+show go suite_line "go (franz-go, sarama)"
 if [ -x tests/node/run.sh ]; then show node suite_line "node"; fi
 show python-aws pytest_line "python-aws: AWS backend on moto"
 show kcat-aws suite_line "kcat-aws: AWS backend on moto"
 show java-aws suite_line "java-aws: AWS backend on moto"
+show go-aws suite_line "go-aws: AWS backend on moto"
 if [ -x tests/node/run.sh ]; then show node-aws suite_line "node-aws: AWS backend on moto"; fi
 show librdkafka suite_line "librdkafka test suite (allow-list), embedded backend"
 show librdkafka-aws suite_line "librdkafka test suite (allow-list), AWS backend on moto"

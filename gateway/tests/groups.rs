@@ -264,6 +264,23 @@ async fn the_rebalance_protocol_on_the_wire() {
     assert_eq!(commit(&mut a, "g", 1, &a_id).await, 0);
     assert_eq!(commit(&mut a, "g", 2, &a_id).await, ILLEGAL_GENERATION);
     assert_eq!(commit(&mut a, "g", -1, "").await, UNKNOWN_MEMBER_ID);
+    // OffsetFetch v9 naming a classic member and a generation (franz-go sends
+    // them) is not checked against them, as in Kafka: whoever asks gets the
+    // group's offsets.
+    for (member, generation) in [(a_id.as_str(), 1), ("someone-else", 7)] {
+        let mut fg = offset_fetch_request::OffsetFetchRequestGroup::default();
+        fg.group_id = gid("g");
+        fg.member_id = Some(sb(member));
+        fg.member_epoch = generation;
+        let mut f = OffsetFetchRequest::default();
+        f.groups.push(fg);
+        let r: OffsetFetchResponse = roundtrip(&mut a, ApiKey::OffsetFetch, 9, &f).await;
+        assert_eq!(r.groups[0].error_code, 0, "classic fetch as {member}");
+        assert!(
+            !r.groups[0].topics.is_empty(),
+            "the committed offset is returned"
+        );
+    }
 
     // A member whose protocols the group does not share is refused.
     let mut other = connect(addr).await;

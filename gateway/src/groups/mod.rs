@@ -484,8 +484,10 @@ impl Coordinator {
         Ok(())
     }
 
-    /// OffsetFetch v9 names a KIP-848 member and its epoch: checks them (a
-    /// negative epoch asks for no check).
+    /// OffsetFetch v9 names the member and its epoch: a KIP-848 group's are
+    /// checked (a negative epoch asks for no check). A classic group's are
+    /// not, as in Kafka: clients such as franz-go send their classic member id
+    /// and generation, and the offsets are the group's whoever asks.
     pub async fn check_fetch(
         &self,
         group: &str,
@@ -499,7 +501,7 @@ impl Coordinator {
         let groups = self.lock();
         match groups.get(group).map(|g| &g.protocol) {
             Some(Protocol::Consumer(c)) => c.check_epoch(member_id.unwrap_or(""), epoch),
-            _ => Err(Code::UnknownMemberId),
+            Some(Protocol::Classic(_)) | None => Ok(()),
         }
     }
 
