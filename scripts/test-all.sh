@@ -2,7 +2,7 @@
 # Installs what the tests need and runs the whole suite: formatting and lints,
 # Rust unit/contract/end-to-end tests (rdkafka), the Python client suites
 # (confluent-kafka, kafka-python), kcat, kafkajs, the Java client (kafka-clients
-# 4.4 and 3.9), the Go clients (franz-go, sarama) and the librdkafka test-suite
+# 4.3 and 3.9), the Go clients (franz-go, sarama) and the librdkafka test-suite
 # allow-list, the client suites on the embedded backend and again on the AWS
 # backend (S3 + DynamoDB on moto). Ends with one line "N passed, M failed" over
 # every suite.
@@ -205,7 +205,7 @@ fi
 # ------------------------------------------------------------- side by side
 # Two lanes, each running its suites one after another (times from CI on 2 cores):
 #   1: the allow-list on the embedded backend (~590 s), python (~225 s), java
-#      (~150 s: kafka-clients 4.4.0 and 3.9.1), then go (~40 s)
+#      (~150 s: kafka-clients 4.3.1 and 3.9.1), then go (~40 s)
 #   2: python-aws (~80 s), kcat-aws, java-aws (~150 s), go-aws (~40 s), node-aws
 #      (~105 s), the allow-list on moto (~420 s), then kcat and node (~110 s)
 # Both are mostly waiting on timeouts and rebalance delays, so two lanes fit 2
@@ -306,7 +306,7 @@ show() { # name parser title: the suite's whole log, then its counts
 }
 show python pytest_line "python clients (confluent-kafka, kafka-python)"
 show kcat suite_line "kcat"
-show java suite_line "java (kafka-clients 4.4.0 and 3.9.1)"
+show java suite_line "java (kafka-clients 4.3.1 and 3.9.1)"
 show go suite_line "go (franz-go, sarama)"
 if [ -x tests/node/run.sh ]; then show node suite_line "node"; fi
 show python-aws pytest_line "python-aws: AWS backend on moto"
