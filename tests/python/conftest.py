@@ -348,7 +348,21 @@ class GatewayCluster:
         self.gateways[n] = gw
         gw.start()
         self.aws_initialized = True
+        self.wait_settled()
         return gw
+
+    def wait_settled(self, timeout: float = 20.0) -> None:
+        """Waits until every running gateway, asked alone, lists the same brokers, every running
+        gateway's node id among them: their membership views agree. (For a heartbeat or so after a
+        gateway starts they do not, and a client that meets both views drops the broker handle the
+        older one leaves out, failing a request in flight on it with _DESTROY_BROKER.)"""
+        live = self.live()
+
+        def ok():
+            views = [broker_ids(self.gateways[n].bootstrap) for n in live]
+            return views[0] is not None and all(v == views[0] for v in views) and set(live) <= views[0]
+
+        wait_until(ok, timeout=timeout, interval=0.1, what=f"gateways {live} to agree on the membership")
 
     def live(self) -> list[int]:
         return sorted(n for n, gw in self.gateways.items() if gw.is_running())
@@ -442,6 +456,15 @@ def cluster(request, floe_bin, tmp_path):
                   f"{c.timeline(c.t0)}\n{c.log_tails(80)}")
         if problems:
             pytest.fail("; ".join(problems) + "\n" + c.log_tails(), pytrace=False)
+
+
+def broker_ids(bootstrap: str):
+    """The broker ids one Metadata response lists, or None."""
+    with AdminClient({"bootstrap.servers": bootstrap, "client.id": "floe-e2e-view"}) as admin:
+        try:
+            return set(admin.list_topics(timeout=5).brokers)
+        except Exception:
+            return None
 
 
 def cluster_view(bootstrap: str, topic: str):
