@@ -205,7 +205,8 @@ fi
 # ------------------------------------------------------------- side by side
 # Two lanes, each running its suites one after another (times from CI on 2 cores):
 #   1: the allow-list on the embedded backend (~590 s), python (~225 s), java
-#      (~150 s: kafka-clients 4.3.1 and 3.9.1), then go (~40 s)
+#      (~170 s: kafka-clients 4.3.1 and 3.9.1), go (~40 s), then the Java suite
+#      against Apache Kafka as the reference (~110 s)
 #   2: python-aws (~80 s), kcat-aws, java-aws (~150 s), go-aws (~40 s), node-aws
 #      (~105 s), the allow-list on moto (~420 s), then kcat and node (~110 s)
 # Both are mostly waiting on timeouts and rebalance delays, so two lanes fit 2
@@ -279,6 +280,7 @@ export FLOE_TEST_INSTALL=skip
   suite python tests/python/run.sh -q
   suite java bash tests/java/run.sh
   suite go bash tests/go/run.sh
+  suite java-kafka env FLOE_JAVA_REFERENCE=kafka bash tests/java/run.sh
 ) &
 lane1=$!
 if [ "${FLOE_CI_SERIAL:-}" = 1 ]; then wait "$lane1"; fi
@@ -308,6 +310,7 @@ show python pytest_line "python clients (confluent-kafka, kafka-python)"
 show kcat suite_line "kcat"
 show java suite_line "java (kafka-clients 4.3.1 and 3.9.1)"
 show go suite_line "go (franz-go, sarama)"
+show java-kafka suite_line "java-kafka: the Java suite against Apache Kafka 4.3.1 (the reference)"
 if [ -x tests/node/run.sh ]; then show node suite_line "node"; fi
 show python-aws pytest_line "python-aws: AWS backend on moto"
 show kcat-aws suite_line "kcat-aws: AWS backend on moto"

@@ -4,7 +4,8 @@
 # Usage: tests/java/run.sh [maven args, e.g. -Dtest=AdminTest]
 #   FLOE_BIN=/path/to/floe (default target/debug/floe); FLOE_TEST_BACKEND=aws with
 #   FLOE_TEST_MOTO_ENDPOINT runs it on the AWS backend; FLOE_JAVA_KAFKA_VERSIONS="4.3.1 3.9.1"
-#   picks the client versions (each is a whole run of the suite).
+#   picks the client versions (each is a whole run of the suite); FLOE_JAVA_REFERENCE=kafka runs it
+#   against Apache Kafka 4.3.1 instead (the reference behaviour).
 # FLOE_TEST_INSTALL=only: fetch the dependencies and compile for every version, then stop; =skip:
 # no fetching beyond what Maven lacks (scripts/test-all.sh installs first, then runs suites side
 # by side).
@@ -22,7 +23,15 @@ export FLOE_BIN
 # registry these machines reach.
 versions=(${FLOE_JAVA_KAFKA_VERSIONS:-4.3.1 3.9.1})
 build_dir="$here/target/${FLOE_TEST_BACKEND:-embedded}"
-mvn_flags=(-B --no-transfer-progress -f "$here/pom.xml" -Dfloe.build.dir="$build_dir")
+mvn_flags=(-B --no-transfer-progress -f "$here/pom.xml")
+# FLOE_JAVA_REFERENCE=kafka: the same suite against Apache Kafka 4.3.1 (a KRaft node from Maven
+# Central's kafka_2.13), the reference behaviour; Floe-only tests are skipped there.
+if [ "${FLOE_JAVA_REFERENCE:-}" = kafka ]; then
+  versions=(${FLOE_JAVA_KAFKA_VERSIONS:-4.3.1})
+  build_dir="$here/target/reference"
+  mvn_flags+=(-Preference -Dfloe.reference=kafka)
+fi
+mvn_flags+=(-Dfloe.build.dir="$build_dir")
 
 if ! command -v mvn >/dev/null 2>&1 || ! command -v java >/dev/null 2>&1; then
   echo "java and mvn are needed (apt-get install openjdk-17-jdk-headless maven)"
@@ -32,6 +41,8 @@ fi
 
 if [ "${FLOE_TEST_INSTALL:-}" = only ]; then
   rc=0
+  # the reference broker's artifacts too
+  mvn "${mvn_flags[@]}" -q -Preference dependency:resolve -Dkafka.version=4.3.1 >/dev/null || rc=1
   for v in "${versions[@]}"; do
     # test-compile fetches the clients; surefire and its JUnit provider come with a run that
     # selects no test.
@@ -40,7 +51,7 @@ if [ "${FLOE_TEST_INSTALL:-}" = only ]; then
   done
   exit $rc
 fi
-if [ ! -x "$FLOE_BIN" ]; then
+if [ "${FLOE_JAVA_REFERENCE:-}" != kafka ] && [ ! -x "$FLOE_BIN" ]; then
   echo "floe binary not found or not executable: $FLOE_BIN (build it or set FLOE_BIN)"
   echo "0 passed, 1 failed"
   exit 1
@@ -51,7 +62,7 @@ failed=0
 for v in "${versions[@]}"; do
   reports="$build_dir/surefire-reports-$v"
   rm -rf "$reports"
-  echo "=== kafka-clients $v, backend ${FLOE_TEST_BACKEND:-embedded} ==="
+  echo "=== kafka-clients $v against ${FLOE_JAVA_REFERENCE:-floe}, backend ${FLOE_TEST_BACKEND:-embedded} ==="
   mvn "${mvn_flags[@]}" test -Dkafka.version="$v" "$@"
   # Counts from the reports: a test that failed or erred counts once.
   counts=$(python3 - "$reports" <<'PY'

@@ -27,6 +27,12 @@ import java.util.concurrent.TimeUnit;
  * own bucket and table on the moto server at {@code FLOE_TEST_MOTO_ENDPOINT}, created by
  * {@code floe init} before the first start. Gateways built with {@link #sharing} use another's
  * storage (several gateways on one backend).
+ *
+ * <p>With {@code -Dfloe.reference=kafka} (run.sh: {@code FLOE_JAVA_REFERENCE=kafka}) it starts
+ * Apache Kafka instead, the reference every scenario should also pass: a single KRaft node
+ * (broker and controller) from the {@code kafka_2.13} artifact on the test classpath, in a child
+ * JVM, its log directories in the same storage directory. Tests that only Floe can pass (several
+ * gateways on one storage, Floe's metrics) check {@link #reference()}.
  */
 public final class Floe implements AutoCloseable {
     static final Duration START_TIMEOUT = Duration.ofSeconds(30);
@@ -82,6 +88,11 @@ public final class Floe implements AutoCloseable {
 
     public String bootstrap() {
         return "127.0.0.1:" + port;
+    }
+
+    /** Whether this run is against Apache Kafka (the reference), not floe. */
+    public static boolean reference() {
+        return "kafka".equals(System.getProperty("floe.reference"));
     }
 
     public static String backend() {
@@ -148,6 +159,10 @@ public final class Floe implements AutoCloseable {
         if (process != null && process.isAlive()) {
             throw new IllegalStateException("already running");
         }
+        if (reference()) {
+            startKafka();
+            return;
+        }
         if (storage.awsName != null && !storage.initialized) {
             List<String> init = new ArrayList<>(List.of(binary().toString(), "init"));
             init.addAll(backendArgs());
@@ -181,6 +196,10 @@ public final class Floe implements AutoCloseable {
             throw new UncheckedIOException("cannot start " + binary() + " (build it or set FLOE_BIN)", e);
         }
         killed = false;
+        awaitListening();
+    }
+
+    private void awaitListening() {
         long deadline = System.nanoTime() + START_TIMEOUT.toNanos();
         while (System.nanoTime() < deadline) {
             if (!process.isAlive()) {
@@ -195,6 +214,61 @@ public final class Floe implements AutoCloseable {
         }
         process.destroyForcibly();
         throw new AssertionError("floe did not listen within " + START_TIMEOUT + ":\n" + logTail(40));
+    }
+
+    /** Apache Kafka in KRaft mode: formats the log directory once, then runs the node. */
+    private void startKafka() {
+        if (storage.awsName != null) {
+            throw new IllegalStateException("the reference broker runs on its own disk; FLOE_TEST_BACKEND=aws is for floe");
+        }
+        Path props = workDir.resolve("server.properties");
+        // the one floe flag the tests give that Kafka has too
+        long delayMs = 3000;
+        int i = extraArgs.indexOf("--group-initial-rebalance-delay");
+        if (i >= 0) {
+            String v = extraArgs.get(i + 1);
+            delayMs = v.endsWith("ms") ? Long.parseLong(v.substring(0, v.length() - 2))
+                    : 1000 * Long.parseLong(v.substring(0, v.length() - 1));
+        }
+        try {
+            if (!storage.initialized) {
+                int controller = freePort();
+                Files.writeString(props, String.join("\n",
+                        "process.roles=broker,controller", "node.id=1",
+                        "controller.quorum.voters=1@127.0.0.1:" + controller,
+                        "listeners=PLAINTEXT://127.0.0.1:" + port + ",CONTROLLER://127.0.0.1:" + controller,
+                        "advertised.listeners=PLAINTEXT://127.0.0.1:" + port,
+                        "controller.listener.names=CONTROLLER", "inter.broker.listener.name=PLAINTEXT",
+                        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                        "log.dirs=" + storage.dataDir.resolve("kafka-logs"), "num.partitions=1",
+                        "offsets.topic.replication.factor=1", "offsets.topic.num.partitions=4",
+                        "transaction.state.log.replication.factor=1", "transaction.state.log.min.isr=1",
+                        "share.coordinator.state.topic.replication.factor=1",
+                        "group.initial.rebalance.delay.ms=" + delayMs, ""));
+                Process format = new ProcessBuilder(java(), "-cp", System.getProperty("java.class.path"),
+                        "kafka.tools.StorageTool", "format", "-t",
+                        org.apache.kafka.common.Uuid.randomUuid().toString(), "-c", props.toString())
+                        .redirectErrorStream(true).redirectOutput(workDir.resolve("format.log").toFile()).start();
+                if (!format.waitFor(60, TimeUnit.SECONDS) || format.exitValue() != 0) {
+                    throw new AssertionError("kafka-storage format failed:\n" + tail(workDir.resolve("format.log"), 30));
+                }
+                storage.initialized = true;
+            }
+            process = new ProcessBuilder(java(), "-Xmx768m", "-cp", System.getProperty("java.class.path"),
+                    "kafka.Kafka", props.toString())
+                    .redirectErrorStream(true).redirectOutput(ProcessBuilder.Redirect.appendTo(log.toFile())).start();
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new AssertionError(e);
+        }
+        killed = false;
+        awaitListening();
+    }
+
+    private static String java() {
+        return Path.of(System.getProperty("java.home"), "bin", "java").toString();
     }
 
     public boolean running() {
@@ -229,7 +303,8 @@ public final class Floe implements AutoCloseable {
             Thread.currentThread().interrupt();
             throw new AssertionError(e);
         }
-        return process.exitValue();
+        // A JVM ended by SIGTERM exits 143 after its shutdown hooks (the reference broker).
+        return reference() && process.exitValue() == 143 ? 0 : process.exitValue();
     }
 
     public void restart() {
