@@ -1,6 +1,7 @@
 package dev.floe.tests;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
@@ -112,6 +113,94 @@ class ConnectTest {
             for (int i = 0; i < records.size(); i++) {
                 assertEquals(lines(i, i + 1).get(0), new String(records.get(i).value(), StandardCharsets.UTF_8));
             }
+        }
+    }
+
+    /** POSTs a connector config to a distributed worker's REST API; retries while the worker starts. */
+    static void createConnector(int restPort, String json, Process worker, Path log) {
+        java.net.http.HttpClient http = java.net.http.HttpClient.newHttpClient();
+        Clients.waitFor("the worker to accept a connector", Duration.ofSeconds(60), () -> {
+            if (!worker.isAlive()) {
+                throw new AssertionError("the Connect worker exited:\n" + Floe.tail(log, 60));
+            }
+            try {
+                var resp = http.send(java.net.http.HttpRequest.newBuilder(
+                                java.net.URI.create("http://127.0.0.1:" + restPort + "/connectors"))
+                        .header("Content-Type", "application/json")
+                        .POST(java.net.http.HttpRequest.BodyPublishers.ofString(json)).build(),
+                        java.net.http.HttpResponse.BodyHandlers.ofString());
+                if (resp.statusCode() == 201 || resp.statusCode() == 409 && resp.body().contains("already exists")) {
+                    return true;
+                }
+                return null; // 404/409 while the herder joins its group
+            } catch (IOException e) {
+                return null;
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new AssertionError(e);
+            }
+        });
+    }
+
+    @Test
+    void aDistributedWorkerKeepsItsStateInCompactedTopics(@TempDir Path dir) throws Exception {
+        try (Floe floe = Floe.start("--group-initial-rebalance-delay", "200ms")) {
+            String topic = Clients.unique("java-connect-dist");
+            String group = Clients.unique("java-connect-cluster");
+            try (Admin admin = Clients.admin(floe.bootstrap())) {
+                Clients.createTopic(admin, topic, 1);
+            }
+            Path source = dir.resolve("source.txt");
+            Path sink = dir.resolve("sink.txt");
+            Files.writeString(source, "");
+            int rest = Floe.freePort();
+            Path worker = dir.resolve("worker.properties");
+            Files.writeString(worker, String.join("\n",
+                    "bootstrap.servers=" + floe.bootstrap(),
+                    "group.id=" + group,
+                    "key.converter=org.apache.kafka.connect.storage.StringConverter",
+                    "value.converter=org.apache.kafka.connect.storage.StringConverter",
+                    "config.storage.topic=" + group + "-configs",
+                    "offset.storage.topic=" + group + "-offsets",
+                    "status.storage.topic=" + group + "-status",
+                    "config.storage.replication.factor=1",
+                    "offset.storage.replication.factor=1",
+                    "status.storage.replication.factor=1",
+                    "offset.flush.interval.ms=200",
+                    "listeners=http://127.0.0.1:" + rest,
+                    "consumer.auto.offset.reset=earliest", ""));
+            Path log = dir.resolve("connect.log");
+            Process p = new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
+                    "-cp", System.getProperty("java.class.path"),
+                    "org.apache.kafka.connect.cli.ConnectDistributed", worker.toString())
+                    .redirectErrorStream(true).redirectOutput(log.toFile()).start();
+            try {
+                createConnector(rest, "{\"name\":\"floe-dist-source\",\"config\":{\"connector.class\":"
+                        + "\"org.apache.kafka.connect.file.FileStreamSourceConnector\",\"tasks.max\":\"1\","
+                        + "\"file\":\"" + source + "\",\"topic\":\"" + topic + "\"}}", p, log);
+                createConnector(rest, "{\"name\":\"floe-dist-sink\",\"config\":{\"connector.class\":"
+                        + "\"org.apache.kafka.connect.file.FileStreamSinkConnector\",\"tasks.max\":\"1\","
+                        + "\"file\":\"" + sink + "\",\"topics\":\"" + topic + "\"}}", p, log);
+                List<String> want = lines(0, 150);
+                write(source, String.join("\n", want) + "\n");
+                waitForSink(sink, want, p, log);
+            } finally {
+                p.destroy();
+                if (!p.waitFor(30, TimeUnit.SECONDS)) {
+                    p.destroyForcibly();
+                }
+            }
+            // Connect created its three internal topics compacted, and stored the connectors there.
+            try (Admin admin = Clients.admin(floe.bootstrap())) {
+                for (String t : List.of(group + "-configs", group + "-offsets", group + "-status")) {
+                    var res = new org.apache.kafka.common.config.ConfigResource(
+                            org.apache.kafka.common.config.ConfigResource.Type.TOPIC, t);
+                    assertEquals("compact", Clients.get(admin.describeConfigs(List.of(res)).all()).get(res)
+                            .get("cleanup.policy").value(), t);
+                }
+            }
+            int configs = Clients.readAll(floe.bootstrap(), group + "-configs", 1).get(0).size();
+            assertTrue(configs >= 2, "connector configs stored: " + configs);
         }
     }
 }
