@@ -272,6 +272,7 @@ async fn the_rebalance_protocol_on_the_wire() {
         fg.group_id = gid("g");
         fg.member_id = Some(sb(member));
         fg.member_epoch = generation;
+        fg.topics = None; // every committed offset
         let mut f = OffsetFetchRequest::default();
         f.groups.push(fg);
         let r: OffsetFetchResponse = roundtrip(&mut a, ApiKey::OffsetFetch, 9, &f).await;
