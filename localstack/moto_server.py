@@ -1,5 +1,18 @@
 """Runs moto's server (the pinned moto[server] in requirements-moto.txt) with
-one change: how a DynamoDB transaction keeps its rollback state.
+two changes: DynamoDB requests are served one at a time, and a DynamoDB
+transaction keeps its rollback state per item.
+
+moto's server answers requests on concurrent threads, and its DynamoDB backend
+has no isolation between them: a TransactWriteItems whose ConditionCheck has
+passed can still be writing its items while another request changes the
+checked item or reads the table. Real DynamoDB serializes a transaction with
+the writes and reads of its items (a conflicting write is refused), and Floe's
+fencing relies on that: a fenced gateway's in-flight flush commit either lands
+before the fence, and the claimer reads it, or fails. Seen without the lock: a
+gateway killed with a commit in flight had it land after its fence and after
+the new owner read its records, and an idempotent producer's retry was then
+appended twice. Serving DynamoDB requests one at a time gives moto that
+isolation (S3 requests still run concurrently).
 
 moto 5.2.5's TransactWriteItems deep-copies the *whole table* once per item in
 the transaction, before running it, so that it can restore the table if the
@@ -20,10 +33,12 @@ Usage: python moto_server.py [moto_server arguments], e.g. -H 127.0.0.1 -p 5599
 
 import copy
 import sys
+import threading
 
 from moto.dynamodb import models as ddb_models
 from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.dynamodb.models.table import Table
+from moto.dynamodb.responses import DynamoHandler
 from moto.server import main
 
 
@@ -109,6 +124,17 @@ def _transact_write_items(self, transact_items):
 
 ddb_models.copy = _TablesByReference()
 ddb_models.DynamoDBBackend.transact_write_items = _transact_write_items
+
+_dynamodb_lock = threading.Lock()
+_moto_call_action = DynamoHandler.call_action
+
+
+def _serialized_call_action(self):
+    with _dynamodb_lock:
+        return _moto_call_action(self)
+
+
+DynamoHandler.call_action = _serialized_call_action
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
