@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -256,6 +257,16 @@ func checkReadBack(t *testing.T, what string, s []sent, r []read) {
 			}
 		}
 	}
+}
+
+// sortReads orders records by partition, then offset.
+func sortReads(out []read) {
+	sort.SliceStable(out, func(i, j int) bool {
+		if out[i].partition != out[j].partition {
+			return out[i].partition < out[j].partition
+		}
+		return out[i].offset < out[j].offset
+	})
 }
 
 func trunc(b []byte) []byte {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"sort"
 	"sync"
 	"testing"
 	"time"
@@ -99,12 +98,7 @@ func franzReadAll(t *testing.T, f *Floe, topic string) []read {
 			out = append(out, read{key: r.Key, value: r.Value, headers: h, partition: r.Partition, offset: r.Offset})
 		})
 	}
-	sort.SliceStable(out, func(i, j int) bool {
-		if out[i].partition != out[j].partition {
-			return out[i].partition < out[j].partition
-		}
-		return out[i].offset < out[j].offset
-	})
+	sortReads(out)
 	return out
 }
 

@@ -9,12 +9,7 @@
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
-FLOE_BIN="${FLOE_BIN:-target/debug/floe}"
-case "$FLOE_BIN" in
-  /*) ;;
-  *) if [ -e "$FLOE_BIN" ]; then FLOE_BIN="$(pwd)/$FLOE_BIN"; else FLOE_BIN="$repo/$FLOE_BIN"; fi ;;
-esac
-export FLOE_BIN
+. "$repo/tests/floe-bin.sh"
 cd "$here"
 if ! command -v go >/dev/null 2>&1; then
   echo "go is needed (https://go.dev/dl or apt-get install golang)"

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"sync"
 	"testing"
 	"time"
@@ -120,12 +119,7 @@ func saramaReadAll(t *testing.T, f *Floe, topic string) []read {
 		}
 		pc.Close()
 	}
-	sort.SliceStable(out, func(i, j int) bool {
-		if out[i].partition != out[j].partition {
-			return out[i].partition < out[j].partition
-		}
-		return out[i].offset < out[j].offset
-	})
+	sortReads(out)
 	return out
 }
 

@@ -13,12 +13,7 @@
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
-FLOE_BIN="${FLOE_BIN:-target/debug/floe}"
-case "$FLOE_BIN" in
-  /*) ;;
-  *) if [ -e "$FLOE_BIN" ]; then FLOE_BIN="$(pwd)/$FLOE_BIN"; else FLOE_BIN="$repo/$FLOE_BIN"; fi ;;
-esac
-export FLOE_BIN
+. "$repo/tests/floe-bin.sh"
 # 4.3.1: the newest 4.x whose every artifact the suite uses (connect-file too) is on the
 # registry these machines reach.
 versions=(${FLOE_JAVA_KAFKA_VERSIONS:-4.3.1 3.9.1})

@@ -7,12 +7,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
-FLOE_BIN="${FLOE_BIN:-target/debug/floe}"
-case "$FLOE_BIN" in
-  /*) ;;
-  *) if [ -e "$FLOE_BIN" ]; then FLOE_BIN="$(pwd)/$FLOE_BIN"; else FLOE_BIN="$repo/$FLOE_BIN"; fi ;;
-esac
-export FLOE_BIN
+. "$repo/tests/floe-bin.sh"
 if [ "${FLOE_TEST_INSTALL:-}" != only ] && [ ! -x "$FLOE_BIN" ]; then
   echo "floe binary not found or not executable: $FLOE_BIN (build it or set FLOE_BIN)" >&2
   echo "0 passed, 1 failed"

@@ -128,4 +128,25 @@ final class Clients {
             Floe.sleep(100);
         }
     }
+
+    /** Runs {@code mainClass} in a child JVM on this suite's classpath, its output to {@code log}. */
+    static Process childJvm(java.nio.file.Path log, String mainClass, String... args) {
+        List<String> cmd = new ArrayList<>(List.of(
+                java.nio.file.Path.of(System.getProperty("java.home"), "bin", "java").toString(),
+                "-cp", System.getProperty("java.class.path"), mainClass));
+        cmd.addAll(List.of(args));
+        try {
+            return new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(log.toFile()).start();
+        } catch (java.io.IOException e) {
+            throw new java.io.UncheckedIOException(e);
+        }
+    }
+
+    /** SIGTERM, then SIGKILL if it has not exited within 30 s. */
+    static void stop(Process p) throws InterruptedException {
+        p.destroy();
+        if (!p.waitFor(30, TimeUnit.SECONDS)) {
+            p.destroyForcibly();
+        }
+    }
 }

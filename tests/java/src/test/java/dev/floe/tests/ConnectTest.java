@@ -11,7 +11,6 @@ import java.nio.file.StandardOpenOption;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.concurrent.TimeUnit;
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.junit.jupiter.api.Test;
@@ -87,10 +86,8 @@ class ConnectTest {
                     "file=" + sink, "topics=" + topic, ""));
             Path log = dir.resolve("connect.log");
             // The test JVM's classpath (surefire's booter jar names every dependency).
-            Process p = new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
-                    "-cp", System.getProperty("java.class.path"),
-                    "org.apache.kafka.connect.cli.ConnectStandalone", worker.toString(), src.toString(), snk.toString())
-                    .redirectErrorStream(true).redirectOutput(log.toFile()).start();
+            Process p = Clients.childJvm(log, "org.apache.kafka.connect.cli.ConnectStandalone", worker.toString(),
+                    src.toString(), snk.toString());
             try {
                 List<String> want = new ArrayList<>(lines(0, 200));
                 write(source, String.join("\n", want) + "\n");
@@ -102,10 +99,7 @@ class ConnectTest {
                 want.addAll(more);
                 waitForSink(sink, want, p, log);
             } finally {
-                p.destroy();
-                if (!p.waitFor(30, TimeUnit.SECONDS)) {
-                    p.destroyForcibly();
-                }
+                Clients.stop(p);
             }
             // The topic holds each line once, in order.
             List<ConsumerRecord<byte[], byte[]>> records = Clients.readAll(floe.bootstrap(), topic, 1).get(0);
@@ -170,10 +164,7 @@ class ConnectTest {
                     "listeners=http://127.0.0.1:" + rest,
                     "consumer.auto.offset.reset=earliest", ""));
             Path log = dir.resolve("connect.log");
-            Process p = new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
-                    "-cp", System.getProperty("java.class.path"),
-                    "org.apache.kafka.connect.cli.ConnectDistributed", worker.toString())
-                    .redirectErrorStream(true).redirectOutput(log.toFile()).start();
+            Process p = Clients.childJvm(log, "org.apache.kafka.connect.cli.ConnectDistributed", worker.toString());
             try {
                 createConnector(rest, "{\"name\":\"floe-dist-source\",\"config\":{\"connector.class\":"
                         + "\"org.apache.kafka.connect.file.FileStreamSourceConnector\",\"tasks.max\":\"1\","
@@ -185,10 +176,7 @@ class ConnectTest {
                 write(source, String.join("\n", want) + "\n");
                 waitForSink(sink, want, p, log);
             } finally {
-                p.destroy();
-                if (!p.waitFor(30, TimeUnit.SECONDS)) {
-                    p.destroyForcibly();
-                }
+                Clients.stop(p);
             }
             // Connect created its three internal topics compacted, and stored the connectors there.
             try (Admin admin = Clients.admin(floe.bootstrap())) {

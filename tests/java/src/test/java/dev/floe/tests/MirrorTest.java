@@ -9,7 +9,6 @@ import java.time.Duration;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.concurrent.TimeUnit;
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.ListOffsetsResult;
 import org.apache.kafka.clients.admin.OffsetSpec;
@@ -98,20 +97,15 @@ class MirrorTest {
                     "emit.checkpoints.interval.seconds=1",
                     "emit.heartbeats.interval.seconds=1", ""));
             Path log = dir.resolve("mm2.log");
-            Process mm = new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
-                    "-cp", System.getProperty("java.class.path"),
-                    "org.apache.kafka.connect.mirror.MirrorMaker", props.toString(), "--clusters", "b")
-                    .redirectErrorStream(true).redirectOutput(log.toFile()).start();
+            Process mm = Clients.childJvm(log, "org.apache.kafka.connect.mirror.MirrorMaker", props.toString(),
+                    "--clusters", "b");
             try {
                 String mirrored = "a." + topic;
                 awaitMirrored(a, b, topic, mirrored, 300, mm, log);
                 produce(a.bootstrap(), topic, 300, 400);
                 awaitMirrored(a, b, topic, mirrored, 400, mm, log);
             } finally {
-                mm.destroy();
-                if (!mm.waitFor(30, TimeUnit.SECONDS)) {
-                    mm.destroyForcibly();
-                }
+                Clients.stop(mm);
             }
         }
     }
