@@ -35,9 +35,9 @@ import org.junit.jupiter.api.Test;
 /**
  * Consumer groups as Java applications use them: the classic protocol with the range and
  * cooperative-sticky assignors and static membership, and the consumer protocol (KIP-848), each
- * consuming every record once and resuming from committed offsets. Also fetch sessions: a
- * consumer that pauses and resumes partitions (its incremental fetch session drops and re-adds
- * them) still reads everything.
+ * consuming every record once and resuming from committed offsets. Also fetch sessions as the
+ * Java client uses them: Floe declines to create one (session id 0, which Kafka allows), so the
+ * client sends full fetches; one that pauses and resumes partitions must still read everything.
  */
 class ConsumerGroupTest {
     static final int PARTITIONS = 6;
@@ -269,7 +269,7 @@ class ConsumerGroupTest {
     }
 
     @Test
-    void pausedAndResumedPartitionsAreFetchedThroughTheSession() {
+    void pausedAndResumedPartitionsAreFetchedWithoutASession() {
         String topic = topicWith(0);
         try (KafkaConsumer<byte[], byte[]> c = Clients.consumer(floe.bootstrap(), Map.of())) {
             List<TopicPartition> tps = new ArrayList<>();
