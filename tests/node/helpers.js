@@ -89,13 +89,16 @@ function portFree (port) {
   })
 }
 
-// A free port in 20000..31999, spread by pid so parallel test files rarely collide.
-async function pickPort () {
+// The first of `count` consecutive free ports (a gateway with --broker-ids listens on each) in
+// 20000..31999, spread by pid so parallel test files rarely collide.
+async function pickPort (count = 1) {
   for (let i = 0; i < 200; i++) {
-    const port = 20000 + ((process.pid * 7 + crypto.randomInt(12000)) % 12000)
-    if (await portFree(port)) return port
+    const port = 20000 + ((process.pid * 7 + crypto.randomInt(12000 - count)) % (12000 - count))
+    let free = true
+    for (let p = port; free && p < port + count; p++) free = await portFree(p)
+    if (free) return port
   }
-  throw new Error('no free port in 20000..31999')
+  throw new Error(`no ${count} free ports in 20000..31999`)
 }
 
 const sleep = ms => new Promise(resolve => setTimeout(resolve, ms))
@@ -179,7 +182,8 @@ class Floe {
 
   async start () {
     assert.ok(!this.running(), 'broker already running')
-    if (this.port === undefined) this.port = await pickPort()
+    const ids = this.extraArgs.indexOf('--broker-ids')
+    if (this.port === undefined) this.port = await pickPort(ids >= 0 ? Number(this.extraArgs[ids + 1]) : 1)
     await this.initBackend()
     this.starts++
     fs.appendFileSync(this.logPath, `\n===== start #${this.starts}: ${this.bin} ${this.args().join(' ')}\n`)

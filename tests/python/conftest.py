@@ -23,6 +23,7 @@ us-east-1.
 from __future__ import annotations
 
 import os
+import random
 import re
 import secrets
 import signal
@@ -86,12 +87,35 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_port_block(n: int) -> int:
+    """The first of n consecutive free ports (a gateway with `--broker-ids n` listens on all of
+    them). Above the kernel's ephemeral range (32768-60999), where client connections would take
+    the ports after a free one."""
+    rng = random.Random()
+    for _ in range(500):
+        base = rng.randrange(61000, 65535 - n)
+        try:
+            socks = []
+            for p in range(base, base + n):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no {n} consecutive free ports in 61000-65535")
+
+
 class FloeBroker:
     """One floe process bound to a fixed port and data dir; can be restarted/killed."""
 
     def __init__(self, binary: Path, workdir: Path, extra_args=(), port: int | None = None):
         self.binary = binary
-        self.port = port or free_port()
+        ids = int(extra_args[list(extra_args).index("--broker-ids") + 1]) if "--broker-ids" in extra_args else 1
+        self.port = port or (free_port() if ids == 1 else free_port_block(ids))
         self.host = "127.0.0.1"
         self.data_dir = workdir / "data"
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -86,6 +86,17 @@ class StreamsTest {
         }
     }
 
+    /** The application is (back) in RUNNING: a rebalance in between is normal, a failure is not. */
+    static void awaitRunning(KafkaStreams streams, List<Throwable> errors) {
+        Clients.waitFor("the application to be RUNNING", Duration.ofSeconds(60), () -> {
+            assertTrue(errors.isEmpty(), "the application failed: " + errors);
+            KafkaStreams.State st = streams.state();
+            assertTrue(st == KafkaStreams.State.RUNNING || st == KafkaStreams.State.REBALANCING,
+                    "the application is " + st);
+            return st == KafkaStreams.State.RUNNING ? true : null;
+        });
+    }
+
     @Test
     void aWordCountKeepsCountingThroughAGatewayRestart(@TempDir Path stateDir) {
         try (Floe floe = Floe.start("--group-initial-rebalance-delay", "200ms")) {
@@ -127,7 +138,7 @@ class StreamsTest {
 
                 produce(floe.bootstrap(), in, lines(0, 300, expected), 0);
                 tail(c, latest, "the counts of the first 300 lines", () -> latest.equals(expected), streams, errors);
-                assertEquals(KafkaStreams.State.RUNNING, streams.state());
+                awaitRunning(streams, errors);
 
                 // Streams created its internal topics: the repartition topic and a compacted changelog.
                 try (Admin admin = Clients.admin(floe.bootstrap())) {
@@ -147,7 +158,7 @@ class StreamsTest {
                         streams, errors);
                 long over = expected.keySet().stream().mapToLong(w -> latest.get(w) - expected.get(w)).sum();
                 System.out.println("word counts after the restart: " + over + " counted again (at-least-once)");
-                assertEquals(KafkaStreams.State.RUNNING, streams.state());
+                awaitRunning(streams, errors);
                 assertEquals(expected.keySet(), latest.keySet(), "no word that was never sent");
             }
         }
