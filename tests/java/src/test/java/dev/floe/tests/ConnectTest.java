@@ -27,6 +27,25 @@ class ConnectTest {
         Files.writeString(file, text, StandardCharsets.UTF_8, StandardOpenOption.CREATE, StandardOpenOption.APPEND);
     }
 
+    /**
+     * A worker's properties in {@code dir}: this gateway, string converters, offsets flushed every
+     * 200 ms, its REST API on {@code restPort}, sink consumers from the start of their topics;
+     * then {@code modeLines} (where a standalone or a distributed worker keeps its state).
+     */
+    static Path workerProperties(Path dir, String bootstrap, int restPort, String... modeLines) throws IOException {
+        List<String> lines = new ArrayList<>(List.of(
+                "bootstrap.servers=" + bootstrap,
+                "key.converter=org.apache.kafka.connect.storage.StringConverter",
+                "value.converter=org.apache.kafka.connect.storage.StringConverter",
+                "offset.flush.interval.ms=200",
+                "listeners=http://127.0.0.1:" + restPort,
+                "consumer.auto.offset.reset=earliest"));
+        lines.addAll(List.of(modeLines));
+        Path worker = dir.resolve("worker.properties");
+        Files.writeString(worker, String.join("\n", lines) + "\n");
+        return worker;
+    }
+
     static List<String> lines(int from, int to) {
         List<String> out = new ArrayList<>();
         for (int i = from; i < to; i++) {
@@ -66,16 +85,8 @@ class ConnectTest {
             Path source = dir.resolve("source.txt");
             Path sink = dir.resolve("sink.txt");
             Files.writeString(source, "");
-            Path worker = dir.resolve("worker.properties");
-            Files.writeString(worker, String.join("\n",
-                    "bootstrap.servers=" + floe.bootstrap(),
-                    "key.converter=org.apache.kafka.connect.storage.StringConverter",
-                    "value.converter=org.apache.kafka.connect.storage.StringConverter",
-                    "offset.storage.file.filename=" + dir.resolve("offsets"),
-                    "offset.flush.interval.ms=200",
-                    "listeners=http://127.0.0.1:" + Floe.freePort(),
-                    // the sink's consumer reads from the start of the topic
-                    "consumer.auto.offset.reset=earliest", ""));
+            Path worker = workerProperties(dir, floe.bootstrap(), Floe.freePort(),
+                    "offset.storage.file.filename=" + dir.resolve("offsets"));
             Path src = dir.resolve("source.properties");
             Files.writeString(src, String.join("\n", "name=floe-file-source",
                     "connector.class=org.apache.kafka.connect.file.FileStreamSourceConnector", "tasks.max=1",
@@ -148,21 +159,14 @@ class ConnectTest {
             Path sink = dir.resolve("sink.txt");
             Files.writeString(source, "");
             int rest = Floe.freePort();
-            Path worker = dir.resolve("worker.properties");
-            Files.writeString(worker, String.join("\n",
-                    "bootstrap.servers=" + floe.bootstrap(),
+            Path worker = workerProperties(dir, floe.bootstrap(), rest,
                     "group.id=" + group,
-                    "key.converter=org.apache.kafka.connect.storage.StringConverter",
-                    "value.converter=org.apache.kafka.connect.storage.StringConverter",
                     "config.storage.topic=" + group + "-configs",
                     "offset.storage.topic=" + group + "-offsets",
                     "status.storage.topic=" + group + "-status",
                     "config.storage.replication.factor=1",
                     "offset.storage.replication.factor=1",
-                    "status.storage.replication.factor=1",
-                    "offset.flush.interval.ms=200",
-                    "listeners=http://127.0.0.1:" + rest,
-                    "consumer.auto.offset.reset=earliest", ""));
+                    "status.storage.replication.factor=1");
             Path log = dir.resolve("connect.log");
             Process p = Clients.childJvm(log, "org.apache.kafka.connect.cli.ConnectDistributed", worker.toString());
             try {
